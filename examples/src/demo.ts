@@ -1,0 +1,90 @@
+/**
+ * `npm run demo`: nats-server (JetStream, temporary folder), the example
+ * services foo and bar, and a gateway on :8080, each its own process as in
+ * production. Prints a few curl lines; Ctrl-C stops everything.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { startNatsServer } from '@natsgw/devkit';
+
+const port = Number(process.env.PORT ?? 8080);
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+
+const nats = await startNatsServer({ detached: true });
+console.log(`nats-server  ${nats.url} (JetStream in ${nats.storeDir})`);
+
+const children: ChildProcess[] = [];
+function start(name: string, script: string, args: string[] = []): ChildProcess {
+  // Own process group: Ctrl-C reaches only the demo, which stops the others in order.
+  const child = spawn(process.execPath, [script, ...args], {
+    env: { ...process.env, NATS_URL: nats.url },
+    stdio: ['ignore', 'inherit', 'inherit'],
+    detached: true,
+  });
+  child.on('exit', (code, signal) => {
+    if (!stopping) {
+      console.error(`${name} exited (${signal ?? code}); stopping the demo`);
+      void stop(1);
+    }
+  });
+  children.push(child);
+  return child;
+}
+
+let stopping = false;
+async function stop(code = 0): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  console.log('\nstopping: gateway and services drain, then nats-server');
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((resolve) => {
+          if (c.exitCode !== null || c.signalCode !== null) return resolve();
+          c.once('exit', () => resolve());
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
+  await nats.dispose();
+  process.exit(code);
+}
+process.on('SIGINT', () => void stop());
+process.on('SIGTERM', () => void stop());
+// Whatever ends the demo, leave no process behind.
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
+start('foo', here('./foo-service.js'));
+start('bar', here('./bar-service.js'));
+start('gateway', here('../../../gateway/bin/natsgw.js'), ['serve', '--nats', nats.url, '--subject', 'api', '--port', String(port), '--log-level', 'warn']);
+
+// Ready when the gateway answers through both services.
+const base = `http://127.0.0.1:${port}`;
+const until = Date.now() + 20_000;
+for (;;) {
+  try {
+    const [a, b] = await Promise.all([fetch(`${base}/foo/hello`), fetch(`${base}/bar/time`)]);
+    if (a.status === 200 && b.status === 200) break;
+  } catch {
+    // not listening yet
+  }
+  if (Date.now() > until) {
+    console.error('the demo did not come up within 20 s');
+    await stop(1);
+  }
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+console.log(`
+natsgw is up on ${base} (root subject api). Try:
+
+  curl -s ${base}/foo/hello?name=you            # Express service on api.foo
+  curl -s ${base}/foo/users/42
+  curl -s -X POST ${base}/foo/echo -H 'content-type: application/json' -d '{"hi":1}'
+  curl -s ${base}/bar/time                      # Fastify service on api.bar
+  curl -s -X POST ${base}/bar/sum -H 'content-type: application/json' -d '{"numbers":[1,2,3]}'
+  curl -si ${base}/nobody/home                  # 503: no service on api.nobody.home
+
+Ctrl-C stops everything.`);

@@ -1,0 +1,247 @@
+/**
+ * Gateway configuration: one schema, one set of defaults, validated once.
+ *
+ * Flags, `NATSGW_*` environment variables and a JSON config file all feed the
+ * same schema (`GatewayOptionsSchema`); precedence is flag > environment >
+ * file > default. The result is frozen into a {@link GatewayConfig} whose
+ * field names carry their units.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+// Hint, Kind, OptionalKind, ReadonlyKind: named so the exported schema's type can be declared.
+import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
+import { Ajv, type ErrorObject } from 'ajv';
+import { ROOT_SUBJECT_PATTERN } from '@natsgw/service-sdk/protocol';
+
+export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+export const DEFAULT_SUBJECT = 'api';
+export const DEFAULT_PORT = 8080;
+export const DEFAULT_HOST = '0.0.0.0';
+export const DEFAULT_TIMEOUT_MS = 30_000;
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Per-key help, shown by `--help` and used in error messages. `hint` explains a pattern in words. */
+interface Meta {
+  description: string;
+  hint?: string;
+  /** Flag value placeholder in --help. */
+  placeholder?: string;
+  /** Never echo the value back (secrets). */
+  secret?: boolean;
+}
+const opt = <T extends TSchema>(schema: T, meta: Meta) => Type.Optional({ ...schema, ...meta } as T);
+
+const urlList = Type.Array(Type.String({ minLength: 1, pattern: '^(nats|tls|ws|wss)://[^\\s,]+$|^[^\\s,:/]+:\\d+$' }), { minItems: 1 });
+
+/** The one schema every configuration source is checked against. */
+export const GatewayOptionsSchema = Type.Object(
+  {
+    nats: opt(
+      { ...urlList, default: [DEFAULT_NATS_URL] },
+      { description: 'NATS server URL(s), comma-separated for a cluster', placeholder: 'URL[,URL...]', hint: 'must be URLs like nats://host:4222' },
+    ),
+    subject: opt(Type.String({ pattern: ROOT_SUBJECT_PATTERN, default: DEFAULT_SUBJECT }), {
+      description: 'Root subject: /foo/bar is sent to ROOT.foo.bar',
+      placeholder: 'ROOT',
+      hint: 'must be one or more tokens of A-Z a-z 0-9 - _ separated by dots, e.g. api or api.staging',
+    }),
+    port: opt(Type.Integer({ minimum: 0, maximum: 65535, default: DEFAULT_PORT }), { description: 'HTTP port (0 picks a free one)', placeholder: 'N' }),
+    host: opt(Type.String({ minLength: 1, default: DEFAULT_HOST }), { description: 'HTTP listen address', placeholder: 'H' }),
+    timeout: opt(Type.Integer({ minimum: 1, maximum: 3_600_000, default: DEFAULT_TIMEOUT_MS }), {
+      description: 'How long to wait for a service reply before answering 504, in milliseconds',
+      placeholder: 'MS',
+    }),
+    maxBody: opt(Type.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, default: DEFAULT_MAX_BODY_BYTES }), {
+      description: "Largest request body in bytes (413 beyond); never above the NATS server's max_payload minus the envelope",
+      placeholder: 'BYTES',
+    }),
+    maxHeaderSize: opt(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: DEFAULT_MAX_HEADER_BYTES }), {
+      description: 'Largest total size of request headers in bytes (431 beyond)',
+      placeholder: 'BYTES',
+    }),
+    trustedProxies: opt(Type.Array(Type.String({ minLength: 1 }), { default: [] }), {
+      description: 'Addresses or CIDRs of proxies in front of the gateway whose X-Forwarded-* headers are trusted (comma-separated)',
+      placeholder: 'CIDR[,CIDR...]',
+    }),
+    creds: opt(Type.String({ minLength: 1 }), { description: 'NATS credentials file (JWT + NKey)', placeholder: 'FILE' }),
+    user: opt(Type.String({ minLength: 1 }), { description: 'NATS user name (with --pass)', placeholder: 'USER' }),
+    pass: opt(Type.String(), { description: 'NATS password (with --user)', placeholder: 'PASS', secret: true }),
+    token: opt(Type.String({ minLength: 1 }), { description: 'NATS authentication token', placeholder: 'TOKEN', secret: true }),
+    tlsCa: opt(Type.String({ minLength: 1 }), { description: 'CA certificate file to verify the NATS server', placeholder: 'FILE' }),
+    tlsCert: opt(Type.String({ minLength: 1 }), { description: 'Client certificate file for NATS TLS (with --tls-key)', placeholder: 'FILE' }),
+    tlsKey: opt(Type.String({ minLength: 1 }), { description: 'Client private key file for NATS TLS (with --tls-cert)', placeholder: 'FILE' }),
+    logLevel: opt(Type.Union(LOG_LEVELS.map((l) => Type.Literal(l)), { default: 'info' }), {
+      description: 'Log level',
+      placeholder: 'LEVEL',
+      hint: `must be one of ${LOG_LEVELS.join(', ')}`,
+    }),
+  },
+  { additionalProperties: false },
+);
+
+/** Configuration as a user writes it (any source), before defaults. */
+export type GatewayOptions = Static<typeof GatewayOptionsSchema>;
+
+/** The validated, frozen configuration the gateway runs with. */
+export interface GatewayConfig {
+  readonly natsServers: readonly string[];
+  readonly rootSubject: string;
+  readonly port: number;
+  readonly host: string;
+  readonly timeoutMs: number;
+  readonly maxBodyBytes: number;
+  readonly maxHeaderBytes: number;
+  readonly trustedProxies: readonly string[];
+  readonly auth: Readonly<{ creds?: string; user?: string; pass?: string; token?: string }>;
+  readonly tls: Readonly<{ ca?: string; cert?: string; key?: string }> | undefined;
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+}
+
+/** A configuration problem; `message` is one line naming the offending flag, variable or key. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  readonly code = 'ERR_NATSGW_CONFIG';
+}
+
+type Key = keyof typeof GatewayOptionsSchema.properties;
+export const OPTION_KEYS = Object.keys(GatewayOptionsSchema.properties) as Key[];
+const ARRAY_KEYS = new Set<string>(OPTION_KEYS.filter((k) => (GatewayOptionsSchema.properties[k] as TSchema).type === 'array'));
+
+/** `maxBody` → `max-body` */
+export const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+/** `maxBody` → `NATSGW_MAX_BODY` */
+export const envName = (key: string): string => 'NATSGW_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
+
+/** Help text for one option, as schema metadata. */
+export function optionMeta(key: Key): Meta & { default?: unknown; type: string } {
+  const s = GatewayOptionsSchema.properties[key] as TSchema & Meta;
+  return { ...s, type: s.type === 'integer' ? 'number' : s.type === 'array' ? 'array' : s.anyOf ? 'string' : String(s.type) };
+}
+
+const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: false });
+const validate = ajv.compile<GatewayOptions>(GatewayOptionsSchema);
+
+function splitList(v: unknown): unknown {
+  const parts = (Array.isArray(v) ? v : [v]).flatMap((x) => (typeof x === 'string' ? x.split(',') : [x]));
+  return parts.map((x) => (typeof x === 'string' ? x.trim() : x)).filter((x) => x !== '');
+}
+
+export interface ConfigSources {
+  /** Options given as flags (only the ones the user actually passed). */
+  flags?: Record<string, unknown>;
+  /** Environment to read `NATSGW_*` variables from. */
+  env?: NodeJS.ProcessEnv;
+  /** Path of a JSON config file. */
+  file?: string;
+}
+
+/**
+ * Merges and validates configuration from flags, environment and file.
+ * Throws {@link ConfigError} with a one-line message naming the source.
+ * @example
+ *   const config = loadConfig({ flags: { subject: 'api.staging', port: 8080 }, env: process.env });
+ */
+export function loadConfig(sources: ConfigSources): GatewayConfig {
+  const merged: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+
+  if (sources.file !== undefined) {
+    const fileValues = readConfigFile(sources.file);
+    for (const [k, v] of Object.entries(fileValues)) {
+      merged[k] = v;
+      origin[k] = `${k} in ${sources.file}`;
+    }
+  }
+  for (const key of OPTION_KEYS) {
+    const v = sources.env?.[envName(key)];
+    if (v !== undefined) {
+      merged[key] = v;
+      origin[key] = envName(key);
+    }
+  }
+  for (const [key, v] of Object.entries(sources.flags ?? {})) {
+    if (v === undefined) continue;
+    merged[key] = v;
+    origin[key] = '--' + flagName(key);
+  }
+  for (const key of ARRAY_KEYS) if (merged[key] !== undefined) merged[key] = splitList(merged[key]);
+
+  if (!validate(merged)) {
+    throw new ConfigError(describe(validate.errors![0]!, merged, origin));
+  }
+  const o = merged as Required<Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'logLevel'>> &
+    GatewayOptions;
+  checkCombinations(o, origin);
+  return Object.freeze({
+    natsServers: Object.freeze([...o.nats]),
+    rootSubject: o.subject,
+    port: o.port,
+    host: o.host,
+    timeoutMs: o.timeout,
+    maxBodyBytes: o.maxBody,
+    maxHeaderBytes: o.maxHeaderSize,
+    trustedProxies: Object.freeze([...o.trustedProxies]),
+    auth: Object.freeze({ creds: o.creds, user: o.user, pass: o.pass, token: o.token }),
+    tls: o.tlsCa || o.tlsCert || o.tlsKey ? Object.freeze({ ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey }) : undefined,
+    logLevel: o.logLevel,
+  });
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError(`config file ${path} must hold a JSON object`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function describe(e: ErrorObject, values: Record<string, unknown>, origin: Record<string, string>): string {
+  if (e.keyword === 'additionalProperties') {
+    const extra = (e.params as { additionalProperty: string }).additionalProperty;
+    return `unknown option ${origin[extra] ?? extra}`;
+  }
+  const key = e.instancePath.split('/')[1] ?? '';
+  const where = origin[key] ?? key;
+  const meta = (GatewayOptionsSchema.properties as Record<string, Meta | undefined>)[key];
+  const raw = values[key];
+  const shown = meta?.secret ? '' : ` (got ${JSON.stringify(Array.isArray(raw) ? raw.join(',') : raw)})`;
+  const reason = meta?.hint ?? (e.message ?? 'is invalid');
+  return `invalid ${where}: ${reason}${shown}`;
+}
+
+function checkCombinations(o: GatewayOptions, origin: Record<string, string>): void {
+  const name = (k: string) => origin[k] ?? '--' + flagName(k);
+  if (o.user !== undefined && o.pass === undefined) throw new ConfigError(`${name('user')} needs --pass (or NATSGW_PASS)`);
+  if (o.pass !== undefined && o.user === undefined) throw new ConfigError(`${name('pass')} needs --user (or NATSGW_USER)`);
+  const methods = (['creds', 'user', 'token'] as const).filter((k) => o[k] !== undefined);
+  if (methods.length > 1) throw new ConfigError(`choose one NATS authentication method, not ${methods.map(name).join(' and ')}`);
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+    throw new ConfigError(`${o.tlsCert ? name('tlsCert') : name('tlsKey')} needs ${o.tlsCert ? '--tls-key' : '--tls-cert'} as well`);
+  }
+  for (const k of ['creds', 'tlsCa', 'tlsCert', 'tlsKey'] as const) {
+    const file = o[k];
+    if (file !== undefined && !existsSync(file)) throw new ConfigError(`invalid ${name(k)}: file ${file} does not exist`);
+  }
+  for (const cidr of o.trustedProxies ?? []) {
+    const [addr, bits, more] = cidr.split('/');
+    const family = isIP(addr ?? '');
+    const maxBits = family === 6 ? 128 : 32;
+    const okBits = bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= maxBits);
+    if (family === 0 || !okBits || more !== undefined) {
+      throw new ConfigError(`invalid ${name('trustedProxies')}: ${JSON.stringify(cidr)} is not an IP address or CIDR`);
+    }
+  }
+}

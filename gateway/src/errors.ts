@@ -1,0 +1,33 @@
+/**
+ * Every way a gateway request can fail, with its HTTP status: one table, so a
+ * failure always gets the same answer. Clients receive an RFC 9457 problem
+ * body naming the subject and the reason (see problem.ts in the protocol).
+ */
+export const FAILURES = {
+  /** Nobody is subscribed to the subject. */
+  'no-responders': 503,
+  /** The gateway has no NATS connection (starting, or reconnecting). */
+  'nats-unavailable': 503,
+  /** The connection dropped while the request waited for its reply. */
+  'nats-connection-lost': 503,
+  /** No reply within --timeout. */
+  timeout: 504,
+  /** The reply broke the protocol: not msgpack, bad version, status or header. */
+  'bad-reply': 502,
+  /** Body larger than --max-body (or than NATS max_payload allows). */
+  'body-too-large': 413,
+  /** Path with too many segments, or a subject too long. */
+  'uri-too-long': 414,
+  /** Request headers larger than --max-header-size. */
+  'headers-too-large': 431,
+  /** Malformed request: bad percent-encoding, conflicting Content-Length. */
+  'bad-request': 400,
+  /** A transfer coding other than chunked. */
+  'unsupported-transfer-coding': 501,
+  /** The gateway is shutting down. */
+  'shutting-down': 503,
+  /** An unexpected error inside the gateway (a bug); logged with its stack. */
+  internal: 500,
+} as const;
+
+export type FailureCode = keyof typeof FAILURES;

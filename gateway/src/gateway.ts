@@ -1,0 +1,139 @@
+/**
+ * Assembles a gateway: the uWS listener, the NATS connection (kept in the
+ * background, reconnecting forever) and the reply mux between them.
+ */
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { us_listen_socket } from 'uWebSockets.js';
+import type { GatewayConfig } from './config.js';
+import { HttpFront, type Exchange, type NatsLink } from './http-front.js';
+import { createLogger, type Logger } from './log.js';
+import { natsConnectionOptions } from './nats-options.js';
+import { ReplyMux } from './reply-mux.js';
+import { uWS, uwsFallbackReason, uwsIsNative } from './uws.js';
+
+export interface Gateway {
+  /** The port actually listened on (useful with port 0). */
+  readonly port: number;
+  /** Resolves once the first NATS connection is up. */
+  readonly connected: Promise<void>;
+  /** Requests accepted and not yet answered. */
+  readonly inFlight: number;
+  /** The NATS connection, once established. */
+  readonly nats: NatsConnection | undefined;
+  /**
+   * Stops accepting requests, lets those in flight finish for up to
+   * `graceMs`, then closes connections and drains NATS.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface GatewayDeps {
+  logger?: Logger;
+}
+
+/**
+ * Starts a gateway with a validated configuration.
+ * @example
+ *   const gw = await startGateway(loadConfig({ flags: { port: 0 } }));
+ *   await gw.connected;
+ *   // ... fetch(`http://127.0.0.1:${gw.port}/foo`)
+ *   await gw.close();
+ */
+export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
+  const log = deps.logger ?? createLogger(config.logLevel);
+  if (!uwsIsNative) {
+    log.warn(
+      { reason: uwsFallbackReason },
+      '!!! uWebSockets.js native binary NOT loaded: running on the slow pure-JS fallback. Throughput will be a fraction of normal. Use Node 20 on linux/darwin x64/arm64 or win32 x64. !!!',
+    );
+  }
+
+  const front = new HttpFront({
+    rootSubject: config.rootSubject,
+    timeoutMs: config.timeoutMs,
+    maxBodyBytes: config.maxBodyBytes,
+    maxHeaderBytes: config.maxHeaderBytes,
+    trustedProxies: config.trustedProxies,
+    onEvent(event) {
+      if (event.type === 'bad-reply') log.warn({ subject: event.subject, requestId: event.requestId, reason: event.reason }, 'invalid reply from service');
+      else log.error({ err: event.error, requestId: event.requestId }, 'internal error while handling a request');
+    },
+  });
+
+  const app = uWS.App();
+  app.any('/*', front.handle);
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+    app.listen(config.host, config.port, (socket) => {
+      if (socket) resolve(socket);
+      else reject(new Error(`cannot listen on ${config.host}:${config.port} (address in use or not available)`));
+    });
+  });
+  const port = uWS.us_socket_local_port(listenSocket);
+  log.info({ host: config.host, port, subject: config.rootSubject, nats: config.natsServers }, `listening on http://${config.host}:${port}, root subject ${config.rootSubject}`);
+
+  let nc: NatsConnection | undefined;
+  let link: NatsLink | undefined;
+  let stopping = false;
+
+  const connected = (async () => {
+    log.info({ servers: config.natsServers }, 'connecting to NATS');
+    nc = await connect(natsConnectionOptions(config, `natsgw ${config.rootSubject}`));
+    if (stopping) {
+      await nc.close();
+      return;
+    }
+    const mux = new ReplyMux<Exchange>(nc, front, config.timeoutMs);
+    link = { mux, maxPayload: nc.info?.max_payload ?? 1024 * 1024 };
+    front.link = link;
+    log.info({ server: nc.getServer(), maxPayload: link.maxPayload }, 'connected to NATS');
+    const usable = link.maxPayload - config.maxHeaderBytes - 1024;
+    if (usable < config.maxBodyBytes) {
+      log.info({ maxBody: config.maxBodyBytes, usable, maxPayload: link.maxPayload }, `request bodies limited to ${usable} bytes by the NATS server's max_payload`);
+    }
+    void watchStatus(nc);
+  })();
+  connected.catch((err: unknown) => log.error({ err }, 'NATS connection failed'));
+
+  async function watchStatus(conn: NatsConnection): Promise<void> {
+    for await (const s of conn.status()) {
+      if (s.type === 'disconnect') {
+        front.link = undefined;
+        link?.mux.failAll();
+        log.warn({ server: s.server }, 'disconnected from NATS; answering 503 while reconnecting');
+      } else if (s.type === 'reconnect') {
+        if (link !== undefined) {
+          link.maxPayload = conn.info?.max_payload ?? link.maxPayload;
+          front.link = link;
+        }
+        log.info({ server: s.server }, 'reconnected to NATS');
+      } else if (s.type === 'error') {
+        log.warn({ err: s.error }, 'NATS error');
+      }
+    }
+  }
+
+  return {
+    port,
+    connected,
+    get inFlight() {
+      return front.inFlight;
+    },
+    get nats() {
+      return nc;
+    },
+    async close(graceMs = 10_000) {
+      if (stopping) return;
+      stopping = true;
+      front.closing = true;
+      uWS.us_listen_socket_close(listenSocket);
+      const until = Date.now() + graceMs;
+      while (front.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      // close() exists in uWS v20.30 (drops keep-alive connections) but is missing from its typings.
+      (app as typeof app & { close(): void }).close();
+      front.link = undefined;
+      link?.mux.close();
+      if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
+      log.info('gateway stopped');
+    },
+  };
+}

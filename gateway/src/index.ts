@@ -1,0 +1,7 @@
+/**
+ * @natsgw/gateway: HTTP on the front, NATS request/reply on the back.
+ */
+export { startGateway, type Gateway, type GatewayDeps } from './gateway.js';
+export { loadConfig, ConfigError, GatewayOptionsSchema, type GatewayConfig, type GatewayOptions } from './config.js';
+export { FAILURES, type FailureCode } from './errors.js';
+export { uwsIsNative } from './uws.js';

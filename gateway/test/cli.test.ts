@@ -1,0 +1,77 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+import { startNatsServer } from '@natsgw/devkit';
+import { OPTION_KEYS, flagName, envName } from '../src/config.js';
+
+const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
+const run = (args: string[], env: Record<string, string> = {}) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
+
+test('cli: --help documents every option with its environment variable', () => {
+  const r = run(['serve', '--help']);
+  assert.equal(r.status, 0);
+  for (const key of OPTION_KEYS) {
+    assert.match(r.stdout, new RegExp(`--${flagName(key)}\\b`), `--${flagName(key)} in help`);
+    assert.match(r.stdout, new RegExp(envName(key).replace(/_/g, '_\\s*')), `${envName(key)} in help`);
+  }
+  assert.match(r.stdout, /--config/);
+  assert.match(run(['--help']).stdout, /natsgw serve/);
+});
+
+test('cli: bad usage is one line on stderr and exit code 2', () => {
+  const cases: Array<[string[], Record<string, string>, RegExp]> = [
+    [['serve', '--port', 'abc'], {}, /^natsgw: invalid --port: must be integer \(got "abc"\)\n$/],
+    [['serve', '--bogus', '1'], {}, /^natsgw: unknown option --bogus\n$/],
+    [['serve', '--port'], {}, /^natsgw: --port needs a value\n$/],
+    [['serve', '--subject', 'a.>'], {}, /^natsgw: invalid --subject: /],
+    [['serve'], { NATSGW_MAX_BODY: 'lots' }, /^natsgw: invalid NATSGW_MAX_BODY: must be integer/],
+    [['serve', '--config', '/nonexistent/natsgw.json'], {}, /^natsgw: cannot read config file \/nonexistent\/natsgw\.json: ENOENT\n$/],
+    [['launch'], {}, /^natsgw: unknown command launch\n$/],
+    [[], {}, /^natsgw: Name a command/],
+  ];
+  for (const [args, env, message] of cases) {
+    const r = run(args, env);
+    assert.equal(r.status, 2, `${args.join(' ')} exits 2`);
+    assert.match(r.stderr, message, args.join(' '));
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    assert.doesNotMatch(r.stderr, /\s+at /, 'no stack trace');
+  }
+});
+
+test('cli: a port already in use is a one-line runtime error, exit 1', async () => {
+  const ns = await startNatsServer();
+  try {
+    const r = run(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', String(ns.port)]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^natsgw: cannot listen on 127\.0\.0\.1:\d+/);
+  } finally {
+    await ns.dispose();
+  }
+});
+
+test('cli: serve runs the gateway and exits 0 on SIGTERM', async () => {
+  const ns = await startNatsServer();
+  const child = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--subject', 'cli.test'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    let out = '';
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+        if (m && out.includes('connected to NATS')) resolve(Number(m[1]));
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+    });
+    const r = await request(`http://127.0.0.1:${port}/x`);
+    assert.equal(r.statusCode, 503);
+    assert.equal(((await r.body.json()) as { subject: string }).subject, 'cli.test.x');
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  } finally {
+    child.kill('SIGKILL');
+    await ns.dispose();
+  }
+});

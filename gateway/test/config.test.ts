@@ -1,0 +1,76 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, loadConfig } from '../src/config.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'natsgw-config-'));
+function file(name: string, content: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, content);
+  return p;
+}
+
+test('config: defaults come from the schema', () => {
+  const c = loadConfig({});
+  assert.deepEqual(c.natsServers, ['nats://127.0.0.1:4222']);
+  assert.equal(c.rootSubject, 'api');
+  assert.equal(c.port, 8080);
+  assert.equal(c.timeoutMs, DEFAULT_TIMEOUT_MS);
+  assert.equal(c.maxBodyBytes, DEFAULT_MAX_BODY_BYTES);
+  assert.ok(Object.isFrozen(c));
+});
+
+test('config: flag > environment > file > default', () => {
+  const f = file('layers.json', JSON.stringify({ port: 1111, timeout: 1111, maxBody: 1111, subject: 'fromfile' }));
+  const env = { NATSGW_TIMEOUT: '2222', NATSGW_MAX_BODY: '2222' };
+  const c = loadConfig({ file: f, env, flags: { maxBody: '3333' } });
+  assert.equal(c.port, 1111); // file only
+  assert.equal(c.rootSubject, 'fromfile');
+  assert.equal(c.timeoutMs, 2222); // env beats file
+  assert.equal(c.maxBodyBytes, 3333); // flag beats env
+});
+
+test('config: lists accept commas and repeats', () => {
+  const c = loadConfig({ flags: { nats: ['nats://a:4222,nats://b:4222', 'nats://c:4222'] }, env: { NATSGW_TRUSTED_PROXIES: '10.0.0.0/8, 192.168.1.1' } });
+  assert.deepEqual(c.natsServers, ['nats://a:4222', 'nats://b:4222', 'nats://c:4222']);
+  assert.deepEqual(c.trustedProxies, ['10.0.0.0/8', '192.168.1.1']);
+});
+
+test('config: every bad value is one line naming where it came from', () => {
+  const cases: Array<[Parameters<typeof loadConfig>[0], RegExp]> = [
+    [{ flags: { port: 'abc' } }, /^invalid --port: must be integer \(got "abc"\)$/],
+    [{ flags: { port: '70000' } }, /^invalid --port: must be <= 65535/],
+    [{ env: { NATSGW_TIMEOUT: '0' } }, /^invalid NATSGW_TIMEOUT: must be >= 1/],
+    [{ flags: { subject: 'api.*' } }, /^invalid --subject: must be one or more tokens/],
+    [{ flags: { subject: 'api..x' } }, /^invalid --subject/],
+    [{ flags: { nats: 'not a url' } }, /^invalid --nats: must be URLs/],
+    [{ flags: { logLevel: 'loud' } }, /^invalid --log-level: must be one of fatal, error/],
+    [{ flags: { maxBody: '-1' } }, /^invalid --max-body: must be >= 0/],
+    [{ file: file('bad-value.json', '{"timeout": "soon"}') }, /^invalid timeout in .*bad-value\.json: must be integer/],
+    [{ file: file('unknown.json', '{"colour": "blue"}') }, /^unknown option colour in .*unknown\.json$/],
+    [{ file: file('broken.json', '{"port": ') }, /is not valid JSON/],
+    [{ file: file('array.json', '[1]') }, /must hold a JSON object/],
+    [{ file: join(dir, 'missing.json') }, /^cannot read config file .*missing\.json: ENOENT$/],
+    [{ flags: { user: 'u' } }, /^--user needs --pass/],
+    [{ flags: { user: 'u', pass: 'p', token: 't' } }, /^choose one NATS authentication method/],
+    [{ flags: { tlsCert: file('c.pem', 'x') } }, /needs --tls-key as well/],
+    [{ flags: { creds: join(dir, 'nope.creds') } }, /^invalid --creds: file .*nope\.creds does not exist$/],
+    [{ flags: { trustedProxies: '10.0.0.0/33' } }, /^invalid --trusted-proxies: "10\.0\.0\.0\/33" is not an IP address or CIDR$/],
+    [{ flags: { trustedProxies: 'example.com' } }, /is not an IP address or CIDR/],
+  ];
+  for (const [sources, message] of cases) {
+    assert.throws(
+      () => loadConfig(sources),
+      (err: unknown) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'),
+      `${JSON.stringify(sources)} → ${message}`,
+    );
+  }
+});
+
+test('config: secrets are never echoed in errors', () => {
+  assert.throws(() => loadConfig({ flags: { user: 'u', pass: 12 as unknown as string, token: 'secret-token' } }), (err: unknown) => {
+    return err instanceof ConfigError && !err.message.includes('secret-token');
+  });
+});

@@ -1,0 +1,227 @@
+/**
+ * Test scaffolding: a real nats-server, a gateway in this process with its
+ * logs captured, a plain NATS connection for hand-written responders, and a
+ * raw-socket HTTP client for framing tests fetch cannot express.
+ */
+import { connect as netConnect } from 'node:net';
+import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { startNatsServer, type NatsServer, type NatsServerOptions } from '@natsgw/devkit';
+import { decodeRequest, encodeReply, type ReplyEnvelope, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
+import { serve, type RequestListener, type ServeOptions, type Service } from '@natsgw/service-sdk';
+import { loadConfig } from '../src/config.js';
+import { startGateway, type Gateway } from '../src/gateway.js';
+import { createLogger } from '../src/log.js';
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+export interface Stack {
+  ns: NatsServer;
+  gw: Gateway;
+  nc: NatsConnection;
+  base: string;
+  logs: LogLine[];
+  /** Registers something to drain when the stack closes, even after a failed assertion. */
+  track<T extends { drain(): Promise<void> }>(thing: T): T;
+  /** serve() from the SDK, drained when the stack closes. */
+  serve(handler: RequestListener, options: ServeOptions): Promise<Service>;
+  close(): Promise<void>;
+}
+
+/** Starts a gateway for `flags` with its own logger capturing lines. */
+export async function startTestGateway(flags: Record<string, unknown>, logs: LogLine[] = []): Promise<{ gw: Gateway; logs: LogLine[]; base: string }> {
+  const logger = createLogger('debug', { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
+  const gw = await startGateway(loadConfig({ flags: { port: 0, host: '127.0.0.1', ...flags } }), { logger });
+  return { gw, logs, base: `http://127.0.0.1:${gw.port}` };
+}
+
+/** nats-server + gateway (connected) + a client connection. */
+export async function startStack(flags: Record<string, unknown> = {}, natsOptions: NatsServerOptions = {}): Promise<Stack> {
+  const ns = await startNatsServer(natsOptions);
+  const { gw, logs, base } = await startTestGateway({ nats: ns.url, ...flags });
+  await gw.connected;
+  const nc = await connect({ servers: ns.url });
+  const tracked: Array<{ drain(): Promise<void> }> = [];
+  return {
+    ns,
+    gw,
+    nc,
+    base,
+    logs,
+    track(thing) {
+      tracked.push(thing);
+      return thing;
+    },
+    async serve(handler, options) {
+      const service = await serve(handler, options);
+      tracked.push(service);
+      return service;
+    },
+    async close() {
+      await Promise.all(tracked.map((t) => t.drain().catch(() => undefined)));
+      await gw.close(1000);
+      await nc.close().catch(() => undefined);
+      await ns.dispose();
+    },
+  };
+}
+
+/** Subscribes a hand-written responder; `reply` may return an envelope, raw bytes, or nothing (no answer). */
+export async function respond(
+  nc: NatsConnection,
+  subject: string,
+  reply: (req: RequestEnvelope, msg: Msg) => Partial<ReplyEnvelope> | Uint8Array | undefined | Promise<Partial<ReplyEnvelope> | Uint8Array | undefined>,
+): Promise<Subscription> {
+  const sub = nc.subscribe(subject, {
+    callback: (_err, msg) => {
+      void (async () => {
+        const r = await reply(decodeRequest(msg.data), msg);
+        if (r === undefined) return;
+        msg.respond(r instanceof Uint8Array ? r : encodeReply({ v: 1, status: 200, headers: [], body: Buffer.alloc(0), ...r }));
+      })();
+    },
+  });
+  await nc.flush();
+  return sub;
+}
+
+/** Echoes the request envelope back as JSON (body as text). */
+export function echo(req: RequestEnvelope): Partial<ReplyEnvelope> {
+  return {
+    status: 200,
+    headers: ['content-type', 'application/json'],
+    body: Buffer.from(JSON.stringify({ ...req, body: Buffer.from(req.body).toString('utf8') })),
+  };
+}
+
+export interface RawResult {
+  /** Everything received, as latin1 text. */
+  text: string;
+  /** The server closed the connection. */
+  closed: boolean;
+}
+
+/**
+ * Writes raw bytes to the gateway and collects what comes back until the
+ * server closes the connection or nothing arrives for `idleMs`.
+ */
+export function rawRequest(port: number, data: string | Buffer, idleMs = 300): Promise<RawResult> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect(port, '127.0.0.1');
+    let text = '';
+    let timer: NodeJS.Timeout;
+    const done = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ text, closed });
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => done(false), idleMs);
+    };
+    socket.on('data', (d) => {
+      text += d.toString('latin1');
+      arm();
+    });
+    socket.on('end', () => done(true));
+    socket.on('close', () => done(true));
+    socket.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'ECONNRESET' ? done(true) : reject(err)));
+    socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+    arm();
+  });
+}
+
+/**
+ * One keep-alive connection driven by hand: send a request, read exactly one
+ * response (Content-Length framed, or bodyless when told), repeat.
+ */
+export class RawSession {
+  private buffer = '';
+  private waiter: (() => void) | undefined;
+  closed = false;
+  private readonly socket;
+
+  constructor(port: number, localAddress?: string) {
+    this.socket = netConnect({ port, host: '127.0.0.1', ...(localAddress ? { localAddress } : {}) });
+    this.socket.on('data', (d) => {
+      this.buffer += d.toString('latin1');
+      this.waiter?.();
+    });
+    this.socket.on('close', () => {
+      this.closed = true;
+      this.waiter?.();
+    });
+    this.socket.on('error', () => undefined);
+  }
+
+  send(raw: string): void {
+    this.socket.write(Buffer.from(raw, 'latin1'));
+  }
+
+  /** Reads one response; rejects if the connection closes first or nothing complete arrives in `ms`. */
+  async read(bodyless = false, ms = 3000): Promise<{ status: number; headers: Record<string, string[]>; body: string }> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const [first] = parseResponses(this.buffer, () => bodyless);
+      if (first !== undefined) {
+        const headEnd = this.buffer.indexOf('\r\n\r\n') + 4;
+        const len = bodyless ? 0 : Number(first.headers['content-length']?.[0] ?? 0);
+        if (this.buffer.length >= headEnd + len) {
+          this.buffer = this.buffer.slice(headEnd + len);
+          return first;
+        }
+      }
+      if (this.closed) throw new Error(`connection closed; received ${JSON.stringify(this.buffer.slice(0, 200))}`);
+      if (Date.now() > until) throw new Error('no complete response in time');
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve;
+        setTimeout(resolve, 50);
+      });
+      this.waiter = undefined;
+    }
+  }
+
+  /** Whatever arrived and was not read as a response. */
+  get unread(): string {
+    return this.buffer;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Splits raw HTTP/1.1 text into responses (Content-Length framed, or bodyless). */
+export function parseResponses(text: string, bodyless: (status: number, index: number) => boolean = () => false): Array<{ status: number; headers: Record<string, string[]>; body: string }> {
+  const out: Array<{ status: number; headers: Record<string, string[]>; body: string }> = [];
+  let rest = text;
+  while (rest.length > 0) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end < 0) break;
+    const [statusLine, ...lines] = rest.slice(0, end).split('\r\n');
+    const status = Number(statusLine!.split(' ')[1]);
+    const headers: Record<string, string[]> = {};
+    for (const l of lines) {
+      const i = l.indexOf(':');
+      const k = l.slice(0, i).toLowerCase();
+      (headers[k] ??= []).push(l.slice(i + 1).trim());
+    }
+    const len = bodyless(status, out.length) ? 0 : Number(headers['content-length']?.[0] ?? 0);
+    out.push({ status, headers, body: rest.slice(end + 4, end + 4 + len) });
+    rest = rest.slice(end + 4 + len);
+  }
+  return out;
+}
+
+/** Polls `check` until it is true or `ms` pass. */
+export async function eventually(check: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -1,0 +1,285 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect as netConnect } from 'node:net';
+import { request } from 'undici';
+import type { RequestEnvelope } from '@natsgw/service-sdk/protocol';
+import { echo, eventually, parseResponses, RawSession, rawRequest, respond, startStack, type Stack } from './helpers.js';
+
+let s: Stack;
+let port: number;
+const seen: RequestEnvelope[] = [];
+
+before(async () => {
+  s = await startStack({ maxBody: 64 * 1024, maxHeaderSize: 4096, trustedProxies: '10.1.2.3,127.0.0.2/32' });
+  port = s.gw.port;
+  await respond(s.nc, 'api.echo.>', (req) => {
+    seen.push(req);
+    return echo(req);
+  });
+  await respond(s.nc, 'api.status.*', (req) => {
+    const status = Number(req.subject.split('.').pop());
+    return { status, headers: ['content-type', 'text/plain', 'content-length', '5', 'x-kind', 'status'], body: Buffer.from('hello') };
+  });
+  await respond(s.nc, 'api.slow', async () => {
+    await new Promise((r) => setTimeout(r, 300));
+    return { status: 200, body: Buffer.from('late') };
+  });
+});
+after(() => s.close());
+
+test('front: every method reaches the service with method, path, query, headers and body intact', async () => {
+  for (const method of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
+    const body = method === 'GET' ? undefined : `body of ${method}`;
+    const r = await request(`${s.base}/echo/a/b?x=1&y=%20z`, { method, body, headers: { 'x-custom': 'v1', 'content-type': 'text/plain' } });
+    assert.equal(r.statusCode, 200, method);
+    const env = (await r.body.json()) as RequestEnvelope & { body: string };
+    assert.equal(env.method, method);
+    assert.equal(env.path, '/echo/a/b');
+    assert.equal(env.query, 'x=1&y=%20z');
+    assert.equal(env.subject, 'api.echo.a.b');
+    assert.equal(env.root, 'api');
+    assert.equal(env.body, body ?? '');
+    const h = env.headers;
+    assert.equal(h[h.indexOf('x-custom') + 1], 'v1');
+    if (body !== undefined) assert.equal(h[h.indexOf('content-length') + 1], String(body.length));
+  }
+});
+
+test('front: repeated request headers keep their order; hop-by-hop ones are not forwarded', async () => {
+  const r = await rawRequest(
+    port,
+    'GET /echo/h HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: 2\r\nX-A: 3\r\nConnection: keep-alive, x-secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\n\r\n',
+  );
+  const env = JSON.parse(parseResponses(r.text)[0]!.body) as RequestEnvelope;
+  const pairs: Array<[string, string]> = [];
+  for (let i = 0; i < env.headers.length; i += 2) pairs.push([env.headers[i]!, env.headers[i + 1]!]);
+  assert.deepEqual(
+    pairs.filter(([n]) => n === 'x-a' || n === 'x-b'),
+    [['x-a', '1'], ['x-b', '2'], ['x-a', '3']],
+  );
+  const names = pairs.map(([n]) => n);
+  for (const hop of ['connection', 'keep-alive', 'te', 'upgrade', 'x-secret']) assert.ok(!names.includes(hop), hop);
+});
+
+test('front: a chunked upload reaches the service whole, with a Content-Length', async () => {
+  const r = await rawRequest(port, 'POST /echo/chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n');
+  const res = parseResponses(r.text)[0]!;
+  assert.equal(res.status, 200);
+  const env = JSON.parse(res.body) as RequestEnvelope & { body: string };
+  assert.equal(env.body, 'hello world');
+  assert.equal(env.headers[env.headers.indexOf('content-length') + 1], '11');
+  assert.ok(!env.headers.includes('transfer-encoding'));
+});
+
+test('front: HEAD, 204 and 304 answers carry no body, and the connection stays usable', async () => {
+  // One keep-alive connection: if any of these leaked a body, the next response would be garbled.
+  const c = new RawSession(port);
+  c.send('HEAD /status/200 HTTP/1.1\r\nHost: x\r\n\r\n');
+  const head = await c.read(true);
+  assert.equal(head.status, 200);
+  assert.equal(head.headers['content-length']?.[0], '5', 'HEAD reports the GET length');
+  c.send('GET /status/204 HTTP/1.1\r\nHost: x\r\n\r\n');
+  const noContent = await c.read(true);
+  assert.equal(noContent.status, 204);
+  assert.equal(noContent.headers['content-length'], undefined, '204 has no Content-Length');
+  c.send('GET /status/304 HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert.equal((await c.read(true)).status, 304);
+  c.send('GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n');
+  const full = await c.read();
+  assert.equal(full.body, 'hello');
+  assert.equal(full.headers['x-kind']?.[0], 'status');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(c.unread, '', 'no stray bytes after the bodyless answers');
+  assert.ok(!c.closed);
+  c.close();
+});
+
+test('front: keep-alive serves many requests on one connection', async () => {
+  const c = new RawSession(port);
+  for (let i = 0; i < 20; i++) {
+    c.send(`GET /echo/ka/${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const r = await c.read();
+    assert.equal((JSON.parse(r.body) as RequestEnvelope).path, `/echo/ka/${i}`);
+  }
+  assert.ok(!c.closed);
+  c.close();
+});
+
+test('front: a pipelined request while one is in flight closes the connection (uWS refuses async pipelining); nothing is answered twice', async () => {
+  // uWS v20 deliberately closes a connection when a request arrives before the
+  // previous response was written (HttpContext.h: "Are we not ready for
+  // another request yet? Terminate the connection."), and every gateway
+  // response waits for NATS. Clients must then retry without pipelining, as
+  // RFC 9112 §9.3.2 expects of them.
+  const before = seen.length;
+  const r = await rawRequest(port, ['/echo/p1', '/echo/p2', '/echo/p3'].map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join(''));
+  assert.ok(r.closed, 'connection closed');
+  assert.ok(parseResponses(r.text).length <= 1, 'at most the first is answered');
+  await new Promise((res) => setTimeout(res, 100));
+  assert.ok(seen.length - before <= 1, 'only the first request can have reached the service');
+  await eventually(() => s.gw.inFlight === 0, 2000, 'nothing left in flight');
+  const ok = await request(`${s.base}/echo/after-pipelining`);
+  assert.equal(ok.statusCode, 200);
+  await ok.body.dump();
+});
+
+test('front: a body over --max-body gets 413 at once and is not read', async () => {
+  const before = seen.length;
+  // Declares 10 MB but sends 10 bytes: the answer must not wait for the rest.
+  const t0 = Date.now();
+  const r = await rawRequest(port, 'POST /echo/big HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n0123456789', 2000);
+  assert.ok(Date.now() - t0 < 1500, 'answered without waiting for the body');
+  assert.match(r.text, /^HTTP\/1.1 413 /);
+  assert.match(r.text, /"code":"body-too-large"/);
+  assert.ok(r.closed, 'connection closed');
+  // Chunked: cut off once the limit is passed.
+  const chunk = 'a'.repeat(16 * 1024);
+  const chunks = Array.from({ length: 6 }, () => `${(chunk.length).toString(16)}\r\n${chunk}\r\n`).join('');
+  const c = await rawRequest(port, `POST /echo/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${chunks}0\r\n\r\n`, 2000);
+  assert.match(c.text, /^HTTP\/1.1 413 /);
+  assert.equal(seen.length, before, 'nothing was forwarded');
+  // Exactly at the limit is fine.
+  const ok = await request(`${s.base}/echo/edge`, { method: 'POST', body: Buffer.alloc(64 * 1024, 1) });
+  assert.equal(ok.statusCode, 200);
+  await ok.body.dump();
+});
+
+test('front: malformed framing gets 400/501 and a closed connection; nothing is forwarded', async () => {
+  const before = seen.length;
+  const cases: Array<[string, RegExp]> = [
+    ['POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd', /^HTTP\/1.1 400 .*"code":"bad-request"/s],
+    ['POST /echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n', /^HTTP\/1.1 501 /],
+    ['POST /echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n', /^HTTP\/1.1 400 /],
+  ];
+  for (const [raw, expected] of cases) {
+    const r = await rawRequest(port, raw);
+    assert.match(r.text, expected, raw.split('\r\n')[2]);
+    assert.ok(r.closed, 'closed after a framing error');
+  }
+  // Both Content-Length and Transfer-Encoding: uWS itself refuses and closes.
+  const both = await rawRequest(port, 'POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+  assert.ok(both.closed);
+  assert.doesNotMatch(both.text, /^HTTP\/1.1 200/);
+  assert.equal(seen.length, before);
+});
+
+test('front: oversize headers → 431, too deep or too long a path → 414, bad percent-encoding → 400', async () => {
+  const big = await request(`${s.base}/echo/x`, { headers: { 'x-big': 'a'.repeat(5000) } });
+  assert.equal(big.statusCode, 431);
+  await big.body.dump();
+  const deep = await request(`${s.base}${'/a'.repeat(65)}`);
+  assert.equal(deep.statusCode, 414);
+  await deep.body.dump();
+  const long = await request(`${s.base}/${'x'.repeat(1100)}`);
+  assert.equal(long.statusCode, 414);
+  await long.body.dump();
+  const bad = await request(`${s.base}/echo/%zz`);
+  assert.equal(bad.statusCode, 400);
+  assert.match(await bad.body.text(), /percent-encoding/);
+});
+
+test('front: paths that try to reach other subjects are mapped by the documented rule', async () => {
+  const cases: Array<[string, string]> = [
+    ['/echo/a.b', 'api.echo.a=2Eb'],
+    ['/echo/%2e%2e/x', 'api.echo.=2E=2E.x'],
+    ['/echo/a%2Fb', 'api.echo.a=2Fb'],
+    ['/echo/*', 'api.echo.=2A'],
+    ['/echo/%3E', 'api.echo.=3E'],
+    ['/echo//x', 'api.echo.=.x'],
+    ['/echo/%C3%BC', 'api.echo.=C3=BC'],
+  ];
+  for (const [path, subject] of cases) {
+    const r = await rawRequest(port, `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const env = JSON.parse(parseResponses(r.text)[0]!.body) as RequestEnvelope;
+    assert.equal(env.subject, subject, path);
+  }
+});
+
+test('front: x-request-id is taken from the client or generated, passed on and echoed', async () => {
+  const given = await request(`${s.base}/echo/id`, { headers: { 'x-request-id': 'client-chose-this' } });
+  assert.equal(given.headers['x-request-id'], 'client-chose-this');
+  const env = (await given.body.json()) as RequestEnvelope;
+  assert.equal(env.id, 'client-chose-this');
+  assert.equal(env.headers[env.headers.indexOf('x-request-id') + 1], 'client-chose-this');
+
+  const made = await request(`${s.base}/echo/id`);
+  const id = made.headers['x-request-id'] as string;
+  assert.match(id, /^[A-Za-z0-9]{10,}$/);
+  assert.equal(((await made.body.json()) as RequestEnvelope).id, id);
+
+  // A request id with control characters or spaces is not trusted: a new one is made.
+  const bad = await request(`${s.base}/echo/id`, { headers: { 'x-request-id': 'has space' } });
+  assert.notEqual(bad.headers['x-request-id'], 'has space');
+  await bad.body.dump();
+  // Errors carry it too.
+  const err = await request(`${s.base}/nobody`, { headers: { 'x-request-id': 'err-id' } });
+  assert.equal(err.headers['x-request-id'], 'err-id');
+  assert.equal(((await err.body.json()) as { requestId: string }).requestId, 'err-id');
+});
+
+test('front: X-Forwarded-* from an untrusted client are replaced, not trusted', async () => {
+  const r = await request(`${s.base}/echo/fwd`, {
+    headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example' },
+  });
+  const env = (await r.body.json()) as RequestEnvelope;
+  const h = (n: string) => env.headers.filter((_, i) => env.headers[i - 1] === n);
+  assert.deepEqual(h('x-forwarded-for'), ['127.0.0.1']);
+  assert.deepEqual(h('x-forwarded-proto'), ['http']);
+  assert.deepEqual(h('x-forwarded-host'), [`127.0.0.1:${port}`]);
+  assert.equal(env.remote, '127.0.0.1');
+  assert.equal(env.scheme, 'http');
+});
+
+test('front: X-Forwarded-* from a trusted proxy are extended', async () => {
+  // 127.0.0.2 is in --trusted-proxies; connect from it.
+  const text = await new Promise<string>((resolve, reject) => {
+    const sock = netConnect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+    let out = '';
+    sock.on('data', (d) => {
+      out += d.toString();
+      if (/\r\n\r\n[\s\S]*\}$/.test(out)) {
+        sock.destroy();
+        resolve(out);
+      }
+    });
+    sock.on('error', reject);
+    sock.write('GET /echo/fwd HTTP/1.1\r\nHost: inner\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\n\r\n');
+  });
+  const env = JSON.parse(parseResponses(text)[0]!.body) as RequestEnvelope;
+  const h = (n: string) => env.headers.filter((_, i) => env.headers[i - 1] === n);
+  assert.deepEqual(h('x-forwarded-for'), ['203.0.113.9, 127.0.0.2']);
+  assert.equal(env.scheme, 'https');
+  assert.equal(env.host, 'shop.example');
+});
+
+test('front: a client that aborts mid-request or mid-reply leaks nothing and breaks nothing', async () => {
+  const before = seen.length;
+  // Mid-request: half a body, then gone.
+  await new Promise<void>((resolve) => {
+    const sock = netConnect(port, '127.0.0.1', () => {
+      sock.write('POST /echo/abort HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n' + 'a'.repeat(100));
+      setTimeout(() => {
+        sock.destroy();
+        resolve();
+      }, 50);
+    });
+  });
+  // Mid-reply: the service answers after the client left.
+  await new Promise<void>((resolve) => {
+    const sock = netConnect(port, '127.0.0.1', () => {
+      sock.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+      setTimeout(() => {
+        sock.destroy();
+        resolve();
+      }, 50);
+    });
+  });
+  await eventually(() => s.gw.inFlight === 0, 3000, 'in-flight back to 0');
+  await new Promise((r) => setTimeout(r, 400)); // the late reply arrives and is dropped
+  assert.equal(s.gw.inFlight, 0);
+  assert.equal(seen.length, before, 'the half-sent request was never forwarded');
+  const r = await request(`${s.base}/echo/after`);
+  assert.equal(r.statusCode, 200);
+  await r.body.dump();
+  assert.ok(!s.logs.some((l) => l.level >= 50), 'no errors logged');
+});

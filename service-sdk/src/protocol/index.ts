@@ -1,0 +1,7 @@
+/**
+ * The wire protocol, shared by the gateway and services: envelopes, the
+ * path ↔ subject mapping and problem bodies. Specified in PROTOCOL.md.
+ */
+export * from './envelope.js';
+export * from './subject.js';
+export * from './problem.js';
