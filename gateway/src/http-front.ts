@@ -446,6 +446,10 @@ export class HttpFront implements ReplyHandler<Exchange> {
     this.failCorked(ex, 'timeout', `no reply from ${ex.subject} within ${this.opts.timeoutMs} ms`, false);
   }
 
+  onPublishFailed(ex: Exchange, error: unknown): void {
+    this.failCorked(ex, 'nats-unavailable', `could not publish to ${ex.subject}: ${(error as Error).message}`, false);
+  }
+
   onConnectionLost(ex: Exchange): void {
     this.failCorked(ex, 'nats-connection-lost', `connection to NATS lost while waiting for ${ex.subject}`, false);
   }

@@ -25,6 +25,8 @@ export interface ReplyHandler<P extends PendingRequest> {
   onTimeout(p: P): void;
   /** The NATS connection dropped while the request waited: its reply can no longer arrive. */
   onConnectionLost(p: P): void;
+  /** nats.js refused the publish (connection closed or draining). */
+  onPublishFailed(p: P, error: unknown): void;
 }
 
 /** NATS status code the server sends to the reply subject when nobody listens. */
@@ -39,6 +41,12 @@ export class ReplyMux<P extends PendingRequest> {
   // Reused for every publish: nats.js reads it synchronously.
   private readonly publishOptions: PublishOptions = { reply: '' };
   private seq = 0;
+  // Publishes waiting for the end of this event-loop turn (see send()).
+  private readonly batchSubjects: string[] = [];
+  private readonly batchPayloads: Uint8Array[] = [];
+  private readonly batchRequests: P[] = [];
+  private flushScheduled = false;
+  private readonly flushBatch = () => this.flush();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -60,16 +68,44 @@ export class ReplyMux<P extends PendingRequest> {
   }
 
   /**
-   * Publishes `payload` to `subject` and registers `p` for the reply.
-   * Throws what `nc.publish` throws (closed connection, payload too large).
+   * Registers `p` for the reply and publishes `payload` to `subject`.
+   *
+   * The publish is deferred to the end of this event-loop turn: nats.js
+   * flushes its socket on a microtask, and uWS enters JavaScript once per
+   * request, so publishing at once would cost one write() per request. Batched,
+   * every request read in one poll of the HTTP sockets leaves in one write.
    */
   send(subject: string, payload: Uint8Array, p: P): void {
     const key = (this.seq++).toString(36);
-    this.publishOptions.reply = this.prefix + key;
-    this.nc.publish(subject, payload, this.publishOptions);
     p.muxKey = key;
     p.deadline = performance.now() + this.timeoutMs;
     this.pending.set(key, p);
+    this.batchSubjects.push(subject);
+    this.batchPayloads.push(payload);
+    this.batchRequests.push(p);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushBatch);
+    }
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const n = this.batchRequests.length;
+    for (let i = 0; i < n; i++) {
+      const p = this.batchRequests[i]!;
+      if (this.pending.get(p.muxKey) !== p) continue; // cancelled meanwhile (client went away)
+      this.publishOptions.reply = this.prefix + p.muxKey;
+      try {
+        this.nc.publish(this.batchSubjects[i]!, this.batchPayloads[i]!, this.publishOptions);
+      } catch (error) {
+        this.pending.delete(p.muxKey);
+        this.handler.onPublishFailed(p, error);
+      }
+    }
+    this.batchSubjects.length = 0;
+    this.batchPayloads.length = 0;
+    this.batchRequests.length = 0;
   }
 
   /** Forgets a request (its client went away); a late reply is dropped. */
