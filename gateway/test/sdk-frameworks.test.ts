@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import cookieParser from 'cookie-parser';
 import Fastify from 'fastify';
+import Koa from 'koa';
 import { request } from 'undici';
 import { serve, type Service } from '@natsgw/service-sdk';
 import { startStack, type Stack } from './helpers.js';
@@ -82,6 +83,16 @@ before(async () => {
   });
   await fastify.ready();
   services.push(await serve((req, res) => fastify.routing(req, res), { nats: s.ns.url, subject: 'api.cart', logger: quiet }));
+
+  // And Koa, through app.callback().
+  const koa = new Koa();
+  koa.use(async (ctx) => {
+    if (ctx.path === '/koa/teapot') ctx.throw(418, 'short and stout');
+    ctx.cookies.set('k', 'v', { httpOnly: false });
+    ctx.body = { path: ctx.path, query: ctx.query, method: ctx.method, ip: ctx.ip };
+  });
+  koa.silent = true;
+  services.push(await serve(koa.callback(), { nats: s.ns.url, subject: 'api.koa', logger: quiet }));
 });
 
 after(async () => {
@@ -193,5 +204,17 @@ describe('sdk: Fastify 5 works unmodified', () => {
     const missing = await request(`${s.base}/cart/missing`);
     assert.equal(missing.statusCode, 404);
     await missing.body.dump();
+  });
+});
+
+describe('sdk: Koa works unmodified', () => {
+  test('context, query, cookies and thrown HTTP errors', async () => {
+    const r = await request(`${s.base}/koa/thing?a=1`);
+    assert.equal(r.statusCode, 200);
+    assert.deepEqual(await r.body.json(), { path: '/koa/thing', query: { a: '1' }, method: 'GET', ip: '127.0.0.1' });
+    assert.equal(r.headers['set-cookie'], 'k=v; path=/');
+    const t = await request(`${s.base}/koa/teapot`);
+    assert.equal(t.statusCode, 418);
+    assert.equal(await t.body.text(), 'short and stout');
   });
 });
