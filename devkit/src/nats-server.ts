@@ -48,8 +48,9 @@ async function waitForPortsFile(dir: string, child: ChildProcess, deadlineMs: nu
     if (file) {
       try {
         const ports = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nats: string[] };
-        const url = new URL(ports.nats[0]!.replace('nats://', 'http://'));
-        return Number(url.port);
+        // nats://host:port, or tls://host:port when the server requires TLS
+        const port = /:(\d+)$/.exec(ports.nats[0] ?? '')?.[1];
+        if (port !== undefined) return Number(port);
       } catch {
         // written but not complete yet
       }

@@ -80,7 +80,7 @@ for (;;) {
 console.log(`
 natsgw is up on ${base} (root subject api). Try:
 
-  curl -s ${base}/foo/hello?name=you            # Express service on api.foo
+  curl -s '${base}/foo/hello?name=you'          # Express service on api.foo
   curl -s ${base}/foo/users/42
   curl -s -X POST ${base}/foo/echo -H 'content-type: application/json' -d '{"hi":1}'
   curl -s ${base}/bar/time                      # Fastify service on api.bar

@@ -64,6 +64,12 @@ async function serveCommand(argv: Record<string, unknown>): Promise<void> {
   }
   const log = createLogger(config.logLevel);
   const gateway = await startGateway(config, { logger: log });
+  // An unreachable server is retried forever (503 meanwhile), but a refusal
+  // such as bad credentials will not fix itself: exit so it gets noticed.
+  gateway.connected.catch((err: unknown) => {
+    process.stderr.write(`natsgw: cannot connect to NATS: ${(err as Error).message}\n`);
+    void gateway.close(0).finally(() => process.exit(EXIT_FAILURE));
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

@@ -75,3 +75,40 @@ test('cli: serve runs the gateway and exits 0 on SIGTERM', async () => {
     await ns.dispose();
   }
 });
+
+test('cli: credentials the server refuses are a one-line error, exit 1', async () => {
+  const ns = await startNatsServer({ config: 'authorization { token: "right" }' });
+  try {
+    const r = run(['serve', '--nats', ns.url, '--token', 'wrong', '--host', '127.0.0.1', '--port', '0', '--log-level', 'silent']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^natsgw: cannot connect to NATS: .*(auth|Authorization)/i);
+    assert.doesNotMatch(r.stderr, /wrong/, 'the token is not echoed');
+  } finally {
+    await ns.dispose();
+  }
+});
+
+test('cli: says loudly at start-up when uWebSockets.js falls back to its pure-JS server', async () => {
+  const ns = await startNatsServer();
+  // The package's own switch to force its fallback, to check we notice it.
+  const child = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0'], {
+    env: { ...process.env, UWS_USE_FALLBACK: 'true' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('listening on')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+    });
+    const warning = out.split('\n').find((l) => l.includes('native binary NOT loaded'));
+    assert.ok(warning, 'warning printed');
+    assert.equal((JSON.parse(warning) as { level: number }).level, 40, 'at warn level');
+  } finally {
+    child.kill('SIGKILL');
+    await ns.dispose();
+  }
+});

@@ -188,11 +188,13 @@ test('front: paths that try to reach other subjects are mapped by the documented
     ['/echo//x', 'api.echo.=.x'],
     ['/echo/%C3%BC', 'api.echo.=C3=BC'],
   ];
+  const c = new RawSession(port); // raw, so no client normalises the path first
   for (const [path, subject] of cases) {
-    const r = await rawRequest(port, `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
-    const env = JSON.parse(parseResponses(r.text)[0]!.body) as RequestEnvelope;
+    c.send(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const env = JSON.parse((await c.read()).body) as RequestEnvelope;
     assert.equal(env.subject, subject, path);
   }
+  c.close();
 });
 
 test('front: x-request-id is taken from the client or generated, passed on and echoed', async () => {
@@ -282,4 +284,34 @@ test('front: a client that aborts mid-request or mid-reply leaks nothing and bre
   assert.equal(r.statusCode, 200);
   await r.body.dump();
   assert.ok(!s.logs.some((l) => l.level >= 50), 'no errors logged');
+});
+
+test('front: slowloris and unparseable requests are cut off by the idle timeout, never forwarded', async () => {
+  // uWS answers none of these with a 400: it waits for a request it can
+  // parse and closes the connection after its 10 s idle timeout.
+  const before = seen.length;
+  const inFlightBefore = s.gw.inFlight;
+  const dribble = (start: string, drip: string) =>
+    new Promise<{ closedAfterMs: number }>((resolve) => {
+      const t0 = Date.now();
+      const sock = netConnect(port, '127.0.0.1', () => sock.write(start));
+      const timer = setInterval(() => sock.write(drip), 1000);
+      const bound = setTimeout(() => sock.destroy(), 20_000); // bound the test whatever happens
+      sock.on('error', () => undefined);
+      sock.on('close', () => {
+        clearInterval(timer);
+        clearTimeout(bound);
+        resolve({ closedAfterMs: Date.now() - t0 });
+      });
+    });
+  const results = await Promise.all([
+    dribble('GET /echo/slow HTTP/1.1\r\nHost: x\r\n', 'X-A: b\r\n'), // headers byte by byte
+    dribble('POST /echo/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n', 'a'), // body byte by byte
+    dribble('GET /echo/\x01 HTTP/1.1\r\nHost: x\r\n\r\n', ''), // control byte in the request line
+    dribble('GET /echo/x HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n b\r\n\r\n', ''), // obs-fold
+    dribble('GET /echo/x HTTP/1.1\nHost: x\n\n', ''), // bare LF
+  ]);
+  for (const r of results) assert.ok(r.closedAfterMs < 16_000, `closed after ${r.closedAfterMs} ms`);
+  assert.equal(seen.length, before, 'nothing was forwarded');
+  await eventually(() => s.gw.inFlight === inFlightBefore, 2000, 'the body-dribbling request was released');
 });

@@ -1,0 +1,63 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { connect as netConnect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { freePort } from '@natsgw/devkit';
+
+const DEMO = fileURLToPath(new URL('../src/demo.js', import.meta.url));
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = netConnect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+const hasCurl = (() => {
+  try {
+    execFileSync('curl', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+test('demo: starts everything, its curl lines work, Ctrl-C stops everything', { skip: !hasCurl && 'curl is not installed' }, async () => {
+  const port = await freePort();
+  const demo = spawn(process.execPath, [DEMO], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  demo.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  demo.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`demo did not come up:\n${out}`)), 30_000);
+      demo.stdout.on('data', () => {
+        if (out.includes('Ctrl-C stops everything.')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      demo.once('exit', (code) => reject(new Error(`demo exited ${code}:\n${out}`)));
+    });
+    const natsPort = Number(/nats-server\s+nats:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]);
+    const curls = out.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('curl '));
+    assert.ok(curls.length >= 5, `printed curl lines:\n${out}`);
+    for (const line of curls) {
+      const command = line.replace(/\s+#.*$/, '');
+      const result = execFileSync('sh', ['-c', command], { encoding: 'utf8' });
+      if (line.includes('/nobody/')) assert.match(result, /^HTTP\/1\.1 503 /, command);
+      else assert.match(result, /^\{.*\}$/s, `${command} → ${result}`);
+    }
+    assert.match(execFileSync('sh', ['-c', curls.find((c) => c.includes('/bar/sum'))!.replace(/\s+#.*$/, '')], { encoding: 'utf8' }), /"sum":6/);
+
+    const exited = new Promise<number | null>((resolve) => demo.once('exit', resolve));
+    demo.kill('SIGINT');
+    assert.equal(await exited, 0, out);
+    assert.equal(await portOpen(port), false, 'gateway stopped');
+    assert.equal(await portOpen(natsPort), false, 'nats-server stopped');
+  } finally {
+    demo.kill('SIGKILL');
+  }
+});
