@@ -61,6 +61,11 @@ export const GatewayOptionsSchema = Type.Object(
       description: 'Largest total size of request headers in bytes (431 beyond)',
       placeholder: 'BYTES',
     }),
+    routesBucket: opt(Type.String({ pattern: '^[A-Za-z0-9_-]+$', default: 'natsgw-routes' }), {
+      description: 'JetStream KV bucket holding HTTP overrides (created when missing)',
+      placeholder: 'NAME',
+      hint: 'must be a KV bucket name: letters, digits, - and _',
+    }),
     trustedProxies: opt(Type.Array(Type.String({ minLength: 1 }), { default: [] }), {
       description: 'Addresses or CIDRs of proxies in front of the gateway whose X-Forwarded-* headers are trusted (comma-separated)',
       placeholder: 'CIDR[,CIDR...]',
@@ -94,6 +99,7 @@ export interface GatewayConfig {
   readonly maxBodyBytes: number;
   readonly maxHeaderBytes: number;
   readonly trustedProxies: readonly string[];
+  readonly routesBucket: string;
   readonly auth: Readonly<{ creds?: string; user?: string; pass?: string; token?: string }>;
   readonly tls: Readonly<{ ca?: string; cert?: string; key?: string }> | undefined;
   readonly logLevel: (typeof LOG_LEVELS)[number];
@@ -171,7 +177,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
   if (!validate(merged)) {
     throw new ConfigError(describe(validate.errors![0]!, merged, origin));
   }
-  const o = merged as Required<Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'logLevel'>> &
+  const o = merged as Required<Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'logLevel'>> &
     GatewayOptions;
   checkCombinations(o, origin);
   return Object.freeze({
@@ -183,6 +189,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     maxBodyBytes: o.maxBody,
     maxHeaderBytes: o.maxHeaderSize,
     trustedProxies: Object.freeze([...o.trustedProxies]),
+    routesBucket: o.routesBucket,
     auth: Object.freeze({ creds: o.creds, user: o.user, pass: o.pass, token: o.token }),
     tls: o.tlsCa || o.tlsCert || o.tlsKey ? Object.freeze({ ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey }) : undefined,
     logLevel: o.logLevel,

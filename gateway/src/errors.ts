@@ -24,6 +24,12 @@ export const FAILURES = {
   'bad-request': 400,
   /** A transfer coding other than chunked. */
   'unsupported-transfer-coding': 501,
+  /** An override's backends are all down, ejected or behind open breakers. */
+  'no-backend': 503,
+  /** An override's backend refused, reset, or answered garbage (on every try). */
+  'upstream-error': 502,
+  /** An override's backend did not answer in time. */
+  'upstream-timeout': 504,
   /** The gateway is shutting down. */
   'shutting-down': 503,
   /** An unexpected error inside the gateway (a bug); logged with its stack. */

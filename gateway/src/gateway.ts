@@ -6,6 +6,8 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { us_listen_socket } from 'uWebSockets.js';
 import type { GatewayConfig } from './config.js';
 import { HttpFront, type Exchange, type NatsLink } from './http-front.js';
+import { RouteTable } from './overrides/route-table.js';
+import { RoutesWatcher, type OverridesStatus } from './overrides/routes-watcher.js';
 import { createLogger, type Logger } from './log.js';
 import { natsConnectionOptions } from './nats-options.js';
 import { ReplyMux } from './reply-mux.js';
@@ -20,6 +22,10 @@ export interface Gateway {
   readonly inFlight: number;
   /** The NATS connection, once established. */
   readonly nats: NatsConnection | undefined;
+  /** The effective overrides. */
+  readonly routes: RouteTable;
+  /** Whether overrides are being followed (JetStream reachable). */
+  readonly overrides: OverridesStatus;
   /**
    * Stops accepting requests, lets those in flight finish for up to
    * `graceMs`, then closes connections and drains NATS.
@@ -48,15 +54,23 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     );
   }
 
+  const routes = new RouteTable(config.rootSubject, {
+    onBreakerChange: (u, from, to) => log.warn({ upstream: u.url, from, to }, `circuit breaker ${to}`),
+    onEjected: (u, forMs) => log.warn({ upstream: u.url, forMs, ejections: u.ejections }, 'backend ejected after consecutive failures'),
+    onHealthChange: (u, healthy) => (healthy ? log.info({ upstream: u.url }, 'backend healthy') : log.warn({ upstream: u.url, lastProbe: u.lastProbe }, 'backend unhealthy')),
+  });
   const front = new HttpFront({
     rootSubject: config.rootSubject,
     timeoutMs: config.timeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     maxHeaderBytes: config.maxHeaderBytes,
     trustedProxies: config.trustedProxies,
+    routes,
     onEvent(event) {
       if (event.type === 'bad-reply') log.warn({ subject: event.subject, requestId: event.requestId, reason: event.reason }, 'invalid reply from service');
-      else log.error({ err: event.error, requestId: event.requestId }, 'internal error while handling a request');
+      else if (event.type === 'upstream-try') {
+        if (event.outcome !== 'success') log.debug({ route: event.route, upstream: event.upstream, outcome: event.outcome, detail: event.detail, requestId: event.requestId }, 'upstream try');
+      } else log.error({ err: event.error, requestId: event.requestId }, 'internal error while handling a request');
     },
   });
 
@@ -73,6 +87,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
 
   let nc: NatsConnection | undefined;
   let link: NatsLink | undefined;
+  let watcher: RoutesWatcher | undefined;
   let stopping = false;
 
   const connected = (async () => {
@@ -91,6 +106,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       log.info({ maxBody: config.maxBodyBytes, usable, maxPayload: link.maxPayload }, `request bodies limited to ${usable} bytes by the NATS server's max_payload`);
     }
     void watchStatus(nc);
+    watcher = new RoutesWatcher(nc, config.routesBucket, routes, log);
+    void watcher.run();
   })();
   connected.catch((err: unknown) => log.error({ err }, 'NATS connection failed'));
 
@@ -121,6 +138,10 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     get nats() {
       return nc;
     },
+    routes,
+    get overrides() {
+      return watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: new Date().toISOString() };
+    },
     async close(graceMs = 10_000) {
       if (stopping) return;
       stopping = true;
@@ -131,6 +152,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       // close() exists in uWS v20.30 (drops keep-alive connections) but is missing from its typings.
       (app as typeof app & { close(): void }).close();
       front.link = undefined;
+      await watcher?.stop();
+      routes.clear();
       link?.mux.close();
       if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
       log.info('gateway stopped');

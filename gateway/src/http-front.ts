@@ -1,30 +1,27 @@
 /**
  * The HTTP side of the gateway (uWebSockets.js): reads a request, maps its
- * path to a subject, sends it as a msgpack envelope over NATS and writes the
- * reply back.
+ * path to a subject, then either sends it over NATS as a msgpack envelope or,
+ * when an override covers the subject, proxies it to HTTP backends.
  *
  * uWS rules this file follows (docs/index.d.ts): everything needed from the
  * HttpRequest is copied before the handler returns; onAborted is attached
  * before anything asynchronous; onData chunks are copied (they are neutered
  * after the callback); writes from outside a uWS callback happen in cork().
  */
-import { BlockList, isIPv6 } from 'node:net';
-import { STATUS_CODES } from 'node:http';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import {
-  decodeReply,
-  encodeRequest,
-  pathToSubject,
-  PROBLEM_CONTENT_TYPE,
-  problemJson,
-  PROTOCOL_VERSION,
-  type ReplyEnvelope,
-  type RequestEnvelope,
-} from '@natsgw/service-sdk/protocol';
+import { decodeReply, encodeRequest, pathToSubject, PROTOCOL_VERSION, type ReplyEnvelope, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
 import { nuid } from '@nats-io/transport-node';
-import { FAILURES, type FailureCode } from './errors.js';
-import type { PendingRequest, ReplyHandler, ReplyMux } from './reply-mux.js';
+import type { FailureCode } from './errors.js';
+import { Exchange } from './exchange.js';
+import { ForwardingPolicy } from './forwarding.js';
+import type { RouteTable } from './overrides/route-table.js';
+import { ProxyRequest, type ProxyOwner } from './proxy.js';
+import type { ReplyHandler, ReplyMux } from './reply-mux.js';
+import { connectionNamed, CONTENT_LENGTH_RE, endHead, STATUS_LINES, writeProblem } from './respond.js';
+import type { Upstream, TryOutcome } from './upstream/upstream.js';
 import { formatAddress } from './uws.js';
+
+export { Exchange } from './exchange.js';
 
 export interface HttpFrontOptions {
   rootSubject: string;
@@ -32,13 +29,16 @@ export interface HttpFrontOptions {
   maxBodyBytes: number;
   maxHeaderBytes: number;
   trustedProxies: readonly string[];
-  /** Called once per unexpected internal error and per bad reply, for logging. */
+  /** Overrides: subjects sent to HTTP backends instead of NATS. */
+  routes?: RouteTable;
+  /** Reports what happened, for logs and stats. */
   onEvent?: (event: FrontEvent) => void;
 }
 
 export type FrontEvent =
   | { type: 'bad-reply'; subject: string; reason: string; requestId: string }
-  | { type: 'internal-error'; error: unknown; requestId: string };
+  | { type: 'internal-error'; error: unknown; requestId: string }
+  | { type: 'upstream-try'; route: string; upstream: string; outcome: TryOutcome | 'retry'; detail: string; requestId: string };
 
 /** The NATS side as the front sees it; absent while disconnected. */
 export interface NatsLink {
@@ -66,6 +66,7 @@ const REQUEST_HEADER_KIND = new Map<string, H>([
   ['connection', H.Connection],
   ['keep-alive', H.Drop],
   ['proxy-connection', H.Drop],
+  ['proxy-authorization', H.Drop],
   ['te', H.Drop],
   ['trailer', H.Drop],
   ['upgrade', H.Drop],
@@ -81,54 +82,9 @@ const REQUEST_HEADER_KIND = new Map<string, H>([
 
 // Reply headers never passed to the client: hop-by-hop ones, and those uWS
 // writes itself (Date, Content-Length) which would otherwise appear twice.
-const REPLY_HEADER_SKIP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'content-length',
-  'date',
-  'x-request-id',
-]);
-
-const STATUS_LINES: string[] = [];
-for (let s = 0; s < 600; s++) STATUS_LINES.push(`${s} ${STATUS_CODES[s] ?? ''}`);
+const REPLY_HEADER_SKIP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'date', 'x-request-id']);
 
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,200}$/;
-const CONTENT_LENGTH_RE = /^\d{1,15}$/;
-
-/** One HTTP request from arrival to response. */
-export class Exchange implements PendingRequest {
-  muxKey = '';
-  deadline = 0;
-  method = '';
-  path = '';
-  query = '';
-  headers: string[] = [];
-  headerBytes = 0;
-  host = '';
-  requestId = '';
-  subject = '';
-  contentLength = -1;
-  lengthConflict = false;
-  transferEncoding: string | undefined = undefined;
-  connectionTokens: string | undefined = undefined;
-  forwardedFor: string | undefined = undefined;
-  forwardedProto: string | undefined = undefined;
-  forwardedHost: string | undefined = undefined;
-  body: Buffer | undefined = undefined;
-  chunks: Buffer[] | undefined = undefined;
-  received = 0;
-  /** The client went away; nothing may be written to `res` any more. */
-  aborted = false;
-  /** A response was written (or the exchange was abandoned). */
-  done = false;
-
-  constructor(readonly res: HttpResponse) {}
-}
 
 let collecting: Exchange;
 function collectHeader(name: string, value: string): void {
@@ -216,59 +172,23 @@ function writeReply(ex: Exchange, r: ReplyEnvelope): void {
   }
 }
 
-function writeProblem(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
-  const status = FAILURES[code];
-  const body = problemJson({ status, code, detail, subject: ex.subject || undefined, requestId: ex.requestId || undefined });
-  const res = ex.res;
-  res.writeStatus(STATUS_LINES[status]!);
-  res.writeHeader('content-type', PROBLEM_CONTENT_TYPE);
-  if (ex.requestId) res.writeHeader('x-request-id', ex.requestId);
-  if (ex.method === 'HEAD') endHead(res, Buffer.byteLength(body), close);
-  else res.end(body, close);
-}
-
-/**
- * Ends a HEAD response, announcing `length` when known (≥ 0). In uWS v20.30,
- * endWithoutBody(n) with n > 0 leaves the response pending (the connection is
- * then lost), endWithoutBody(0) writes its own Content-Length, and any
- * non-number writes a bogus one; only the argument-less form is safe. Without
- * its close flag, `close` becomes a Connection: close header the client honours.
- */
-function endHead(res: HttpResponse, length: number, close: boolean): void {
-  if (length >= 0) res.writeHeader('content-length', String(length));
-  if (close) res.writeHeader('connection', 'close');
-  res.endWithoutBody();
-}
-
-function connectionNamed(value: string): Set<string> {
-  return new Set(value.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
-}
-
 /**
  * Owns request handling for one gateway: the uWS route handler, body
- * buffering, and the reply handler the mux calls back.
+ * buffering, the NATS reply handler the mux calls back, and the hand-over to
+ * the proxy for overridden subjects.
  */
-export class HttpFront implements ReplyHandler<Exchange> {
+export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   /** Requests accepted and not yet answered or aborted. */
   inFlight = 0;
   /** Set while connected to NATS. */
   link: NatsLink | undefined = undefined;
   /** Set when shutting down: new requests get 503. */
   closing = false;
-  private readonly trusted: BlockList | undefined;
+  private readonly forwarding: ForwardingPolicy;
   private readonly emptyBody = Buffer.alloc(0);
 
   constructor(private readonly opts: HttpFrontOptions) {
-    if (opts.trustedProxies.length > 0) {
-      const list = new BlockList();
-      for (const cidr of opts.trustedProxies) {
-        const [addr, bits] = cidr.split('/') as [string, string | undefined];
-        const family = isIPv6(addr) ? 'ipv6' : 'ipv4';
-        if (bits === undefined) list.addAddress(addr, family);
-        else list.addSubnet(addr, Number(bits), family);
-      }
-      this.trusted = list;
-    }
+    this.forwarding = new ForwardingPolicy(opts.trustedProxies);
   }
 
   /** The uWS route handler for every method and path. */
@@ -290,6 +210,7 @@ export class HttpFront implements ReplyHandler<Exchange> {
 
   private start(ex: Exchange): void {
     const opts = this.opts;
+    ex.startedAt = Date.now();
     if (ex.requestId === '') ex.requestId = nuid.next();
 
     // Framing problems first: the connection cannot be trusted after these, so close it.
@@ -322,23 +243,30 @@ export class HttpFront implements ReplyHandler<Exchange> {
     ex.subject = subject;
 
     if (this.closing) return this.fail(ex, 'shutting-down', 'the gateway is shutting down', hasBody);
-    const link = this.link;
-    if (link === undefined) return this.fail(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${subject}`, hasBody);
-    const limit = this.bodyLimit(link);
-    if (ex.contentLength > limit) {
-      return this.fail(ex, 'body-too-large', `request body of ${ex.contentLength} bytes exceeds the limit of ${limit} bytes`, true);
+    // An override wins over NATS; the request keeps this route version to the end.
+    const route = opts.routes?.match(subject);
+    if (route !== undefined) {
+      ex.route = route;
+      ex.bodyLimit = route.config.maxRequestBodyBytes;
+    } else {
+      const link = this.link;
+      if (link === undefined) return this.fail(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${subject}`, hasBody);
+      ex.bodyLimit = this.natsBodyLimit(link);
+    }
+    if (ex.contentLength > ex.bodyLimit) {
+      return this.fail(ex, 'body-too-large', `request body of ${ex.contentLength} bytes exceeds the limit of ${ex.bodyLimit} bytes`, true);
     }
     if (!hasBody) {
       ex.body = this.emptyBody;
-      return this.dispatch(ex, link);
+      return this.dispatch(ex);
     }
     if (chunked) ex.chunks = [];
     else ex.body = Buffer.allocUnsafe(ex.contentLength);
     ex.res.onData((chunk, isLast) => this.onData(ex, chunk, isLast));
   }
 
-  /** Largest body this request may carry: --max-body, and room for the envelope within max_payload. */
-  private bodyLimit(link: NatsLink): number {
+  /** Largest body a NATS request may carry: --max-body, and room for the envelope within max_payload. */
+  private natsBodyLimit(link: NatsLink): number {
     return Math.min(this.opts.maxBodyBytes, link.maxPayload - this.opts.maxHeaderBytes - 1024);
   }
 
@@ -346,11 +274,9 @@ export class HttpFront implements ReplyHandler<Exchange> {
     if (ex.done) return;
     const n = chunk.byteLength;
     if (ex.chunks !== undefined) {
-      const link = this.link;
-      const limit = link === undefined ? this.opts.maxBodyBytes : this.bodyLimit(link);
-      if (ex.received + n > limit) {
+      if (ex.received + n > ex.bodyLimit) {
         // Stop reading: answer now and close, rather than buffer the rest.
-        return this.failCorked(ex, 'body-too-large', `chunked request body exceeds the limit of ${limit} bytes`, true);
+        return this.failCorked(ex, 'body-too-large', `chunked request body exceeds the limit of ${ex.bodyLimit} bytes`, true);
       }
       if (n > 0) ex.chunks.push(Buffer.from(new Uint8Array(chunk)));
     } else if (n > 0) {
@@ -365,33 +291,31 @@ export class HttpFront implements ReplyHandler<Exchange> {
     } else if (ex.received !== ex.contentLength) {
       return this.failCorked(ex, 'bad-request', 'request body shorter than its Content-Length', true);
     }
-    const link = this.link;
-    if (link === undefined) return this.failCorked(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${ex.subject}`, false);
     try {
-      this.dispatch(ex, link);
+      this.dispatch(ex);
     } catch (error) {
       this.internalError(ex, error);
     }
   }
 
-  private dispatch(ex: Exchange, link: NatsLink): void {
-    const res = ex.res;
-    const remote = formatAddress(res.getRemoteAddress());
+  /** Sends a complete request on its way: to its override's backends, or over NATS. */
+  private dispatch(ex: Exchange): void {
+    const remote = formatAddress(ex.res.getRemoteAddress());
+    if (ex.connectionTokens !== undefined) stripConnectionNamed(ex.headers, ex.connectionTokens);
+    const forwarded = this.forwarding.compute(ex, remote);
+    if (ex.route !== undefined) {
+      const proxy = new ProxyRequest(ex, ex.route, forwarded, this);
+      ex.proxy = proxy;
+      proxy.start();
+      return;
+    }
+    const link = this.link;
+    if (link === undefined) return this.failCorked(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${ex.subject}`, false);
     const headers = ex.headers;
-    let scheme = 'http';
-    let host = ex.host;
-    let forwardedFor = remote;
-    if (ex.connectionTokens !== undefined) stripConnectionNamed(headers, ex.connectionTokens);
     // The body travels whole, so its length is always known: a chunked
     // upload reaches the service with a Content-Length instead.
     if (ex.contentLength >= 0) headers.push('content-length', String(ex.body!.length));
-    // X-Forwarded-*: a trusted proxy's values are extended, anyone else's replaced.
-    if (this.trusted !== undefined && this.trusted.check(remote, isIPv6(remote) ? 'ipv6' : 'ipv4')) {
-      if (ex.forwardedFor !== undefined) forwardedFor = ex.forwardedFor + ', ' + remote;
-      if (ex.forwardedProto === 'https' || ex.forwardedProto === 'http') scheme = ex.forwardedProto;
-      if (ex.forwardedHost !== undefined) host = ex.forwardedHost;
-    }
-    headers.push('x-forwarded-for', forwardedFor, 'x-forwarded-proto', scheme, 'x-forwarded-host', host, 'x-request-id', ex.requestId);
+    headers.push('x-forwarded-for', forwarded.forwardedFor, 'x-forwarded-proto', forwarded.scheme, 'x-forwarded-host', forwarded.host, 'x-request-id', ex.requestId);
     const envelope: RequestEnvelope = {
       v: PROTOCOL_VERSION,
       id: ex.requestId,
@@ -401,8 +325,8 @@ export class HttpFront implements ReplyHandler<Exchange> {
       headers,
       body: ex.body!,
       remote,
-      scheme,
-      host,
+      scheme: forwarded.scheme,
+      host: forwarded.host,
       root: this.opts.rootSubject,
       subject: ex.subject,
       timeoutMs: this.opts.timeoutMs,
@@ -420,7 +344,8 @@ export class HttpFront implements ReplyHandler<Exchange> {
     if (ex.done) return;
     ex.done = true;
     this.inFlight--;
-    this.link?.mux.cancel(ex);
+    if (ex.proxy !== undefined) ex.proxy.clientGone();
+    else this.link?.mux.cancel(ex);
   }
 
   // ReplyHandler: called by the mux outside any uWS callback, hence cork().
@@ -454,9 +379,16 @@ export class HttpFront implements ReplyHandler<Exchange> {
     this.failCorked(ex, 'nats-connection-lost', `connection to NATS lost while waiting for ${ex.subject}`, false);
   }
 
-  private finish(ex: Exchange): void {
+  // ProxyOwner
+
+  finish(ex: Exchange): void {
+    if (ex.done) return;
     ex.done = true;
     this.inFlight--;
+  }
+
+  onTry(ex: Exchange, upstream: Upstream, outcome: TryOutcome | 'retry', detail: string): void {
+    this.opts.onEvent?.({ type: 'upstream-try', route: ex.route!.key, upstream: upstream.url, outcome, detail, requestId: ex.requestId });
   }
 
   /** Answers with a problem from inside the route handler (already corked). */
@@ -467,7 +399,7 @@ export class HttpFront implements ReplyHandler<Exchange> {
   }
 
   /** Answers with a problem from any other callback. */
-  private failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
+  failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
     if (ex.done) return;
     this.finish(ex);
     if (ex.aborted) return;

@@ -1,0 +1,46 @@
+/**
+ * One HTTP request from arrival to response, whichever way it goes (NATS or
+ * an HTTP override). Filled from uWS while the handler runs, since the
+ * HttpRequest is gone when it returns.
+ */
+import type { HttpResponse } from 'uWebSockets.js';
+import type { RouteRuntime } from './overrides/route.js';
+import type { PendingRequest } from './reply-mux.js';
+
+export class Exchange implements PendingRequest {
+  muxKey = '';
+  deadline = 0;
+  method = '';
+  path = '';
+  query = '';
+  /** Forwardable request headers, flattened; hop-by-hop and rewritten ones are kept out. */
+  headers: string[] = [];
+  headerBytes = 0;
+  host = '';
+  requestId = '';
+  subject = '';
+  contentLength = -1;
+  lengthConflict = false;
+  transferEncoding: string | undefined = undefined;
+  connectionTokens: string | undefined = undefined;
+  forwardedFor: string | undefined = undefined;
+  forwardedProto: string | undefined = undefined;
+  forwardedHost: string | undefined = undefined;
+  body: Buffer | undefined = undefined;
+  chunks: Buffer[] | undefined = undefined;
+  received = 0;
+  /** Largest body this request may carry. */
+  bodyLimit = 0;
+  /** Set when an override sends this request to HTTP backends (the version it started with). */
+  route: RouteRuntime | undefined = undefined;
+  /** The proxying in progress, for the override path. */
+  proxy: { clientGone(): void } | undefined = undefined;
+  /** When the request arrived (ms since epoch), for stats and logs. */
+  startedAt = 0;
+  /** The client went away; nothing may be written to `res` any more. */
+  aborted = false;
+  /** A response was written (or the exchange was abandoned). */
+  done = false;
+
+  constructor(readonly res: HttpResponse) {}
+}

@@ -1,0 +1,41 @@
+/**
+ * X-Forwarded-For/-Proto/-Host: a trusted proxy's values are extended (its
+ * chain plus its own address), anyone else's replaced — a client must not be
+ * able to claim another address or scheme.
+ */
+import { BlockList, isIPv6 } from 'node:net';
+import type { Exchange } from './exchange.js';
+
+export interface Forwarded {
+  forwardedFor: string;
+  scheme: string;
+  host: string;
+}
+
+export class ForwardingPolicy {
+  private readonly trusted: BlockList | undefined;
+
+  constructor(trustedProxies: readonly string[]) {
+    if (trustedProxies.length === 0) return;
+    const list = new BlockList();
+    for (const cidr of trustedProxies) {
+      const [addr, bits] = cidr.split('/') as [string, string | undefined];
+      const family = isIPv6(addr) ? 'ipv6' : 'ipv4';
+      if (bits === undefined) list.addAddress(addr, family);
+      else list.addSubnet(addr, Number(bits), family);
+    }
+    this.trusted = list;
+  }
+
+  /** What to forward for a request from `remote`. */
+  compute(ex: Exchange, remote: string): Forwarded {
+    if (this.trusted !== undefined && this.trusted.check(remote, isIPv6(remote) ? 'ipv6' : 'ipv4')) {
+      return {
+        forwardedFor: ex.forwardedFor !== undefined ? ex.forwardedFor + ', ' + remote : remote,
+        scheme: ex.forwardedProto === 'https' || ex.forwardedProto === 'http' ? ex.forwardedProto : 'http',
+        host: ex.forwardedHost ?? ex.host,
+      };
+    }
+    return { forwardedFor: remote, scheme: 'http', host: ex.host };
+  }
+}

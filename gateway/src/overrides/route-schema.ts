@@ -1,0 +1,194 @@
+/**
+ * The override schema: what a value in the routes KV bucket may say.
+ *
+ * One schema, used by the gateway when it reads the bucket, by the CLI when
+ * it writes it, and published as JSON Schema (gateway/schema/route.schema.json,
+ * kept equal to this by a test) for any other tool. A value the CLI accepts
+ * is a value the gateway accepts. Every field has a default, stated here.
+ */
+// Hint, Kind, OptionalKind, ReadonlyKind: named so the exported schema's type can be declared.
+import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
+import { Ajv, type ErrorObject } from 'ajv';
+
+export const BALANCING_POLICIES = ['p2c', 'round-robin', 'least-connections', 'random'] as const;
+export type BalancingPolicy = (typeof BALANCING_POLICIES)[number];
+
+/** A KV key: a subject whose tokens may hold the `=XX` escapes paths map to. */
+export const ROUTE_KEY_PATTERN = '^[A-Za-z0-9_=-]+(\\.[A-Za-z0-9_=-]+)*$';
+const UPSTREAM_URL_PATTERN = '^https?://[^\\s/?#@]+(/[^\\s?#]*)?$';
+const HEADER_NAME_PATTERN = "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$";
+const HEADER_VALUE_PATTERN = '^[\\t\\x20-\\x7e\\x80-\\uffff]*$';
+
+const Headers = Type.Object(
+  {
+    set: Type.Record(Type.String({ pattern: HEADER_NAME_PATTERN }), Type.String({ pattern: HEADER_VALUE_PATTERN }), {
+      default: {},
+      description: 'Headers to set (replacing any of the same name).',
+    }),
+    remove: Type.Array(Type.String({ pattern: HEADER_NAME_PATTERN }), { default: [], description: 'Header names to remove.' }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const RouteSchema = Type.Object(
+  {
+    upstreams: Type.Array(
+      Type.Object(
+        {
+          url: Type.String({ pattern: UPSTREAM_URL_PATTERN, description: 'Base URL of an HTTP server, e.g. http://10.0.0.5:8080 or http://host:8080/base.' }),
+          weight: Type.Integer({ minimum: 1, maximum: 1000, default: 1, description: 'Relative share of the traffic. Default 1.' }),
+        },
+        { additionalProperties: false },
+      ),
+      { minItems: 1, maxItems: 64, description: 'The HTTP servers to send this subject to.' },
+    ),
+    balancing: Type.Union(
+      BALANCING_POLICIES.map((p) => Type.Literal(p)),
+      {
+        default: 'p2c',
+        description:
+          'p2c (default): of two randomly chosen backends (by weight), the one with fewer requests in flight; adapts to slow backends like least-connections without herding every gateway onto the same one. round-robin: smooth weighted. least-connections: fewest in flight per weight. random: by weight.',
+      },
+    ),
+    healthCheck: Type.Optional(
+      Type.Object(
+        {
+          path: Type.String({ pattern: '^/', default: '/health', description: 'Path probed with GET. Default /health.' }),
+          intervalMs: Type.Integer({ minimum: 100, default: 5000, description: 'Time between probes of a healthy backend, jittered ±10 %. Default 5000.' }),
+          unhealthyIntervalMs: Type.Integer({ minimum: 100, default: 1000, description: 'Time between probes of an unhealthy backend. Default 1000.' }),
+          timeoutMs: Type.Integer({ minimum: 10, default: 2000, description: 'A probe slower than this fails. Default 2000.' }),
+          unhealthyThreshold: Type.Integer({ minimum: 1, default: 3, description: 'Consecutive failed probes that mark a backend unhealthy. Default 3.' }),
+          healthyThreshold: Type.Integer({ minimum: 1, default: 2, description: 'Consecutive good probes that mark it healthy again. Default 2.' }),
+          expectedStatus: Type.Object(
+            {
+              min: Type.Integer({ minimum: 100, maximum: 599, default: 200 }),
+              max: Type.Integer({ minimum: 100, maximum: 599, default: 399 }),
+            },
+            { additionalProperties: false, default: {}, description: 'Status range of a good probe. Default 200–399.' },
+          ),
+        },
+        { additionalProperties: false, description: 'Active health checks. Off unless present.' },
+      ),
+    ),
+    passiveHealth: Type.Object(
+      {
+        consecutiveFailures: Type.Integer({ minimum: 1, default: 5, description: 'Failures in a row that eject a backend. Default 5.' }),
+        baseEjectionMs: Type.Integer({ minimum: 100, default: 10_000, description: 'First ejection time; each ejection adds as much again. Default 10000.' }),
+        maxEjectionMs: Type.Integer({ minimum: 100, default: 300_000, description: 'Longest ejection. Default 300000.' }),
+        maxEjectionPercent: Type.Integer({ minimum: 0, maximum: 100, default: 50, description: 'Never eject more than this share of the backends. Default 50.' }),
+        failureStatuses: Type.Array(Type.Integer({ minimum: 500, maximum: 599 }), {
+          default: [502, 503, 504],
+          description: 'Response statuses that count as failures (connect errors, resets, timeouts and garbage always do). Default [502, 503, 504].',
+        }),
+      },
+      { additionalProperties: false, default: {}, description: 'Ejection of failing backends. Always on.' },
+    ),
+    circuitBreaker: Type.Optional(
+      Type.Object(
+        {
+          failureThreshold: Type.Integer({ minimum: 1, default: 5, description: 'Failures in a row that open the breaker. Default 5.' }),
+          successThreshold: Type.Integer({ minimum: 1, default: 2, description: 'Successful trials that close it again. Default 2.' }),
+          openMs: Type.Integer({ minimum: 10, default: 10_000, description: 'How long it stays open before trials; doubles on each failed trial. Default 10000.' }),
+          maxOpenMs: Type.Integer({ minimum: 10, default: 120_000, description: 'Longest open time. Default 120000.' }),
+          halfOpenRequests: Type.Integer({ minimum: 1, default: 1, description: 'Trial requests allowed at once while half-open. Default 1.' }),
+        },
+        { additionalProperties: false, description: 'Per-backend circuit breaker. Off unless present.' },
+      ),
+    ),
+    timeoutMs: Type.Integer({ minimum: 1, maximum: 3_600_000, default: 30_000, description: 'Longest wait for the response headers, all tries included; also the longest gap between two body chunks. Default 30000.' }),
+    tryTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Longest wait for one try (default: timeoutMs).' })),
+    connectTimeoutMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 5_000, description: 'Longest TCP/TLS connect. Default 5000.' }),
+    retries: Type.Integer({
+      minimum: 0,
+      maximum: 10,
+      default: 1,
+      description:
+        'Further tries, each on a different backend: for any method when the request never reached a backend, for idempotent methods otherwise, never once response bytes reached the client. Default 1.',
+    }),
+    retryBudget: Type.Object(
+      {
+        percent: Type.Integer({ minimum: 0, maximum: 100, default: 20, description: 'Retries may add at most this share of the requests of the last 10 s. Default 20.' }),
+        minPerSecond: Type.Integer({ minimum: 0, default: 5, description: 'Retries always allowed per second regardless. Default 5.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    maxRequestBodyBytes: Type.Integer({ minimum: 0, maximum: 1024 * 1024 * 1024, default: 1024 * 1024, description: 'Request bodies are buffered (so they can be retried); larger → 413. Default 1048576.' }),
+    maxConnections: Type.Integer({ minimum: 1, maximum: 10_000, default: 128, description: 'Connections per backend. Default 128.' }),
+    stripPrefix: Type.Boolean({ default: false, description: "Remove the path segments of this route's subject before forwarding (/legacy/users → /users for api.legacy). Default false." }),
+    addPrefix: Type.String({ pattern: '^(/[^\\s?#]*)?$', default: '', description: 'Path prefix added before forwarding. Default none.' }),
+    preserveHost: Type.Boolean({ default: false, description: "Send the client's Host header instead of the backend's. Default false." }),
+    requestHeaders: Headers,
+    responseHeaders: Headers,
+  },
+  { additionalProperties: false, $id: 'https://natsgw.dev/schema/route.schema.json', title: 'natsgw route override' },
+);
+
+/** A route as written in the bucket (defaults not yet applied). */
+export type RouteOptions = Static<typeof RouteSchema>;
+
+/** A validated route with every default filled in. */
+export type RouteConfig = Readonly<Omit<RouteOptions, 'healthCheck' | 'circuitBreaker'>> & {
+  readonly healthCheck?: Required<NonNullable<RouteOptions['healthCheck']>>;
+  readonly circuitBreaker?: Required<NonNullable<RouteOptions['circuitBreaker']>>;
+};
+
+const ajv = new Ajv({ useDefaults: true, allErrors: false, strict: false });
+const validate = ajv.compile(RouteSchema);
+
+function describe(e: ErrorObject): string {
+  const where = e.instancePath === '' ? 'route' : e.instancePath.slice(1).replace(/\//g, '.');
+  if (e.keyword === 'additionalProperties') return `${where}: unknown field ${(e.params as { additionalProperty: string }).additionalProperty}`;
+  if (e.keyword === 'pattern' && where.endsWith('url')) return `${where}: must be an http:// or https:// URL without query or credentials`;
+  if (e.keyword === 'anyOf' && where === 'balancing') return `balancing: must be one of ${BALANCING_POLICIES.join(', ')}`;
+  return `${where}: ${e.message ?? 'is invalid'}`;
+}
+
+/**
+ * Checks a route value (bytes from the bucket, a JSON string, or an object)
+ * and fills in defaults. Returns the frozen config, or the reason it is
+ * rejected.
+ * @example parseRoute('{"upstreams":[{"url":"http://10.0.0.5:8080"}]}') // { ok: true, config: { balancing: 'p2c', ... } }
+ */
+export function parseRoute(value: Uint8Array | string | unknown): { ok: true; config: RouteConfig } | { ok: false; reason: string } {
+  let obj: unknown = value;
+  if (value instanceof Uint8Array || typeof value === 'string') {
+    const text = typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
+    try {
+      obj = JSON.parse(text);
+    } catch (err) {
+      return { ok: false, reason: `not JSON: ${(err as Error).message}` };
+    }
+  }
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return { ok: false, reason: 'must be a JSON object' };
+  const copy = structuredClone(obj) as Record<string, unknown>;
+  if (!validate(copy)) return { ok: false, reason: describe(validate.errors![0]!) };
+  const c = copy as RouteOptions;
+  for (const u of c.upstreams) {
+    try {
+      new URL(u.url);
+    } catch {
+      return { ok: false, reason: `upstreams: ${u.url} is not a valid URL` };
+    }
+  }
+  const urls = new Set(c.upstreams.map((u) => new URL(u.url).href));
+  if (urls.size !== c.upstreams.length) return { ok: false, reason: 'upstreams: the same URL appears twice' };
+  if (c.healthCheck && c.healthCheck.expectedStatus!.min! > c.healthCheck.expectedStatus!.max!) {
+    return { ok: false, reason: 'healthCheck.expectedStatus: min is above max' };
+  }
+  if (c.circuitBreaker && c.circuitBreaker.openMs! > c.circuitBreaker.maxOpenMs!) return { ok: false, reason: 'circuitBreaker: openMs is above maxOpenMs' };
+  if (c.passiveHealth.baseEjectionMs > c.passiveHealth.maxEjectionMs) return { ok: false, reason: 'passiveHealth: baseEjectionMs is above maxEjectionMs' };
+  return { ok: true, config: deepFreeze(c) as RouteConfig };
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** The schema as plain JSON Schema (draft-07), as published in gateway/schema/route.schema.json. */
+export function routeJsonSchema(): object {
+  return JSON.parse(JSON.stringify({ $schema: 'http://json-schema.org/draft-07/schema#', ...(RouteSchema as TSchema) })) as object;
+}

@@ -1,0 +1,97 @@
+/**
+ * The effective overrides of one gateway: KV keys under its root subject,
+ * each a RouteRuntime; the longest key that is the subject or a prefix of it
+ * (at a token boundary) wins. Keys outside the root are ignored, so one
+ * bucket serves many gateways. An invalid value is rejected with its reason
+ * and the last good version of that key keeps serving.
+ */
+import type { UpstreamEvents } from '../upstream/upstream.js';
+import { RouteRuntime } from './route.js';
+import { parseRoute, ROUTE_KEY_PATTERN } from './route-schema.js';
+
+const KEY_RE = new RegExp(ROUTE_KEY_PATTERN);
+
+export interface Rejection {
+  revision: number;
+  reason: string;
+  at: string;
+}
+
+export type PutResult = { status: 'applied'; route: RouteRuntime } | { status: 'rejected'; reason: string } | { status: 'ignored' };
+
+export class RouteTable {
+  private readonly routes = new Map<string, RouteRuntime>();
+  readonly rejected = new Map<string, Rejection>();
+
+  constructor(
+    readonly rootSubject: string,
+    private readonly events: UpstreamEvents = {},
+  ) {}
+
+  get size(): number {
+    return this.routes.size;
+  }
+
+  /** True when `key` concerns this gateway (the root or below it). */
+  covers(key: string): boolean {
+    return key === this.rootSubject || key.startsWith(this.rootSubject + '.');
+  }
+
+  /**
+   * The override for `subject`, if any.
+   * @example table.match('api.legacy.users.7') // the route stored under api.legacy
+   */
+  match(subject: string): RouteRuntime | undefined {
+    if (this.routes.size === 0) return undefined;
+    let s = subject;
+    const rootLength = this.rootSubject.length;
+    for (;;) {
+      const r = this.routes.get(s);
+      if (r !== undefined) return r;
+      const dot = s.lastIndexOf('.');
+      if (dot < rootLength) return undefined;
+      s = s.slice(0, dot);
+    }
+  }
+
+  put(key: string, value: Uint8Array | string, revision: number): PutResult {
+    if (!this.covers(key)) return { status: 'ignored' };
+    const reject = (reason: string): PutResult => {
+      this.rejected.set(key, { revision, reason, at: new Date().toISOString() });
+      return { status: 'rejected', reason };
+    };
+    if (!KEY_RE.test(key)) return reject('key is not a subject');
+    const parsed = parseRoute(value);
+    if (!parsed.ok) return reject(parsed.reason);
+    const previous = this.routes.get(key);
+    const route = new RouteRuntime(key, revision, parsed.config, this.rootSubject, previous, this.events);
+    this.routes.set(key, route);
+    previous?.retireRemoved(route);
+    this.rejected.delete(key);
+    return { status: 'applied', route };
+  }
+
+  /** The key was deleted: its paths go back to NATS. */
+  delete(key: string): boolean {
+    const route = this.routes.get(key);
+    this.rejected.delete(key);
+    if (route === undefined) return false;
+    this.routes.delete(key);
+    route.retireRemoved(undefined);
+    return true;
+  }
+
+  /** Keys currently applied. */
+  keys(): string[] {
+    return [...this.routes.keys()];
+  }
+
+  entries(): IterableIterator<[string, RouteRuntime]> {
+    return this.routes.entries();
+  }
+
+  /** Drops every route (shutdown). */
+  clear(): void {
+    for (const key of [...this.routes.keys()]) this.delete(key);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * Follows the routes KV bucket and keeps the RouteTable equal to it, live.
+ *
+ * The bucket is created when missing. Without JetStream the gateway keeps
+ * serving the NATS path, logs one line per change of state, reports
+ * overrides as unavailable, and retries with backoff, so it picks the bucket
+ * up once JetStream appears. Through a NATS outage the last known table keeps
+ * serving; on every (re)start of the watch, keys that disappeared meanwhile
+ * are dropped.
+ */
+import { Kvm, type KvWatchEntry } from '@nats-io/kv';
+import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
+import type { Logger } from '../log.js';
+import type { RouteTable } from './route-table.js';
+
+export const DEFAULT_ROUTES_BUCKET = 'natsgw-routes';
+
+export interface OverridesStatus {
+  state: 'starting' | 'watching' | 'unavailable' | 'stopped';
+  bucket: string;
+  reason?: string;
+  since: string;
+}
+
+export type ReloadResult = 'applied' | 'rejected' | 'removed';
+
+export class RoutesWatcher {
+  status: OverridesStatus;
+  private stopped = false;
+  private iter: QueuedIterator<KvWatchEntry> | undefined;
+  private wake: (() => void) | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly bucket: string,
+    private readonly table: RouteTable,
+    private readonly log: Logger,
+    private readonly onReload?: (result: ReloadResult, key: string) => void,
+  ) {
+    this.status = { state: 'starting', bucket, since: new Date().toISOString() };
+  }
+
+  /** Watches until stop(); never throws. */
+  run(): Promise<void> {
+    this.running ??= this.loop();
+    return this.running;
+  }
+
+  private async loop(): Promise<void> {
+    let delayMs = 500;
+    while (!this.stopped) {
+      try {
+        const kv = await new Kvm(this.nc).create(this.bucket, { history: 10 });
+        if (this.stopped) break;
+        const present = new Set<string>();
+        for await (const key of await kv.keys()) present.add(key);
+        if (this.stopped) break;
+        for (const key of this.table.keys()) if (!present.has(key)) this.remove(key);
+        for (const key of [...this.table.rejected.keys()]) if (!present.has(key)) this.table.rejected.delete(key);
+        const iter = await kv.watch();
+        this.iter = iter;
+        // stop() may have come while the watch was being set up. The KV
+        // iterator releases its consumer (and the consumer's heartbeat
+        // interval, which would keep the process alive) only when a loop over
+        // it ends, so stop it and run that loop.
+        if (this.stopped) {
+          iter.stop();
+          for await (const _ of iter) void _;
+          break;
+        }
+        this.setStatus('watching');
+        delayMs = 500;
+        for await (const entry of iter) this.apply(entry);
+      } catch (err) {
+        if (this.stopped) break;
+        this.setStatus('unavailable', (err as Error).message);
+      }
+      if (this.stopped) break;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, delayMs).unref();
+      });
+      delayMs = Math.min(delayMs * 2, 30_000);
+    }
+    this.setStatus('stopped');
+  }
+
+  /**
+   * Stops watching and resolves once the loop has wound down (at most
+   * `waitMs`). Close the NATS connection only after this: a watch torn down
+   * by a closing connection mid-setup leaves a nats.js heartbeat timer behind
+   * that keeps the process alive.
+   */
+  async stop(waitMs = 2000): Promise<void> {
+    this.stopped = true;
+    this.iter?.stop();
+    this.wake?.();
+    if (this.running === undefined) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise((r) => (timer = setTimeout(r, waitMs)))]);
+    clearTimeout(timer);
+  }
+
+  private apply(e: KvWatchEntry): void {
+    if (e.operation !== 'PUT') {
+      this.remove(e.key);
+      return;
+    }
+    const result = this.table.put(e.key, e.value, e.revision);
+    if (result.status === 'applied') {
+      this.log.info({ key: e.key, revision: e.revision, upstreams: result.route.upstreams.map((u) => u.url) }, 'override applied');
+      this.onReload?.('applied', e.key);
+    } else if (result.status === 'rejected') {
+      const serving = this.table.match(e.key)?.key === e.key;
+      this.log.warn({ key: e.key, revision: e.revision, reason: result.reason, keepsServing: serving ? 'previous version' : 'NATS' }, 'override rejected');
+      this.onReload?.('rejected', e.key);
+    }
+  }
+
+  private remove(key: string): void {
+    if (this.table.delete(key)) {
+      this.log.info({ key }, 'override removed; its paths go to NATS again');
+      this.onReload?.('removed', key);
+    }
+  }
+
+  private setStatus(state: OverridesStatus['state'], reason?: string): void {
+    if (this.status.state === state && this.status.reason === reason) return;
+    this.status = { state, bucket: this.bucket, since: new Date().toISOString(), ...(reason ? { reason } : {}) };
+    if (state === 'watching') this.log.info({ bucket: this.bucket }, 'overrides: watching the routes bucket');
+    else if (state === 'unavailable') this.log.warn({ bucket: this.bucket, reason }, 'overrides unavailable (JetStream not reachable); serving NATS only, retrying');
+  }
+}

@@ -1,0 +1,377 @@
+/**
+ * The override path: one request proxied to HTTP backends with undici.
+ *
+ * - The request body is already buffered (maxRequestBodyBytes), so a try can
+ *   be repeated on another backend.
+ * - Retries go to a backend not yet tried: for any method when the request
+ *   never reached a backend (connect refused, connect timeout), for
+ *   idempotent methods otherwise, never once response bytes reached the
+ *   client, and only while the route's retry budget allows.
+ * - The response is streamed to the client with backpressure both ways:
+ *   when uWS cannot take more, the upstream read is paused (undici's
+ *   controller) until uWS says it is writable again.
+ * - Outcomes: nothing available → 503 at once; refused/reset/garbage → 502;
+ *   too slow → 504; an upstream that dies after its headers → the client's
+ *   response is cut off (no retry).
+ */
+import type { Dispatcher } from 'undici';
+import type { HttpResponse } from 'uWebSockets.js';
+import type { FailureCode } from './errors.js';
+import type { Exchange } from './exchange.js';
+import type { Forwarded } from './forwarding.js';
+import type { RouteRuntime } from './overrides/route.js';
+import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STATUS_LINES } from './respond.js';
+import type { TryOutcome, Upstream } from './upstream/upstream.js';
+
+export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/** What the proxy needs from the front that owns the exchange. */
+export interface ProxyOwner {
+  /** The exchange is over (response complete or cut off). */
+  finish(ex: Exchange): void;
+  /** Answer with a problem; called outside uWS callbacks (corks). */
+  failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean): void;
+  /** Notes one try for stats and logs. */
+  onTry?(ex: Exchange, upstream: Upstream, outcome: TryOutcome | 'retry', detail: string): void;
+}
+
+/** Abort reasons we give undici, so we know our own aborts when they come back. */
+const CLIENT_GONE = Object.assign(new Error('client went away'), { code: 'NATSGW_CLIENT_GONE' });
+const RETRYING = Object.assign(new Error('retrying on another backend'), { code: 'NATSGW_RETRY' });
+
+/** Error codes meaning the request never reached the backend (safe to retry for any method). */
+const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED']);
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
+interface Classified {
+  code: FailureCode;
+  notSent: boolean;
+  detail: string;
+}
+
+function classify(err: Error & { code?: string }): Classified {
+  const code = err.code ?? '';
+  const detail = code ? `${code}: ${err.message}` : err.message;
+  if (TIMEOUTS.has(code)) return { code: 'upstream-timeout', notSent: code === 'UND_ERR_CONNECT_TIMEOUT', detail };
+  return { code: 'upstream-error', notSent: NOT_SENT.has(code), detail };
+}
+
+// cork() takes a callback; module-level slots let one static function serve every call.
+let corkRequest: ProxyRequest;
+let corkStatus = 0;
+let corkHeaders: Record<string, string | string[] | undefined>;
+let corkChunk: Buffer;
+function writeHeadCorked(): void {
+  corkRequest.writeHead(corkStatus, corkHeaders);
+}
+function writeChunkCorked(): void {
+  corkRequest.writeChunk(corkChunk);
+}
+function endCorked(): void {
+  corkRequest.endBody();
+}
+
+export class ProxyRequest implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined;
+  private upstream: Upstream | undefined;
+  private tried: Set<Upstream> | undefined;
+  private tries = 0;
+  private tryOpen = false;
+  private readonly deadline: number;
+  private readonly headers: string[];
+  private readonly path: string;
+  private readonly idempotent: boolean;
+  // client side
+  private headWritten = false;
+  private clientDone = false;
+  private total = -1;
+  private pending: Buffer | undefined;
+  private pendingOffset = 0;
+  private upstreamEnded = false;
+  private writableHooked = false;
+
+  constructor(
+    readonly ex: Exchange,
+    readonly route: RouteRuntime,
+    forwarded: Forwarded,
+    private readonly owner: ProxyOwner,
+  ) {
+    const config = route.config;
+    this.deadline = Date.now() + config.timeoutMs;
+    this.idempotent = IDEMPOTENT_METHODS.has(ex.method);
+    this.path = this.upstreamPath();
+    this.headers = this.upstreamHeaders(forwarded);
+  }
+
+  /** Path as the backend sees it: stripPrefix, addPrefix, the backend's base path, the query. */
+  private upstreamPath(): string {
+    let path = this.ex.path;
+    for (let i = 0; i < this.route.stripSegments && path !== '/'; i++) {
+      const next = path.indexOf('/', 1);
+      path = next === -1 ? '/' : path.slice(next);
+    }
+    path = this.route.config.addPrefix + path;
+    return this.ex.query === '' ? path : path + '?' + this.ex.query;
+  }
+
+  private upstreamHeaders(f: Forwarded): string[] {
+    const config = this.route.config;
+    const remove = config.requestHeaders.remove;
+    const set = config.requestHeaders.set;
+    const out: string[] = [];
+    const h = this.ex.headers;
+    let via = '';
+    for (let i = 0; i < h.length; i += 2) {
+      const name = h[i]!;
+      if (name === 'host' && !config.preserveHost) continue;
+      if (name === 'via') {
+        via = h[i + 1]! + ', ';
+        continue;
+      }
+      if ((remove.length > 0 && remove.includes(name)) || set[name] !== undefined) continue;
+      out.push(name, h[i + 1]!);
+    }
+    out.push('x-forwarded-for', f.forwardedFor, 'x-forwarded-proto', f.scheme, 'x-forwarded-host', f.host, 'via', via + '1.1 natsgw', 'x-request-id', this.ex.requestId);
+    for (const name in set) out.push(name, set[name]!);
+    return out;
+  }
+
+  start(): void {
+    this.route.budget.recordRequest(Date.now());
+    this.tryNext(undefined);
+  }
+
+  /** Sends the request to the next backend, or answers the client when none is left. */
+  private tryNext(last: Classified | undefined): void {
+    const now = Date.now();
+    const remaining = this.deadline - now;
+    if (remaining <= 0) return this.fail('upstream-timeout', `no response from ${this.route.key} within ${this.route.config.timeoutMs} ms`);
+    const upstream = this.route.balancer.pick(now, this.tried);
+    if (upstream === undefined) {
+      if (last !== undefined) return this.fail(last.code, `${this.route.key}: ${last.detail}`);
+      return this.fail('no-backend', `no backend available for ${this.route.key}: ${this.whyNone(now)}`);
+    }
+    (this.tried ??= new Set()).add(upstream);
+    this.tries++;
+    this.upstream = upstream;
+    this.tryOpen = true;
+    upstream.acquire();
+    const config = this.route.config;
+    const body = this.ex.body;
+    upstream.pool.dispatch(
+      {
+        path: upstream.basePath + this.path,
+        method: this.ex.method as Dispatcher.HttpMethod,
+        headers: this.headers,
+        body: body === undefined || (body.length === 0 && this.ex.contentLength < 0) ? null : body,
+        headersTimeout: Math.max(1, Math.min(config.tryTimeoutMs ?? config.timeoutMs, remaining)),
+        bodyTimeout: config.timeoutMs,
+      },
+      this,
+    );
+  }
+
+  private whyNone(now: number): string {
+    return this.route.upstreams
+      .map((u) => {
+        const why = u.retired ? 'removed' : !u.healthy ? 'unhealthy' : u.isEjected(now) ? 'ejected' : u.breaker && !u.breaker.canAccept(now) ? `breaker ${u.breaker.state}` : this.tried?.has(u) ? 'already tried' : 'busy';
+        return `${u.url} ${why}`;
+      })
+      .join(', ');
+  }
+
+  private canRetry(notSent: boolean): boolean {
+    return (
+      !this.headWritten &&
+      !this.ex.aborted &&
+      this.tries <= this.route.config.retries &&
+      (notSent || this.idempotent) &&
+      Date.now() < this.deadline &&
+      this.route.budget.tryAcquire(Date.now())
+    );
+  }
+
+  /** Records the current try's outcome on its backend, once. */
+  private settle(outcome: TryOutcome, detail: string): void {
+    if (!this.tryOpen || this.upstream === undefined) return;
+    this.tryOpen = false;
+    this.upstream.release(outcome, Date.now(), this.route.mayEject);
+    this.owner.onTry?.(this.ex, this.upstream, outcome, detail);
+  }
+
+  private fail(code: FailureCode, detail: string): void {
+    this.clientDone = true;
+    this.owner.failCorked(this.ex, code, detail, false);
+  }
+
+  /** The client went away: stop the backend request; not the backend's fault. */
+  clientGone(): void {
+    this.clientDone = true;
+    this.controller?.abort(CLIENT_GONE);
+    if (this.controller === undefined) this.settle('neutral', 'client went away');
+  }
+
+  // undici DispatchHandler
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.ex.aborted) controller.abort(CLIENT_GONE);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (controller !== this.controller) return;
+    if (this.ex.aborted) return controller.abort(CLIENT_GONE);
+    if (this.route.failureStatuses.has(statusCode)) {
+      this.settle('failure', `status ${statusCode}`);
+      if (this.canRetry(false)) {
+        this.owner.onTry?.(this.ex, this.upstream!, 'retry', `status ${statusCode}`);
+        this.controller = undefined;
+        controller.abort(RETRYING);
+        return this.tryNext({ code: 'upstream-error', notSent: false, detail: `status ${statusCode}` });
+      }
+    }
+    corkRequest = this;
+    corkStatus = statusCode;
+    corkHeaders = headers;
+    this.ex.res.cork(writeHeadCorked);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (controller !== this.controller || this.clientDone) return;
+    corkRequest = this;
+    corkChunk = chunk;
+    this.ex.res.cork(writeChunkCorked);
+  }
+
+  onResponseEnd(controller: Dispatcher.DispatchController): void {
+    if (controller !== this.controller) return;
+    this.controller = undefined;
+    this.settle('success', 'ok');
+    this.upstreamEnded = true;
+    if (this.clientDone || this.pending !== undefined) return; // a pending chunk finishes in onWritable
+    corkRequest = this;
+    this.ex.res.cork(endCorked);
+  }
+
+  onResponseError(controller: Dispatcher.DispatchController, err: Error): void {
+    if (controller !== this.controller) return;
+    this.controller = undefined;
+    if (err === CLIENT_GONE || this.ex.aborted) return this.settle('neutral', 'client went away');
+    const c = classify(err);
+    this.settle('failure', c.detail);
+    if (!this.headWritten) {
+      if (this.canRetry(c.notSent)) {
+        this.owner.onTry?.(this.ex, this.upstream!, 'retry', c.detail);
+        return this.tryNext(c);
+      }
+      return this.fail(c.code, `${this.route.key}: ${c.detail}`);
+    }
+    // Headers (and maybe part of the body) are with the client: cut the response off.
+    if (!this.clientDone) {
+      this.clientDone = true;
+      this.ex.res.close(); // runs onAborted → the front finishes the exchange
+    }
+  }
+
+  // Client side (called inside cork)
+
+  writeHead(status: number, headers: Record<string, string | string[] | undefined>): void {
+    const res = this.ex.res;
+    const config = this.route.config;
+    const remove = config.responseHeaders.remove;
+    const set = config.responseHeaders.set;
+    const named = typeof headers.connection === 'string' ? connectionNamed(headers.connection) : undefined;
+    res.writeStatus(STATUS_LINES[status] ?? `${status} `);
+    let via = '';
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined || RESPONSE_HEADER_SKIP.has(name) || named?.has(name) || set[name] !== undefined || (remove.length > 0 && remove.includes(name))) continue;
+      if (name === 'via') {
+        via = String(value) + ', ';
+        continue;
+      }
+      if (typeof value === 'string') res.writeHeader(name, value);
+      else for (const v of value) res.writeHeader(name, v);
+    }
+    for (const name in set) res.writeHeader(name, set[name]!);
+    res.writeHeader('via', via + '1.1 natsgw');
+    res.writeHeader('x-request-id', this.ex.requestId);
+    this.headWritten = true;
+    const cl = headers['content-length'];
+    const length = typeof cl === 'string' && CONTENT_LENGTH_RE.test(cl) ? Number(cl) : -1;
+    if (this.ex.method === 'HEAD') return this.endNow(() => endHead(res, length, false));
+    if (status === 204 || status === 304) return this.endNow(() => res.endWithoutBody());
+    if (length === 0) return this.endNow(() => res.end());
+    this.total = length;
+  }
+
+  private endNow(end: () => void): void {
+    end();
+    this.clientDone = true;
+    this.owner.finish(this.ex);
+  }
+
+  writeChunk(chunk: Buffer): void {
+    const res = this.ex.res;
+    if (this.total >= 0) {
+      const offset = res.getWriteOffset();
+      const [ok, done] = res.tryEnd(chunk, this.total);
+      if (done) return this.clientComplete();
+      if (!ok) {
+        this.pending = chunk;
+        this.pendingOffset = offset;
+        this.pause(res);
+      }
+    } else if (!res.write(chunk)) {
+      // uWS keeps the chunk; wait until it drained before reading more.
+      this.pause(res);
+    }
+  }
+
+  endBody(): void {
+    if (this.clientDone) return;
+    const res = this.ex.res;
+    if (this.total < 0) {
+      res.end(); // the last (empty) chunk of a chunked response
+      return this.clientComplete();
+    }
+    // With a known length tryEnd completes the response on its last byte; an
+    // upstream that ended short of its Content-Length cannot be mended.
+    this.clientDone = true;
+    res.close();
+  }
+
+  private clientComplete(): void {
+    if (this.clientDone) return;
+    this.clientDone = true;
+    this.owner.finish(this.ex);
+  }
+
+  private pause(res: HttpResponse): void {
+    this.controller?.pause();
+    if (this.writableHooked) return;
+    this.writableHooked = true;
+    res.onWritable((offset) => this.onWritable(offset));
+  }
+
+  private onWritable(offset: number): boolean {
+    if (this.clientDone) return true;
+    const res = this.ex.res;
+    if (this.pending !== undefined) {
+      const [ok, done] = res.tryEnd(this.pending.subarray(offset - this.pendingOffset), this.total);
+      if (done) {
+        this.pending = undefined;
+        this.clientComplete();
+        return true;
+      }
+      if (!ok) return false;
+      this.pending = undefined;
+      if (this.upstreamEnded) {
+        this.endBody();
+        return true;
+      }
+    }
+    this.controller?.resume();
+    return true;
+  }
+}
