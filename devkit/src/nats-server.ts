@@ -32,8 +32,8 @@ export interface NatsServer {
   readonly storeDir: string;
   /** Kills the server (SIGKILL when `hard`), keeping its folder for a restart. */
   stop(hard?: boolean): Promise<void>;
-  /** Starts it again on the same port with the same JetStream folder. */
-  restart(): Promise<void>;
+  /** Starts it again on the same port with the same JetStream folder (optionally turning JetStream on or off). */
+  restart(changes?: { jetstream?: boolean }): Promise<void>;
   /** Stops it and removes its folder. */
   dispose(): Promise<void>;
 }
@@ -68,14 +68,16 @@ async function waitForPortsFile(dir: string, child: ChildProcess, deadlineMs: nu
  *   ...
  *   await ns.dispose();
  */
-export async function startNatsServer(opts: NatsServerOptions = {}): Promise<NatsServer> {
+export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
+  let opts = options;
   const dir = mkdtempSync(join(tmpdir(), 'natsgw-nats-'));
   const storeDir = join(dir, 'js');
   let port = opts.port ?? -1;
   let child: ChildProcess | undefined;
   let stderr = '';
 
-  const launch = async (): Promise<void> => {
+  const launch = async (changes: { jetstream?: boolean } = {}): Promise<void> => {
+    if (changes.jetstream !== undefined) opts = { ...opts, jetstream: changes.jetstream };
     for (const f of readdirSync(dir)) if (f.endsWith('.ports')) rmSync(join(dir, f));
     const conf = [
       `listen: "127.0.0.1:${port}"`,

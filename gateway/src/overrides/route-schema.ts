@@ -23,14 +23,15 @@ const Headers = Type.Object(
   {
     set: Type.Record(Type.String({ pattern: HEADER_NAME_PATTERN }), Type.String({ pattern: HEADER_VALUE_PATTERN }), {
       default: {},
-      description: 'Headers to set (replacing any of the same name).',
+      additionalProperties: false,
+      description: 'Headers to set (replacing any of the same name). Names are case-insensitive.',
     }),
-    remove: Type.Array(Type.String({ pattern: HEADER_NAME_PATTERN }), { default: [], description: 'Header names to remove.' }),
+    remove: Type.Array(Type.String({ pattern: HEADER_NAME_PATTERN }), { default: [], description: 'Header names to remove (case-insensitive).' }),
   },
   { additionalProperties: false, default: {} },
 );
 
-export const RouteSchema = Type.Object(
+const RouteSchemaStrict = Type.Object(
   {
     upstreams: Type.Array(
       Type.Object(
@@ -42,14 +43,13 @@ export const RouteSchema = Type.Object(
       ),
       { minItems: 1, maxItems: 64, description: 'The HTTP servers to send this subject to.' },
     ),
-    balancing: Type.Union(
-      BALANCING_POLICIES.map((p) => Type.Literal(p)),
-      {
+    balancing: Type.Unsafe<BalancingPolicy>({
+      type: 'string',
+      enum: [...BALANCING_POLICIES],
         default: 'p2c',
         description:
           'p2c (default): of two randomly chosen backends (by weight), the one with fewer requests in flight; adapts to slow backends like least-connections without herding every gateway onto the same one. round-robin: smooth weighted. least-connections: fewest in flight per weight. random: by weight.',
-      },
-    ),
+    }),
     healthCheck: Type.Optional(
       Type.Object(
         {
@@ -123,8 +123,28 @@ export const RouteSchema = Type.Object(
   { additionalProperties: false, $id: 'https://natsgw.dev/schema/route.schema.json', title: 'natsgw route override' },
 );
 
-/** A route as written in the bucket (defaults not yet applied). */
-export type RouteOptions = Static<typeof RouteSchema>;
+/**
+ * Fields with a default may be left out: drop them from every `required`
+ * list, so the published JSON Schema accepts what people write, and Ajv
+ * fills them in (useDefaults) when the gateway or the CLI validates.
+ */
+function optionalDefaults<T>(schema: T): T {
+  const s = schema as { type?: string; properties?: Record<string, { default?: unknown }>; required?: string[]; items?: unknown; anyOf?: unknown[] };
+  if (s.properties) {
+    for (const child of Object.values(s.properties)) optionalDefaults(child);
+    if (s.required) {
+      s.required = s.required.filter((k) => s.properties![k]?.default === undefined);
+      if (s.required.length === 0) delete s.required;
+    }
+  }
+  if (s.items) optionalDefaults(s.items);
+  return schema;
+}
+
+export const RouteSchema = optionalDefaults(RouteSchemaStrict);
+
+/** A validated route (defaults applied). */
+export type RouteOptions = Static<typeof RouteSchemaStrict>;
 
 /** A validated route with every default filled in. */
 export type RouteConfig = Readonly<Omit<RouteOptions, 'healthCheck' | 'circuitBreaker'>> & {
@@ -139,7 +159,7 @@ function describe(e: ErrorObject): string {
   const where = e.instancePath === '' ? 'route' : e.instancePath.slice(1).replace(/\//g, '.');
   if (e.keyword === 'additionalProperties') return `${where}: unknown field ${(e.params as { additionalProperty: string }).additionalProperty}`;
   if (e.keyword === 'pattern' && where.endsWith('url')) return `${where}: must be an http:// or https:// URL without query or credentials`;
-  if (e.keyword === 'anyOf' && where === 'balancing') return `balancing: must be one of ${BALANCING_POLICIES.join(', ')}`;
+  if (e.keyword === 'enum') return `${where}: must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`;
   return `${where}: ${e.message ?? 'is invalid'}`;
 }
 
@@ -177,6 +197,11 @@ export function parseRoute(value: Uint8Array | string | unknown): { ok: true; co
   }
   if (c.circuitBreaker && c.circuitBreaker.openMs! > c.circuitBreaker.maxOpenMs!) return { ok: false, reason: 'circuitBreaker: openMs is above maxOpenMs' };
   if (c.passiveHealth.baseEjectionMs > c.passiveHealth.maxEjectionMs) return { ok: false, reason: 'passiveHealth: baseEjectionMs is above maxEjectionMs' };
+  // HTTP field names are case-insensitive; requests and responses carry them in lower case.
+  for (const h of [c.requestHeaders, c.responseHeaders]) {
+    h.set = Object.fromEntries(Object.entries(h.set).map(([k, v]) => [k.toLowerCase(), v]));
+    h.remove = h.remove.map((k) => k.toLowerCase());
+  }
   return { ok: true, config: deepFreeze(c) as RouteConfig };
 }
 

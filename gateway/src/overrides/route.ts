@@ -13,7 +13,7 @@ export class RouteRuntime {
   readonly upstreams: readonly Upstream[];
   readonly balancer: Balancer;
   readonly budget: RetryBudget;
-  /** Path segments to drop with stripPrefix: the route subject's tokens below the root. */
+  /** Path segments to drop (stripPrefix): the route subject's tokens below the root; 0 without stripPrefix. */
   readonly stripSegments: number;
   readonly failureStatuses: ReadonlySet<number>;
   readonly mayEject = (): boolean => {
@@ -57,7 +57,7 @@ export class RouteRuntime {
     this.balancer = createBalancer(config.balancing, this.upstreams);
     this.budget = previous?.budget ?? new RetryBudget(config.retryBudget);
     this.budget.settings = config.retryBudget;
-    this.stripSegments = key === rootSubject ? 0 : key.split('.').length - rootSubject.split('.').length;
+    this.stripSegments = !config.stripPrefix || key === rootSubject ? 0 : key.split('.').length - rootSubject.split('.').length;
     this.failureStatuses = new Set(config.passiveHealth.failureStatuses);
   }
 

@@ -1,0 +1,62 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { parseRoute, routeJsonSchema } from '../src/overrides/route-schema.js';
+
+test('route schema: the published JSON Schema is the one the gateway uses', () => {
+  const published = JSON.parse(readFileSync(new URL('../../schema/route.schema.json', import.meta.url), 'utf8')) as object;
+  assert.deepEqual(published, routeJsonSchema(), 'run `npm run schema` after changing the schema');
+});
+
+test('route schema: a minimal route gets every default', () => {
+  const r = parseRoute('{"upstreams":[{"url":"http://10.0.0.5:8080"}]}');
+  assert.ok(r.ok);
+  const c = r.config;
+  assert.deepEqual(c.upstreams, [{ url: 'http://10.0.0.5:8080', weight: 1 }]);
+  assert.equal(c.balancing, 'p2c');
+  assert.equal(c.healthCheck, undefined);
+  assert.equal(c.circuitBreaker, undefined);
+  assert.deepEqual(c.passiveHealth, { consecutiveFailures: 5, baseEjectionMs: 10_000, maxEjectionMs: 300_000, maxEjectionPercent: 50, failureStatuses: [502, 503, 504] });
+  assert.equal(c.timeoutMs, 30_000);
+  assert.equal(c.connectTimeoutMs, 5_000);
+  assert.equal(c.retries, 1);
+  assert.deepEqual(c.retryBudget, { percent: 20, minPerSecond: 5 });
+  assert.equal(c.maxRequestBodyBytes, 1024 * 1024);
+  assert.equal(c.stripPrefix, false);
+  assert.equal(c.preserveHost, false);
+  assert.deepEqual(c.requestHeaders, { set: {}, remove: [] });
+  assert.ok(Object.isFrozen(c) && Object.isFrozen(c.upstreams[0]));
+  const hc = parseRoute({ upstreams: [{ url: 'http://a:1' }], healthCheck: {}, circuitBreaker: {} });
+  assert.ok(hc.ok);
+  assert.deepEqual(hc.config.healthCheck, { path: '/health', intervalMs: 5000, unhealthyIntervalMs: 1000, timeoutMs: 2000, unhealthyThreshold: 3, healthyThreshold: 2, expectedStatus: { min: 200, max: 399 } });
+  assert.deepEqual(hc.config.circuitBreaker, { failureThreshold: 5, successThreshold: 2, openMs: 10_000, maxOpenMs: 120_000, halfOpenRequests: 1 });
+});
+
+test('route schema: invalid values are rejected with a reason that names the field', () => {
+  const cases: Array<[unknown, RegExp]> = [
+    ['not json', /^not JSON/],
+    ['[1,2]', /must be a JSON object/],
+    [{}, /must have required property 'upstreams'/],
+    [{ upstreams: [] }, /upstreams: must NOT have fewer than 1 items/],
+    [{ upstreams: [{ url: 'ftp://x' }] }, /upstreams\.0\.url: must be an http/],
+    [{ upstreams: [{ url: 'http://user:pw@x' }] }, /upstreams\.0\.url/],
+    [{ upstreams: [{ url: 'http://x?q=1' }] }, /upstreams\.0\.url/],
+    [{ upstreams: [{ url: 'http://x', weight: 0 }] }, /upstreams\.0\.weight: must be >= 1/],
+    [{ upstreams: [{ url: 'http://x' }, { url: 'http://x/' }] }, /same URL appears twice/],
+    [{ upstreams: [{ url: 'http://x' }], balancing: 'fastest' }, /balancing: must be one of p2c, round-robin, least-connections, random/],
+    [{ upstreams: [{ url: 'http://x' }], retries: 11 }, /retries: must be <= 10/],
+    [{ upstreams: [{ url: 'http://x' }], timeoutMs: '5s' }, /timeoutMs: must be integer/],
+    [{ upstreams: [{ url: 'http://x' }], colour: 'red' }, /route: unknown field colour/],
+    [{ upstreams: [{ url: 'http://x' }], healthCheck: { path: 'health' } }, /healthCheck\.path/],
+    [{ upstreams: [{ url: 'http://x' }], healthCheck: { expectedStatus: { min: 300, max: 200 } } }, /min is above max/],
+    [{ upstreams: [{ url: 'http://x' }], circuitBreaker: { openMs: 5000, maxOpenMs: 100 } }, /openMs is above maxOpenMs/],
+    [{ upstreams: [{ url: 'http://x' }], requestHeaders: { set: { 'bad name': 'v' } } }, /requestHeaders\.set/],
+    [{ upstreams: [{ url: 'http://x' }], requestHeaders: { set: { 'x-a': 'line\r\nbreak' } } }, /requestHeaders\.set/],
+    [{ upstreams: [{ url: 'http://x' }], passiveHealth: { failureStatuses: [404] } }, /failureStatuses/],
+  ];
+  for (const [value, reason] of cases) {
+    const r = parseRoute(typeof value === 'string' ? value : JSON.stringify(value));
+    assert.equal(r.ok, false, JSON.stringify(value));
+    if (!r.ok) assert.match(r.reason, reason, JSON.stringify(value));
+  }
+});
