@@ -12,6 +12,7 @@ import { isIP } from 'node:net';
 import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
 import { ROOT_SUBJECT_PATTERN } from '@natsgw/service-sdk/protocol';
+import { DEFAULT_ROUTES_BUCKET } from './overrides/routes-bucket.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_SUBJECT = 'api';
@@ -61,7 +62,7 @@ export const GatewayOptionsSchema = Type.Object(
       description: 'Largest total size of request headers in bytes (431 beyond)',
       placeholder: 'BYTES',
     }),
-    routesBucket: opt(Type.String({ pattern: '^[A-Za-z0-9_-]+$', default: 'natsgw-routes' }), {
+    routesBucket: opt(Type.String({ pattern: '^[A-Za-z0-9_-]+$', default: DEFAULT_ROUTES_BUCKET }), {
       description: 'JetStream KV bucket holding HTTP overrides (created when missing)',
       placeholder: 'NAME',
       hint: 'must be a KV bucket name: letters, digits, - and _',

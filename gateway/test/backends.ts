@@ -5,9 +5,10 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Gateway } from '../src/gateway.js';
+import { openRoutesBucket } from '../src/overrides/routes-bucket.js';
 import { eventually } from './helpers.js';
 
 export interface SeenRequest {
@@ -96,8 +97,8 @@ export async function startBackends(n: number, handler?: (b: Backend) => Backend
   );
 }
 
-export async function routesBucket(nc: NatsConnection, bucket = 'natsgw-routes'): Promise<KV> {
-  return new Kvm(nc).create(bucket);
+export function routesBucket(nc: NatsConnection, bucket?: string): Promise<KV> {
+  return openRoutesBucket(nc, bucket);
 }
 
 /** Writes a route and waits until the gateway has applied (or rejected) that revision. */

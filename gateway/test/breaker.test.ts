@@ -85,3 +85,38 @@ test('retry budget: retries are capped at a share of recent requests, with a per
   // Old requests leave the window.
   assert.equal(budget.tryAcquire(now + 11_000), true);
 });
+
+import { Upstream } from '../src/upstream/upstream.js';
+
+test('passive health: N failures in a row eject; each ejection lasts longer, up to the cap; the share of ejected backends is bounded', () => {
+  const passive = { consecutiveFailures: 2, baseEjectionMs: 100, maxEjectionMs: 250, maxEjectionPercent: 50, failureStatuses: [502] };
+  const u = new Upstream('http://10.9.8.1:80', 1, { maxConnections: 1, connectTimeoutMs: 10 }, passive, undefined);
+  const fail = (now: number, mayEject = true) => {
+    u.acquire();
+    return u.release('failure', now, () => mayEject);
+  };
+  assert.equal(fail(0), false);
+  assert.equal(fail(0), true, 'second failure in a row ejects');
+  assert.equal(u.ejectedUntil, 100);
+  u.acquire();
+  u.release('success', 200, () => true);
+  fail(200);
+  fail(200);
+  assert.equal(u.ejectedUntil, 400, 'second ejection: twice as long');
+  fail(500);
+  fail(500);
+  assert.equal(u.ejectedUntil, 750, 'third: capped at maxEjectionMs');
+  // A failure, a success, a failure: not "in a row".
+  const v = new Upstream('http://10.9.8.2:80', 1, { maxConnections: 1, connectTimeoutMs: 10 }, passive, undefined);
+  for (const outcome of ['failure', 'success', 'failure', 'success'] as const) {
+    v.acquire();
+    v.release(outcome, 0, () => true);
+  }
+  assert.equal(v.ejections, 0);
+  // When the route cannot spare it, it stays in.
+  assert.equal(fail(2000, false), false);
+  assert.equal(fail(2000, false), false);
+  assert.equal(u.isEjected(2000), false);
+  u.retire();
+  v.retire();
+});

@@ -8,12 +8,11 @@
  * serving; on every (re)start of the watch, keys that disappeared meanwhile
  * are dropped.
  */
-import { Kvm, type KvWatchEntry } from '@nats-io/kv';
+import type { KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { Logger } from '../log.js';
 import type { RouteTable } from './route-table.js';
-
-export const DEFAULT_ROUTES_BUCKET = 'natsgw-routes';
+import { openRoutesBucket } from './routes-bucket.js';
 
 export interface OverridesStatus {
   state: 'starting' | 'watching' | 'unavailable' | 'stopped';
@@ -51,7 +50,7 @@ export class RoutesWatcher {
     let delayMs = 500;
     while (!this.stopped) {
       try {
-        const kv = await new Kvm(this.nc).create(this.bucket, { history: 10 });
+        const kv = await openRoutesBucket(this.nc, this.bucket);
         if (this.stopped) break;
         const present = new Set<string>();
         for await (const key of await kv.keys()) present.add(key);
