@@ -9,9 +9,13 @@
  */
 import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
-import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta } from './config.js';
+import { connectOnce, openBucket } from './commands/connect.js';
+import { CommandError, describeEntry, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './commands/routes.js';
+import { paint, table } from './commands/table.js';
+import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from './config.js';
 import { startGateway } from './gateway.js';
 import { createLogger } from './log.js';
+import { BALANCING_POLICIES } from './overrides/route-schema.js';
 
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
@@ -24,8 +28,11 @@ const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.me
 /** Raised for bad usage; printed as one line, exit code 2. */
 class UsageError extends Error {}
 
-function declareServeOptions(y: Argv): Argv {
-  for (const key of OPTION_KEYS) {
+/** Options that say how to reach NATS and the routes bucket (shared by every command that talks to NATS). */
+const CONNECTION_KEYS = ['nats', 'creds', 'user', 'pass', 'token', 'tlsCa', 'tlsCert', 'tlsKey', 'routesBucket'] as const;
+
+function declareSchemaOptions(y: Argv, keys: readonly (typeof OPTION_KEYS)[number][]): Argv {
+  for (const key of keys) {
     const meta = optionMeta(key);
     const def = meta.default === undefined ? undefined : Array.isArray(meta.default) ? meta.default.join(',') || '(none)' : String(meta.default);
     y.option(flagName(key), {
@@ -38,30 +45,135 @@ function declareServeOptions(y: Argv): Argv {
     });
   }
   y.option('config', { type: 'string', requiresArg: true, describe: 'JSON config file with the same keys as these options in camelCase (e.g. {"maxBody": 65536})' });
-  return y.epilogue(
+  return y;
+}
+
+function declareServeOptions(y: Argv): Argv {
+  return declareSchemaOptions(y, OPTION_KEYS).epilogue(
     'Precedence: flag > environment variable > config file > default.\n' +
       'Example: natsgw serve --nats nats://127.0.0.1:4222 --subject api --port 8080',
   );
 }
 
+function declareConnection(y: Argv): Argv {
+  return declareSchemaOptions(y, CONNECTION_KEYS).option('json', { type: 'boolean', describe: 'Machine-readable output' });
+}
+
+function declareRoutePut(y: Argv): Argv {
+  return declareConnection(y)
+    .positional('subject', { type: 'string', describe: 'Subject under a gateway root, e.g. api.legacy (covers it and everything below)' })
+    .option('upstream', { type: 'string', array: true, requiresArg: true, describe: 'Backend URL, optionally =WEIGHT (repeat for several)' })
+    .option('balancing', { type: 'string', choices: [...BALANCING_POLICIES], describe: 'Balancing policy (default p2c)' })
+    .option('health-path', { type: 'string', requiresArg: true, describe: 'Enable active health checks on this path' })
+    .option('health-interval', { type: 'string', requiresArg: true, describe: 'Probe interval, ms (default 5000)' })
+    .option('health-timeout', { type: 'string', requiresArg: true, describe: 'Probe timeout, ms (default 2000)' })
+    .option('healthy-threshold', { type: 'string', requiresArg: true, describe: 'Good probes to come back (default 2)' })
+    .option('unhealthy-threshold', { type: 'string', requiresArg: true, describe: 'Bad probes to go down (default 3)' })
+    .option('breaker', { type: 'boolean', describe: 'Enable the circuit breaker with its defaults' })
+    .option('breaker-failures', { type: 'string', requiresArg: true, describe: 'Failures that open the breaker (default 5)' })
+    .option('breaker-open-ms', { type: 'string', requiresArg: true, describe: 'How long it stays open, ms (default 10000)' })
+    .option('timeout', { type: 'string', requiresArg: true, describe: 'Route timeout, ms (default 30000)' })
+    .option('connect-timeout', { type: 'string', requiresArg: true, describe: 'Connect timeout, ms (default 5000)' })
+    .option('retries', { type: 'string', requiresArg: true, describe: 'Retries on another backend (default 1)' })
+    .option('max-body', { type: 'string', requiresArg: true, describe: 'Largest request body, bytes (default 1048576)' })
+    .option('strip-prefix', { type: 'boolean', describe: "Remove the subject's path segments before forwarding" })
+    .option('add-prefix', { type: 'string', requiresArg: true, describe: 'Path prefix to add before forwarding' })
+    .option('preserve-host', { type: 'boolean', describe: "Send the client's Host header" })
+    .option('file', { type: 'string', requiresArg: true, describe: 'Read the route JSON from a file instead' })
+    .epilogue('The value is checked with the gateway\'s own schema (gateway/schema/route.schema.json) before it is written.\n' + 'Example: natsgw routes put api.legacy --upstream http://10.0.0.5:8080=2 --upstream http://10.0.0.6:8080 --health-path /health');
+}
+
+function declareSubject(y: Argv): Argv {
+  return declareConnection(y).positional('subject', { type: 'string', describe: 'Subject, e.g. api.legacy' });
+}
+
 /** Picks the options the user actually passed, keyed by schema name. */
-function passedFlags(argv: Record<string, unknown>): Record<string, unknown> {
+function passedFlags(argv: Record<string, unknown>, keys: readonly string[] = OPTION_KEYS): Record<string, unknown> {
   const flags: Record<string, unknown> = {};
-  for (const key of OPTION_KEYS) {
+  for (const key of keys) {
     const v = argv[key];
     if (v !== undefined) flags[key] = v;
   }
   return flags;
 }
 
-async function serveCommand(argv: Record<string, unknown>): Promise<void> {
-  let config;
+function configFrom(argv: Record<string, unknown>, keys: readonly string[] = OPTION_KEYS): GatewayConfig {
   try {
-    config = loadConfig({ flags: passedFlags(argv), env: process.env, file: argv.config as string | undefined });
+    return loadConfig({ flags: passedFlags(argv, keys), env: process.env, file: argv.config as string | undefined });
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;
   }
+}
+
+function pretty(raw: string): string {
+  try {
+    return JSON.stringify(JSON.parse(raw), null, 2);
+  } catch {
+    return raw;
+  }
+}
+
+async function routesCommand(verb: string, argv: Record<string, unknown>): Promise<void> {
+  const config = configFrom(argv, CONNECTION_KEYS);
+  const json = argv.json === true;
+  const color = process.stdout.isTTY === true && !json;
+  const out = (s: string): void => void process.stdout.write(s);
+  // Check the input before connecting: a bad route is a usage error, whatever the network does.
+  const route = verb === 'put' ? routeFromFlags(passedFlags(argv, ROUTE_FLAG_KEYS) as RouteFlags) : undefined;
+  const nc = await connectOnce(config, `natsgw routes ${verb}`);
+  try {
+    const kv = await openBucket(nc, config.routesBucket);
+    const subject = argv.subject as string;
+    switch (verb) {
+      case 'put': {
+        const revision = await putRoute(kv, subject, route!);
+        const listing = describeEntry((await kv.get(subject))!);
+        out(json ? JSON.stringify({ subject, revision, route: listing.route }) + '\n' : `put ${subject} (revision ${revision}): ${summarize(listing)}\n`);
+        return;
+      }
+      case 'get': {
+        const l = await getRoute(kv, subject);
+        out(json ? JSON.stringify(l) + '\n' : `${subject}  revision ${l.revision}  ${l.valid ? paint.green('valid', color) : paint.red(`INVALID: ${l.reason}`, color)}\n${pretty(l.raw)}\n`);
+        return;
+      }
+      case 'ls': {
+        const all = await listRoutes(kv);
+        if (json) return out(JSON.stringify(all) + '\n');
+        if (all.length === 0) return out(`no routes in bucket ${config.routesBucket}\n`);
+        const rows = all.map((l) => [l.subject, String(l.revision), l.valid ? paint.green('ok', color) : paint.red('invalid', color), summarize(l)]);
+        return out(table(['SUBJECT', 'REV', 'STATUS', 'ROUTE'], rows, { color }));
+      }
+      case 'rm': {
+        await removeRoute(kv, subject);
+        out(json ? JSON.stringify({ subject, removed: true }) + '\n' : `removed ${subject}; its paths go to NATS again\n`);
+        return;
+      }
+      case 'watch': {
+        const iter = await kv.watch();
+        const stop = () => iter.stop();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        process.stderr.write(`watching routes bucket ${config.routesBucket} (Ctrl-C to stop)\n`);
+        for await (const e of iter) {
+          const time = new Date().toISOString().slice(11, 19);
+          if (e.operation !== 'PUT') {
+            out(json ? JSON.stringify({ subject: e.key, revision: e.revision, operation: e.operation }) + '\n' : `${time}  ${paint.yellow('DEL', color)}  ${e.key}  rev ${e.revision}\n`);
+            continue;
+          }
+          const l = describeEntry(e);
+          out(json ? JSON.stringify({ ...l, operation: 'PUT' }) + '\n' : `${time}  ${paint.green('PUT', color)}  ${e.key}  rev ${e.revision}  ${l.valid ? summarize(l) : paint.red(summarize(l), color)}\n`);
+        }
+        return;
+      }
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+async function serveCommand(argv: Record<string, unknown>): Promise<void> {
+  const config = configFrom(argv);
   const log = createLogger(config.logLevel);
   const gateway = await startGateway(config, { logger: log });
   // An unreachable server is retried forever (503 meanwhile), but a refusal
@@ -112,6 +224,15 @@ export async function main(args: string[]): Promise<void> {
     .scriptName('natsgw')
     .usage('natsgw <command> [options]\n\nHTTP on the front, NATS request/reply on the back.')
     .command('serve', 'Run the gateway: /a/b is sent to ROOT.a.b over NATS', declareServeOptions)
+    .command('routes', 'Manage HTTP overrides (the routes KV bucket)', (y) =>
+      y
+        .command('put <subject>', 'Create or replace the override for SUBJECT', declareRoutePut)
+        .command('get <subject>', 'Show the override for SUBJECT', declareSubject)
+        .command('ls', 'List overrides, with the reason for any a gateway would reject', declareConnection)
+        .command('rm <subject>', 'Delete the override for SUBJECT (its paths go back to NATS)', declareSubject)
+        .command('watch', 'Print changes to overrides as they happen', declareConnection)
+        .demandCommand(1, 'Name a routes command: put, get, ls, rm or watch'),
+    )
     .demandCommand(1, 'Name a command, e.g. natsgw serve')
     .strict()
     .version(VERSION)
@@ -126,12 +247,18 @@ export async function main(args: string[]): Promise<void> {
   let argv: Record<string, unknown>;
   try {
     argv = (await parser.parseAsync()) as Record<string, unknown>;
-    const command = (argv._ as string[])[0];
+    const [command, verb] = argv._ as string[];
     if (command === 'serve') await serveCommand(argv);
+    else if (command === 'routes') await routesCommand(verb!, argv);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`natsgw: ${err.message.split('\n')[0]}\n`);
       process.exitCode = EXIT_USAGE;
+      return;
+    }
+    if (err instanceof CommandError) {
+      process.stderr.write(`natsgw: ${err.message}\n`);
+      process.exitCode = err.exitCode;
       return;
     }
     process.stderr.write(`natsgw: ${(err as Error).message}\n`);

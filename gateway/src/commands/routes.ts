@@ -1,0 +1,203 @@
+/**
+ * `natsgw routes …`: reads and writes the routes bucket. Validation is the
+ * gateway's own schema, so what the CLI accepts the gateway accepts, and
+ * `ls` shows which entries a gateway would reject and why.
+ */
+import { readFileSync } from 'node:fs';
+import type { KV, KvEntry } from '@nats-io/kv';
+import { parseRoute, ROUTE_KEY_PATTERN, type RouteOptions } from '../overrides/route-schema.js';
+
+export class CommandError extends Error {
+  override name = 'CommandError';
+  /** 1 runtime (not found, unreachable), 2 bad usage or invalid input. */
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2,
+  ) {
+    super(message);
+  }
+}
+
+const KEY_RE = new RegExp(ROUTE_KEY_PATTERN);
+
+export function checkKey(subject: string): string {
+  if (subject.startsWith('/')) throw new CommandError(`route keys are subjects, not paths: for ${subject} use ROOT${subject.replace(/\//g, '.')} (e.g. api.legacy)`, 2);
+  if (!KEY_RE.test(subject)) throw new CommandError(`invalid subject ${JSON.stringify(subject)}: tokens of A-Z a-z 0-9 - _ = separated by dots, no wildcards`, 2);
+  return subject;
+}
+
+/** The `routes put` flags that describe a route (yargs' camelCase names). */
+export const ROUTE_FLAG_KEYS = [
+  'upstream',
+  'balancing',
+  'healthPath',
+  'healthInterval',
+  'healthTimeout',
+  'healthyThreshold',
+  'unhealthyThreshold',
+  'breaker',
+  'breakerFailures',
+  'breakerOpenMs',
+  'timeout',
+  'connectTimeout',
+  'retries',
+  'maxBody',
+  'stripPrefix',
+  'addPrefix',
+  'preserveHost',
+  'file',
+] as const;
+
+/** Flags of `routes put` that describe a route. */
+export interface RouteFlags {
+  upstream?: string[];
+  balancing?: string;
+  healthPath?: string;
+  healthInterval?: string;
+  healthTimeout?: string;
+  healthyThreshold?: string;
+  unhealthyThreshold?: string;
+  breaker?: boolean;
+  breakerFailures?: string;
+  breakerOpenMs?: string;
+  timeout?: string;
+  connectTimeout?: string;
+  retries?: string;
+  maxBody?: string;
+  stripPrefix?: boolean;
+  addPrefix?: string;
+  preserveHost?: boolean;
+  file?: string;
+}
+
+const num = (v: string | undefined, flag: string): number | undefined => {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new CommandError(`--${flag} must be a whole number (got ${JSON.stringify(v)})`, 2);
+  return Number(v);
+};
+
+/** `URL` or `URL=WEIGHT`. */
+export function parseUpstream(spec: string): { url: string; weight?: number } {
+  const m = /^(.*)=(\d+)$/.exec(spec);
+  return m ? { url: m[1]!, weight: Number(m[2]) } : { url: spec };
+}
+
+/**
+ * Builds the route a user described with flags or a file; throws a
+ * CommandError naming the problem when the schema rejects it.
+ * @example routeFromFlags({ upstream: ['http://10.0.0.5:8080=3', 'http://10.0.0.6:8080'], balancing: 'round-robin' })
+ */
+export function routeFromFlags(f: RouteFlags): Record<string, unknown> {
+  let route: Record<string, unknown>;
+  if (f.file !== undefined) {
+    const others = Object.entries(f).filter(([k, v]) => k !== 'file' && v !== undefined && !(Array.isArray(v) && v.length === 0));
+    if (others.length > 0) throw new CommandError(`--file cannot be combined with --${others[0]![0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`, 2);
+    let text: string;
+    try {
+      text = readFileSync(f.file, 'utf8');
+    } catch (err) {
+      throw new CommandError(`cannot read ${f.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 2);
+    }
+    try {
+      route = JSON.parse(text) as Record<string, unknown>;
+    } catch (err) {
+      throw new CommandError(`${f.file} is not valid JSON: ${(err as Error).message}`, 2);
+    }
+  } else {
+    if (!f.upstream || f.upstream.length === 0) throw new CommandError('give at least one --upstream URL[=WEIGHT], or --file route.json', 2);
+    route = { upstreams: f.upstream.map(parseUpstream) };
+    if (f.balancing !== undefined) route.balancing = f.balancing;
+    const hc = {
+      path: f.healthPath,
+      intervalMs: num(f.healthInterval, 'health-interval'),
+      timeoutMs: num(f.healthTimeout, 'health-timeout'),
+      healthyThreshold: num(f.healthyThreshold, 'healthy-threshold'),
+      unhealthyThreshold: num(f.unhealthyThreshold, 'unhealthy-threshold'),
+    };
+    if (Object.values(hc).some((v) => v !== undefined)) route.healthCheck = stripUndefined(hc);
+    const cb = { failureThreshold: num(f.breakerFailures, 'breaker-failures'), openMs: num(f.breakerOpenMs, 'breaker-open-ms') };
+    if (f.breaker || Object.values(cb).some((v) => v !== undefined)) route.circuitBreaker = stripUndefined(cb);
+    Object.assign(
+      route,
+      stripUndefined({
+        timeoutMs: num(f.timeout, 'timeout'),
+        connectTimeoutMs: num(f.connectTimeout, 'connect-timeout'),
+        retries: num(f.retries, 'retries'),
+        maxRequestBodyBytes: num(f.maxBody, 'max-body'),
+        stripPrefix: f.stripPrefix,
+        addPrefix: f.addPrefix,
+        preserveHost: f.preserveHost,
+      }),
+    );
+  }
+  const checked = parseRoute(route);
+  if (!checked.ok) throw new CommandError(`invalid route: ${checked.reason}`, 2);
+  return route;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export interface RouteListing {
+  subject: string;
+  revision: number;
+  created: string;
+  valid: boolean;
+  /** Why a gateway rejects it (when not valid). */
+  reason?: string;
+  /** The route with defaults filled in (when valid). */
+  route?: RouteOptions;
+  /** The value as stored. */
+  raw: string;
+}
+
+export function describeEntry(e: KvEntry): RouteListing {
+  const raw = Buffer.from(e.value).toString('utf8');
+  const parsed = parseRoute(raw);
+  return {
+    subject: e.key,
+    revision: e.revision,
+    created: e.created.toISOString(),
+    valid: parsed.ok,
+    ...(parsed.ok ? { route: parsed.config as RouteOptions } : { reason: parsed.reason }),
+    raw,
+  };
+}
+
+export async function putRoute(kv: KV, subject: string, route: Record<string, unknown>): Promise<number> {
+  return kv.put(checkKey(subject), JSON.stringify(route));
+}
+
+export async function getRoute(kv: KV, subject: string): Promise<RouteListing> {
+  const e = await kv.get(checkKey(subject));
+  if (e === null || e.operation !== 'PUT') throw new CommandError(`no route for ${subject}`, 1);
+  return describeEntry(e);
+}
+
+export async function listRoutes(kv: KV): Promise<RouteListing[]> {
+  const keys: string[] = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  keys.sort();
+  const out: RouteListing[] = [];
+  for (const k of keys) {
+    const e = await kv.get(k);
+    if (e !== null && e.operation === 'PUT') out.push(describeEntry(e));
+  }
+  return out;
+}
+
+export async function removeRoute(kv: KV, subject: string): Promise<void> {
+  const e = await kv.get(checkKey(subject));
+  if (e === null || e.operation !== 'PUT') throw new CommandError(`no route for ${subject}`, 1);
+  await kv.delete(subject);
+}
+
+/** One line of summary for tables and watch output. */
+export function summarize(l: RouteListing): string {
+  if (!l.valid) return `INVALID: ${l.reason}`;
+  const r = l.route!;
+  const ups = r.upstreams.map((u) => (u.weight && u.weight !== 1 ? `${u.url}=${u.weight}` : u.url)).join(' ');
+  const extras = [r.balancing, r.healthCheck ? `health ${r.healthCheck.path}` : '', r.circuitBreaker ? 'breaker' : '', r.stripPrefix ? 'strip-prefix' : ''].filter(Boolean);
+  return `${ups}  (${extras.join(', ')})`;
+}
