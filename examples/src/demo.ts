@@ -1,11 +1,15 @@
 /**
  * `npm run demo`: nats-server (JetStream, temporary folder), the example
- * services foo and bar, and a gateway on :8080, each its own process as in
- * production. Prints a few curl lines; Ctrl-C stops everything.
+ * services foo (Express) and bar (Fastify) on NATS, two "legacy" HTTP
+ * servers behind an override (api.legacy, round-robin with health checks),
+ * and a gateway on :8080 — each its own process, as in production. Prints a
+ * few curl lines; Ctrl-C stops everything.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { startNatsServer } from '@natsgw/devkit';
+import { connect } from '@nats-io/transport-node';
+import { openRoutesBucket } from '@natsgw/gateway';
+import { freePort, startNatsServer } from '@natsgw/devkit';
 
 const port = Number(process.env.PORT ?? 8080);
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
@@ -14,10 +18,10 @@ const nats = await startNatsServer({ detached: true });
 console.log(`nats-server  ${nats.url} (JetStream in ${nats.storeDir})`);
 
 const children: ChildProcess[] = [];
-function start(name: string, script: string, args: string[] = []): ChildProcess {
+function start(name: string, script: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess {
   // Own process group: Ctrl-C reaches only the demo, which stops the others in order.
   const child = spawn(process.execPath, [script, ...args], {
-    env: { ...process.env, NATS_URL: nats.url },
+    env: { ...process.env, NATS_URL: nats.url, ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
     detached: true,
   });
@@ -58,6 +62,24 @@ process.on('exit', () => {
 
 start('foo', here('./foo-service.js'));
 start('bar', here('./bar-service.js'));
+const legacyPorts = [await freePort(), await freePort()];
+legacyPorts.forEach((p, i) => start(`legacy-${i + 1}`, here('./legacy-server.js'), [], { PORT: String(p), NAME: `legacy-${i + 1}` }));
+
+// The override, as `natsgw routes put api.legacy --upstream … --health-path /health` would write it.
+{
+  const nc = await connect({ servers: nats.url });
+  const kv = await openRoutesBucket(nc);
+  await kv.put(
+    'api.legacy',
+    JSON.stringify({
+      upstreams: legacyPorts.map((p) => ({ url: `http://127.0.0.1:${p}` })),
+      balancing: 'round-robin',
+      healthCheck: { path: '/health', intervalMs: 2000 },
+      stripPrefix: true,
+    }),
+  );
+  await nc.close();
+}
 start('gateway', here('../../../gateway/bin/natsgw.js'), ['serve', '--nats', nats.url, '--subject', 'api', '--port', String(port), '--log-level', 'warn']);
 
 // Ready when the gateway answers through both services.
@@ -65,8 +87,8 @@ const base = `http://127.0.0.1:${port}`;
 const until = Date.now() + 20_000;
 for (;;) {
   try {
-    const [a, b] = await Promise.all([fetch(`${base}/foo/hello`), fetch(`${base}/bar/time`)]);
-    if (a.status === 200 && b.status === 200) break;
+    const [a, b, c] = await Promise.all([fetch(`${base}/foo/hello`), fetch(`${base}/bar/time`), fetch(`${base}/legacy/orders`)]);
+    if (a.status === 200 && b.status === 200 && c.status === 200) break;
   } catch {
     // not listening yet
   }
@@ -85,6 +107,10 @@ natsgw is up on ${base} (root subject api). Try:
   curl -s -X POST ${base}/foo/echo -H 'content-type: application/json' -d '{"hi":1}'
   curl -s ${base}/bar/time                      # Fastify service on api.bar
   curl -s -X POST ${base}/bar/sum -H 'content-type: application/json' -d '{"numbers":[1,2,3]}'
+  curl -s ${base}/legacy/orders/7                # HTTP override: two legacy servers, round-robin
   curl -si ${base}/nobody/home                  # 503: no service on api.nobody.home
+
+Overrides live in the KV bucket natsgw-routes; try
+  node gateway/bin/natsgw.js routes ls --nats ${nats.url}
 
 Ctrl-C stops everything.`);

@@ -51,6 +51,10 @@ test('demo: starts everything, its curl lines work, Ctrl-C stops everything', { 
       else assert.match(result, /^\{.*\}$/s, `${command} → ${result}`);
     }
     assert.match(execFileSync('sh', ['-c', curls.find((c) => c.includes('/bar/sum'))!.replace(/\s+#.*$/, '')], { encoding: 'utf8' }), /"sum":6/);
+    // The override balances between both legacy servers.
+    const legacy = curls.find((c) => c.includes('/legacy/'))!.replace(/\s+#.*$/, '');
+    const from = new Set(Array.from({ length: 4 }, () => (JSON.parse(execFileSync('sh', ['-c', legacy], { encoding: 'utf8' })) as { from: string }).from));
+    assert.deepEqual([...from].sort(), ['legacy-1', 'legacy-2']);
 
     const exited = new Promise<number | null>((resolve) => demo.once('exit', resolve));
     demo.kill('SIGINT');
