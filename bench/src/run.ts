@@ -3,12 +3,14 @@
  *   (a) served directly by node:http,
  *   (b) behind nginx proxy_pass (1 worker, keep-alive upstream), when nginx is installed,
  *   (c) through the gateway over NATS to an SDK service,
+ *   (d) through the gateway's HTTP override path to the same node:http server,
  * with wrk (else autocannon), alternating contenders over several rounds so
  * machine noise hits all of them alike. Prints req/s, p50/p99, the gateway's
  * memory, and the ratios of (c) to (b) and (a); writes bench/results/*.json.
  *
- * Targets are benchmark figures, not tests: the NATS path should reach at
- * least 1.0× the throughput of nginx → node:http on the same machine.
+ * Targets are benchmark figures, not tests: the NATS path (c) should reach
+ * at least 1.0× the throughput of nginx → node:http (b), the override path
+ * (d) at least 0.8× of it, on the same machine in the same run.
  *
  * Environment: BENCH_DURATION (s, default 5), BENCH_CONNECTIONS (50),
  * BENCH_ROUNDS (3), BENCH_TOOL (wrk|autocannon).
@@ -19,7 +21,9 @@ import { cpus, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { connect } from '@nats-io/transport-node';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
+import { openRoutesBucket } from '@natsgw/gateway';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -43,7 +47,7 @@ interface Measurement {
 }
 
 interface Contender {
-  key: 'direct' | 'nginx' | 'gateway';
+  key: 'direct' | 'nginx' | 'gateway' | 'override';
   label: string;
   url: string;
 }
@@ -166,7 +170,7 @@ async function main(): Promise<void> {
     }
 
     // (c) gateway → NATS → SDK service
-    nats = await startNatsServer({ jetstream: false });
+    nats = await startNatsServer();
     const service = start(process.execPath, [here('./service.js')], { NATS_URL: nats.url, SUBJECT: 'api.hello' });
     await waitForLine(service, /ready/, 'service');
     const gateway = start(process.execPath, [here('../../../gateway/bin/natsgw.js'), 'serve', '--nats', nats.url, '--subject', 'api', '--host', '127.0.0.1', '--port', '0', '--log-level', 'info']);
@@ -177,6 +181,17 @@ async function main(): Promise<void> {
     uwsNative = !/NOT loaded/.test(gwLog);
     gatewayPid = gateway.pid!;
     contenders.push({ key: 'gateway', label: 'natsgw → NATS → service', url: `http://127.0.0.1:${gwPort}/hello` });
+
+    // (d) gateway → HTTP override → the same node:http server as (a)
+    const nc = await connect({ servers: nats.url });
+    const kv = await openRoutesBucket(nc);
+    await kv.put('api.proxied', JSON.stringify({ upstreams: [{ url: `http://127.0.0.1:${directPort}` }], stripPrefix: true }));
+    await nc.close();
+    for (let waited = 0; !gwLog.includes('override applied'); waited += 50) {
+      if (waited > 10_000) throw new Error(`the gateway did not apply the override: ${gwLog.slice(-500)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    contenders.push({ key: 'override', label: 'natsgw → HTTP override', url: `http://127.0.0.1:${gwPort}/proxied/hello` });
 
     const measure = (url: string, seconds: number) => (wrk ? Promise.resolve(runWrk(wrk, url, seconds)) : runAutocannon(url, seconds));
     const rounds: Record<string, Measurement[]> = {};
@@ -203,8 +218,8 @@ async function main(): Promise<void> {
       uwsNative,
       results: Object.fromEntries(contenders.map((c) => [c.key, { label: c.label, best: best[c.key], rounds: rounds[c.key] }])),
       gatewayMemory: mem,
-      ratios: { gatewayVsNginx: ratio('gateway', 'nginx'), gatewayVsDirect: ratio('gateway', 'direct') },
-      target: { gatewayVsNginx: 1.0 },
+      ratios: { gatewayVsNginx: ratio('gateway', 'nginx'), gatewayVsDirect: ratio('gateway', 'direct'), overrideVsNginx: ratio('override', 'nginx') },
+      target: { gatewayVsNginx: 1.0, overrideVsNginx: 0.8 },
     };
 
     console.log('\nbest of rounds');
@@ -219,6 +234,10 @@ async function main(): Promise<void> {
       console.log(`  gateway / nginx→node:http  = ${r.toFixed(2)}×  (target ≥ 1.00×: ${r >= 1 ? 'met' : 'NOT met'})`);
     }
     console.log(`  gateway / node:http direct = ${result.ratios.gatewayVsDirect!.toFixed(2)}×`);
+    if (result.ratios.overrideVsNginx !== undefined) {
+      const r = result.ratios.overrideVsNginx;
+      console.log(`  override / nginx→node:http = ${r.toFixed(2)}×  (target ≥ 0.80×: ${r >= 0.8 ? 'met' : 'NOT met'})`);
+    }
 
     mkdirSync(RESULTS_DIR, { recursive: true });
     const file = join(RESULTS_DIR, `bench-${result.date.replace(/[:.]/g, '-')}.json`);

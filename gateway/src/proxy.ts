@@ -58,17 +58,32 @@ function classify(err: Error & { code?: string }): Classified {
 
 // cork() takes a callback; module-level slots let one static function serve every call.
 let corkRequest: ProxyRequest;
-let corkStatus = 0;
-let corkHeaders: Record<string, string | string[] | undefined>;
 let corkChunk: Buffer;
 function writeHeadCorked(): void {
-  corkRequest.writeHead(corkStatus, corkHeaders);
+  corkRequest.flushHead();
 }
 function writeChunkCorked(): void {
-  corkRequest.writeChunk(corkChunk);
+  corkRequest.flushHead();
+  if (!corkRequest.clientFinished) corkRequest.writeChunk(corkChunk);
 }
 function endCorked(): void {
+  corkRequest.flushHead();
   corkRequest.endBody();
+}
+
+// Response heads wait for the body so a small response leaves in one write
+// (undici delivers head, body and end of a small response in one go); heads
+// still unwritten at the end of the turn — a stream that sends its head
+// early — are flushed here, one queue for all requests.
+const headsWaiting: ProxyRequest[] = [];
+let headFlushScheduled = false;
+function flushWaitingHeads(): void {
+  headFlushScheduled = false;
+  for (const p of headsWaiting.splice(0)) {
+    if (!p.headPending) continue;
+    corkRequest = p;
+    p.ex.res.cork(writeHeadCorked);
+  }
 }
 
 export class ProxyRequest implements Dispatcher.DispatchHandler {
@@ -83,6 +98,10 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
   private readonly idempotent: boolean;
   // client side
   private headWritten = false;
+  /** Status and headers received, not yet written to the client. */
+  headPending = false;
+  private headStatus = 0;
+  private headHeaders: Record<string, string | string[] | undefined> | undefined;
   private clientDone = false;
   private total = -1;
   private pending: Buffer | undefined;
@@ -230,10 +249,27 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
         return this.tryNext({ code: 'upstream-error', notSent: false, detail: `status ${statusCode}` });
       }
     }
-    corkRequest = this;
-    corkStatus = statusCode;
-    corkHeaders = headers;
-    this.ex.res.cork(writeHeadCorked);
+    this.headStatus = statusCode;
+    this.headHeaders = headers;
+    this.headPending = true;
+    headsWaiting.push(this);
+    if (!headFlushScheduled) {
+      headFlushScheduled = true;
+      queueMicrotask(flushWaitingHeads);
+    }
+  }
+
+  get clientFinished(): boolean {
+    return this.clientDone;
+  }
+
+  /** Writes the pending head (inside cork). */
+  flushHead(): void {
+    if (!this.headPending || this.ex.aborted) return;
+    this.headPending = false;
+    const headers = this.headHeaders!;
+    this.headHeaders = undefined;
+    this.writeHead(this.headStatus, headers);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -259,6 +295,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     if (err === CLIENT_GONE || this.ex.aborted) return this.settle('neutral', 'client went away');
     const c = classify(err);
     this.settle('failure', c.detail);
+    this.headPending = false; // a head never written can still become a clean 502/504
     if (!this.headWritten) {
       if (this.canRetry(c.notSent)) {
         this.owner.onTry?.(this.ex, this.upstream!, 'retry', c.detail);
@@ -275,7 +312,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
 
   // Client side (called inside cork)
 
-  writeHead(status: number, headers: Record<string, string | string[] | undefined>): void {
+  private writeHead(status: number, headers: Record<string, string | string[] | undefined>): void {
     const res = this.ex.res;
     const config = this.route.config;
     const remove = config.responseHeaders.remove;
