@@ -173,7 +173,7 @@ async function main(): Promise<void> {
     nats = await startNatsServer();
     const service = start(process.execPath, [here('./service.js')], { NATS_URL: nats.url, SUBJECT: 'api.hello' });
     await waitForLine(service, /ready/, 'service');
-    const gateway = start(process.execPath, [here('../../../gateway/bin/natsgw.js'), 'serve', '--nats', nats.url, '--subject', 'api', '--host', '127.0.0.1', '--port', '0', '--log-level', 'info']);
+    const gateway = start(process.execPath, [here('../../../gateway/bin/natsgw.js'), 'serve', '--nats', nats.url, '--subject', 'api', '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info']);
     let gwLog = '';
     gateway.stdout!.on('data', (d: Buffer) => (gwLog += d.toString()));
     const gwPort = Number((await waitForLine(gateway, /listening on http:\/\/127\.0\.0\.1:(\d+)/, 'gateway'))[1]);

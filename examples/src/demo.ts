@@ -12,6 +12,7 @@ import { openRoutesBucket } from '@natsgw/gateway';
 import { freePort, startNatsServer } from '@natsgw/devkit';
 
 const port = Number(process.env.PORT ?? 8080);
+const adminPort = Number(process.env.ADMIN_PORT ?? 8081);
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
 const nats = await startNatsServer({ detached: true });
@@ -80,7 +81,7 @@ legacyPorts.forEach((p, i) => start(`legacy-${i + 1}`, here('./legacy-server.js'
   );
   await nc.close();
 }
-start('gateway', here('../../../gateway/bin/natsgw.js'), ['serve', '--nats', nats.url, '--subject', 'api', '--port', String(port), '--log-level', 'warn']);
+start('gateway', here('../../../gateway/bin/natsgw.js'), ['serve', '--nats', nats.url, '--subject', 'api', '--port', String(port), '--admin-port', String(adminPort), '--log-level', 'warn']);
 
 // Ready when the gateway answers through both services.
 const base = `http://127.0.0.1:${port}`;

@@ -20,7 +20,7 @@ const http = createServer((_req, res) => res.end('http'));
 await new Promise<void>((r) => http.listen(0, '127.0.0.1', () => r()));
 const httpUrl = `http://127.0.0.1:${(http.address() as { port: number }).port}`;
 const port = await freePort();
-const gw = await startGateway(loadConfig({ flags: { nats: nats.url, port, host: '127.0.0.1', logLevel: 'warn' } }));
+const gw = await startGateway(loadConfig({ flags: { nats: nats.url, port, host: '127.0.0.1', adminPort: 0, logLevel: 'warn', accessLog: false } }));
 await gw.connected;
 const nc = await connect({ servers: nats.url });
 const kv = await openRoutesBucket(nc);

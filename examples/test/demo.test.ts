@@ -26,7 +26,7 @@ const hasCurl = (() => {
 
 test('demo: starts everything, its curl lines work, Ctrl-C stops everything', { skip: !hasCurl && 'curl is not installed' }, async () => {
   const port = await freePort();
-  const demo = spawn(process.execPath, [DEMO], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const demo = spawn(process.execPath, [DEMO], { env: { ...process.env, PORT: String(port), ADMIN_PORT: String(await freePort()) }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   demo.stdout.on('data', (d: Buffer) => (out += d.toString()));
   demo.stderr.on('data', (d: Buffer) => (out += d.toString()));

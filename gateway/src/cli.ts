@@ -14,14 +14,11 @@ import { CommandError, describeEntry, getRoute, listRoutes, putRoute, removeRout
 import { paint, table } from './commands/table.js';
 import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from './config.js';
 import { startGateway } from './gateway.js';
-import { createLogger } from './log.js';
+import { createLogger, flushLogs } from './log.js';
 import { BALANCING_POLICIES } from './overrides/route-schema.js';
 
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
-
-/** Grace period for requests in flight when a signal asks the gateway to stop. */
-const SHUTDOWN_GRACE_MS = 10_000;
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -174,27 +171,28 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
 
 async function serveCommand(argv: Record<string, unknown>): Promise<void> {
   const config = configFrom(argv);
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, config.logFormat);
   const gateway = await startGateway(config, { logger: log });
+  const exit = (code: number) => void flushLogs(log).finally(() => process.exit(code));
   // An unreachable server is retried forever (503 meanwhile), but a refusal
   // such as bad credentials will not fix itself: exit so it gets noticed.
   gateway.connected.catch((err: unknown) => {
     process.stderr.write(`natsgw: cannot connect to NATS: ${(err as Error).message}\n`);
-    void gateway.close(0).finally(() => process.exit(EXIT_FAILURE));
+    void gateway.close(0).finally(() => exit(EXIT_FAILURE));
   });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {
       log.warn({ signal }, 'second signal: exiting now');
-      process.exit(EXIT_FAILURE);
+      return exit(EXIT_FAILURE);
     }
     stopping = true;
-    log.info({ signal, inFlight: gateway.inFlight }, 'shutting down');
-    gateway.close(SHUTDOWN_GRACE_MS).then(
-      () => process.exit(0),
+    log.info({ signal, inFlight: gateway.inFlight, graceMs: config.shutdownGraceMs }, 'shutting down: not ready, finishing requests in flight');
+    gateway.close(config.shutdownGraceMs).then(
+      () => exit(0),
       (err: unknown) => {
         log.error({ err }, 'error while shutting down');
-        process.exit(EXIT_FAILURE);
+        exit(EXIT_FAILURE);
       },
     );
   };

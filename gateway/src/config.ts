@@ -22,6 +22,10 @@ export const DEFAULT_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
+export const DEFAULT_ADMIN_HOST = '127.0.0.1';
+export const DEFAULT_ADMIN_PORT = 8081;
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 
 /** Per-key help, shown by `--help` and used in error messages. `hint` explains a pattern in words. */
 interface Meta {
@@ -78,10 +82,31 @@ export const GatewayOptionsSchema = Type.Object(
     tlsCa: opt(Type.String({ minLength: 1 }), { description: 'CA certificate file to verify the NATS server', placeholder: 'FILE' }),
     tlsCert: opt(Type.String({ minLength: 1 }), { description: 'Client certificate file for NATS TLS (with --tls-key)', placeholder: 'FILE' }),
     tlsKey: opt(Type.String({ minLength: 1 }), { description: 'Client private key file for NATS TLS (with --tls-cert)', placeholder: 'FILE' }),
+    adminHost: opt(Type.String({ minLength: 1, default: DEFAULT_ADMIN_HOST }), {
+      description: 'Admin API listen address (anything but loopback needs --admin-token)',
+      placeholder: 'H',
+    }),
+    adminPort: opt(Type.Integer({ minimum: 0, maximum: 65535, default: DEFAULT_ADMIN_PORT }), { description: 'Admin API port (0 picks a free one)', placeholder: 'N' }),
+    adminToken: opt(Type.String({ minLength: 16 }), {
+      description: 'Bearer token every admin request must carry (HTTP and NATS)',
+      placeholder: 'TOKEN',
+      secret: true,
+      hint: 'must be at least 16 characters',
+    }),
     logLevel: opt(Type.Union(LOG_LEVELS.map((l) => Type.Literal(l)), { default: 'info' }), {
       description: 'Log level',
       placeholder: 'LEVEL',
       hint: `must be one of ${LOG_LEVELS.join(', ')}`,
+    }),
+    logFormat: opt(Type.Union(LOG_FORMATS.map((l) => Type.Literal(l)), { default: 'auto' }), {
+      description: 'json, pretty (for humans), or auto: pretty on a terminal, json otherwise',
+      placeholder: 'FORMAT',
+      hint: `must be one of ${LOG_FORMATS.join(', ')}`,
+    }),
+    accessLog: opt(Type.Boolean({ default: true }), { description: 'Log one line per request (at info level)', placeholder: 'BOOL' }),
+    shutdownGrace: opt(Type.Integer({ minimum: 0, maximum: 600_000, default: DEFAULT_SHUTDOWN_GRACE_MS }), {
+      description: 'On SIGTERM/SIGINT, how long requests in flight may take to finish, in milliseconds',
+      placeholder: 'MS',
     }),
   },
   { additionalProperties: false },
@@ -104,6 +129,10 @@ export interface GatewayConfig {
   readonly auth: Readonly<{ creds?: string; user?: string; pass?: string; token?: string }>;
   readonly tls: Readonly<{ ca?: string; cert?: string; key?: string }> | undefined;
   readonly logLevel: (typeof LOG_LEVELS)[number];
+  readonly logFormat: (typeof LOG_FORMATS)[number];
+  readonly accessLog: boolean;
+  readonly admin: Readonly<{ host: string; port: number; token: string | undefined }>;
+  readonly shutdownGraceMs: number;
 }
 
 /** A configuration problem; `message` is one line naming the offending flag, variable or key. */
@@ -170,6 +199,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
   }
   for (const [key, v] of Object.entries(sources.flags ?? {})) {
     if (v === undefined) continue;
+    if (Array.isArray(v) && !ARRAY_KEYS.has(key)) throw new ConfigError(`--${flagName(key)} given more than once`);
     merged[key] = v;
     origin[key] = '--' + flagName(key);
   }
@@ -178,7 +208,9 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
   if (!validate(merged)) {
     throw new ConfigError(describe(validate.errors![0]!, merged, origin));
   }
-  const o = merged as Required<Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'logLevel'>> &
+  const o = merged as Required<
+    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
+  > &
     GatewayOptions;
   checkCombinations(o, origin);
   return Object.freeze({
@@ -194,6 +226,10 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     auth: Object.freeze({ creds: o.creds, user: o.user, pass: o.pass, token: o.token }),
     tls: o.tlsCa || o.tlsCert || o.tlsKey ? Object.freeze({ ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey }) : undefined,
     logLevel: o.logLevel,
+    logFormat: o.logFormat,
+    accessLog: o.accessLog,
+    admin: Object.freeze({ host: o.adminHost, port: o.adminPort, token: o.adminToken }),
+    shutdownGraceMs: o.shutdownGrace,
   });
 }
 
@@ -242,6 +278,12 @@ function checkCombinations(o: GatewayOptions, origin: Record<string, string>): v
   for (const k of ['creds', 'tlsCa', 'tlsCert', 'tlsKey'] as const) {
     const file = o[k];
     if (file !== undefined && !existsSync(file)) throw new ConfigError(`invalid ${name(k)}: file ${file} does not exist`);
+  }
+  // The admin API tells a lot about the deployment: off loopback only with a token.
+  const adminHost = o.adminHost ?? DEFAULT_ADMIN_HOST;
+  const loopback = adminHost === 'localhost' || adminHost === '::1' || /^127\./.test(adminHost);
+  if (!loopback && o.adminToken === undefined) {
+    throw new ConfigError(`${name('adminHost')} ${adminHost} is not loopback: set --admin-token (or NATSGW_ADMIN_TOKEN) too`);
   }
   for (const cidr of o.trustedProxies ?? []) {
     const [addr, bits, more] = cidr.split('/');

@@ -35,8 +35,14 @@ export class Exchange implements PendingRequest {
   route: RouteRuntime | undefined = undefined;
   /** The proxying in progress, for the override path. */
   proxy: { clientGone(): void } | undefined = undefined;
-  /** When the request arrived (ms since epoch), for stats and logs. */
+  /** When the request arrived (performance.now(), ms), for latency. */
   startedAt = 0;
+  /** Status sent to the client (0 until known). */
+  status = 0;
+  /** Body bytes sent to the client. */
+  bytesOut = 0;
+  /** The backend that answered, for the override path (logs). */
+  upstream = '';
   /** The client went away; nothing may be written to `res` any more. */
   aborted = false;
   /** A response was written (or the exchange was abandoned). */

@@ -1,21 +1,36 @@
 /**
  * Assembles a gateway: the uWS listener, the NATS connection (kept in the
- * background, reconnecting forever) and the reply mux between them.
+ * background, reconnecting forever), the reply mux between them, the
+ * overrides watcher, and the operations side (admin API over HTTP and NATS,
+ * metrics, access log).
  */
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { readFileSync } from 'node:fs';
+import { connect, nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { us_listen_socket } from 'uWebSockets.js';
 import type { GatewayConfig } from './config.js';
 import { HttpFront, type Exchange, type NatsLink } from './http-front.js';
-import { RouteTable } from './overrides/route-table.js';
-import { RoutesWatcher, type OverridesStatus } from './overrides/routes-watcher.js';
 import { createLogger, type Logger } from './log.js';
 import { natsConnectionOptions } from './nats-options.js';
+import { startAdminServer, type AdminServer } from './ops/admin-http.js';
+import { serveAdminOverNats } from './ops/admin-nats.js';
+import { AdminToken } from './ops/admin-token.js';
+import type { GatewayView } from './ops/gateway-view.js';
+import { createMetrics } from './ops/metrics.js';
+import { TrafficStats } from './ops/traffic-stats.js';
+import { RouteTable } from './overrides/route-table.js';
+import { RoutesWatcher, type OverridesStatus, type ReloadResult } from './overrides/routes-watcher.js';
 import { ReplyMux } from './reply-mux.js';
 import { uWS, uwsFallbackReason, uwsIsNative } from './uws.js';
 
+export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
 export interface Gateway {
+  /** This gateway's id on the fleet (NATS admin subjects use it). */
+  readonly id: string;
   /** The port actually listened on (useful with port 0). */
   readonly port: number;
+  /** The admin API's port. */
+  readonly adminPort: number;
   /** Resolves once the first NATS connection is up. */
   readonly connected: Promise<void>;
   /** Requests accepted and not yet answered. */
@@ -26,9 +41,11 @@ export interface Gateway {
   readonly routes: RouteTable;
   /** Whether overrides are being followed (JetStream reachable). */
   readonly overrides: OverridesStatus;
+  /** What the admin API and metrics read. */
+  readonly view: GatewayView;
   /**
-   * Stops accepting requests, lets those in flight finish for up to
-   * `graceMs`, then closes connections and drains NATS.
+   * Stops accepting requests (readiness goes false at once), lets those in
+   * flight finish for up to `graceMs`, then closes connections and drains NATS.
    */
   close(graceMs?: number): Promise<void>;
 }
@@ -46,19 +63,27 @@ export interface GatewayDeps {
  *   await gw.close();
  */
 export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
-  const log = deps.logger ?? createLogger(config.logLevel);
+  const log = deps.logger ?? createLogger(config.logLevel, config.logFormat);
   if (!uwsIsNative) {
     log.warn(
       { reason: uwsFallbackReason },
       '!!! uWebSockets.js native binary NOT loaded: running on the slow pure-JS fallback. Throughput will be a fraction of normal. Use Node 20 on linux/darwin x64/arm64 or win32 x64. !!!',
     );
   }
+  const id = nuid.next();
+  const startedAt = new Date();
+  const traffic = new TrafficStats();
+  const reloads: Record<ReloadResult, number> = { applied: 0, rejected: 0, removed: 0 };
+  const natsState = { connected: false, server: undefined as string | undefined, reconnects: 0 };
+  let listening = false;
+  let stopping = false;
 
   const routes = new RouteTable(config.rootSubject, {
     onBreakerChange: (u, from, to) => log.warn({ upstream: u.url, from, to }, `circuit breaker ${to}`),
     onEjected: (u, forMs) => log.warn({ upstream: u.url, forMs, ejections: u.ejections }, 'backend ejected after consecutive failures'),
     onHealthChange: (u, healthy) => (healthy ? log.info({ upstream: u.url }, 'backend healthy') : log.warn({ upstream: u.url, lastProbe: u.lastProbe }, 'backend unhealthy')),
   });
+  const access = config.accessLog ? log.child({ kind: 'access' }) : undefined;
   const front = new HttpFront({
     rootSubject: config.rootSubject,
     timeoutMs: config.timeoutMs,
@@ -66,13 +91,48 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     maxHeaderBytes: config.maxHeaderBytes,
     trustedProxies: config.trustedProxies,
     routes,
+    traffic,
     onEvent(event) {
       if (event.type === 'bad-reply') log.warn({ subject: event.subject, requestId: event.requestId, reason: event.reason }, 'invalid reply from service');
       else if (event.type === 'upstream-try') {
         if (event.outcome !== 'success') log.debug({ route: event.route, upstream: event.upstream, outcome: event.outcome, detail: event.detail, requestId: event.requestId }, 'upstream try');
       } else log.error({ err: event.error, requestId: event.requestId }, 'internal error while handling a request');
     },
+    onComplete: access
+      ? (ex: Exchange, durationMs: number, aborted: boolean) =>
+          access.info(
+            {
+              requestId: ex.requestId,
+              method: ex.method,
+              path: ex.path,
+              ...(ex.route !== undefined ? { route: ex.route.key, upstream: ex.upstream || undefined } : { subject: ex.subject || undefined }),
+              status: aborted ? 499 : ex.status,
+              durationMs: Math.round(durationMs * 100) / 100,
+              bytes: ex.bytesOut,
+              ...(aborted ? { aborted: true } : {}),
+            },
+            'request',
+          )
+      : undefined,
   });
+
+  let watcher: RoutesWatcher | undefined;
+  const view: GatewayView = {
+    id,
+    version: VERSION,
+    rootSubject: config.rootSubject,
+    startedAt,
+    routes,
+    traffic,
+    reloads,
+    inFlight: () => front.inFlight,
+    nats: () => ({ ...natsState }),
+    overrides: () => watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: startedAt.toISOString() },
+    ready: () => listening && natsState.connected && !stopping,
+    shuttingDown: () => stopping,
+  };
+  const token = new AdminToken(config.admin.token);
+  const metrics = createMetrics(view);
 
   const app = uWS.App();
   app.any('/*', front.handle);
@@ -83,16 +143,27 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     });
   });
   const port = uWS.us_socket_local_port(listenSocket);
-  log.info({ host: config.host, port, subject: config.rootSubject, nats: config.natsServers }, `listening on http://${config.host}:${port}, root subject ${config.rootSubject}`);
+  let admin: AdminServer;
+  try {
+    admin = await startAdminServer(config.admin.host, config.admin.port, token, view, metrics);
+  } catch (err) {
+    uWS.us_listen_socket_close(listenSocket);
+    (app as typeof app & { close(): void }).close();
+    throw err;
+  }
+  listening = true;
+  log.info(
+    { id, host: config.host, port, adminPort: admin.port, subject: config.rootSubject, nats: config.natsServers },
+    `listening on http://${config.host}:${port}, root subject ${config.rootSubject}, admin on http://${config.admin.host}:${admin.port}`,
+  );
 
   let nc: NatsConnection | undefined;
   let link: NatsLink | undefined;
-  let watcher: RoutesWatcher | undefined;
-  let stopping = false;
+  let adminSubs: Subscription[] = [];
 
   const connected = (async () => {
     log.info({ servers: config.natsServers }, 'connecting to NATS');
-    nc = await connect(natsConnectionOptions(config, `natsgw ${config.rootSubject}`));
+    nc = await connect(natsConnectionOptions(config, `natsgw ${config.rootSubject} ${id}`));
     if (stopping) {
       await nc.close();
       return;
@@ -100,13 +171,16 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     const mux = new ReplyMux<Exchange>(nc, front, config.timeoutMs);
     link = { mux, maxPayload: nc.info?.max_payload ?? 1024 * 1024 };
     front.link = link;
+    natsState.connected = true;
+    natsState.server = nc.getServer();
     log.info({ server: nc.getServer(), maxPayload: link.maxPayload }, 'connected to NATS');
     const usable = link.maxPayload - config.maxHeaderBytes - 1024;
     if (usable < config.maxBodyBytes) {
       log.info({ maxBody: config.maxBodyBytes, usable, maxPayload: link.maxPayload }, `request bodies limited to ${usable} bytes by the NATS server's max_payload`);
     }
     void watchStatus(nc);
-    watcher = new RoutesWatcher(nc, config.routesBucket, routes, log);
+    adminSubs = serveAdminOverNats(nc, view, token);
+    watcher = new RoutesWatcher(nc, config.routesBucket, routes, log, (result) => reloads[result]++);
     void watcher.run();
   })();
   connected.catch((err: unknown) => log.error({ err }, 'NATS connection failed'));
@@ -115,6 +189,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     for await (const s of conn.status()) {
       if (s.type === 'disconnect') {
         front.link = undefined;
+        natsState.connected = false;
         link?.mux.failAll();
         log.warn({ server: s.server }, 'disconnected from NATS; answering 503 while reconnecting');
       } else if (s.type === 'reconnect') {
@@ -122,6 +197,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
           link.maxPayload = conn.info?.max_payload ?? link.maxPayload;
           front.link = link;
         }
+        natsState.connected = true;
+        natsState.server = conn.getServer();
+        natsState.reconnects++;
         log.info({ server: s.server }, 'reconnected to NATS');
       } else if (s.type === 'error') {
         log.warn({ err: s.error }, 'NATS error');
@@ -130,8 +208,11 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   }
 
   return {
+    id,
     port,
+    adminPort: admin.port,
     connected,
+    view,
     get inFlight() {
       return front.inFlight;
     },
@@ -140,22 +221,26 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     },
     routes,
     get overrides() {
-      return watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: new Date().toISOString() };
+      return view.overrides();
     },
-    async close(graceMs = 10_000) {
+    async close(graceMs = config.shutdownGraceMs) {
       if (stopping) return;
+      // Readiness goes false first, so a load balancer stops sending traffic.
       stopping = true;
       front.closing = true;
       uWS.us_listen_socket_close(listenSocket);
       const until = Date.now() + graceMs;
       while (front.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      if (front.inFlight > 0) log.warn({ inFlight: front.inFlight, graceMs }, 'grace period over; closing with requests still in flight');
       // close() exists in uWS v20.30 (drops keep-alive connections) but is missing from its typings.
       (app as typeof app & { close(): void }).close();
       front.link = undefined;
       await watcher?.stop();
       routes.clear();
       link?.mux.close();
+      for (const s of adminSubs) if (!s.isClosed()) s.unsubscribe();
       if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
+      await admin.close();
       log.info('gateway stopped');
     },
   };

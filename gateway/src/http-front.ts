@@ -10,11 +10,13 @@
  */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { decodeReply, encodeRequest, pathToSubject, PROTOCOL_VERSION, type ReplyEnvelope, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
+import { performance } from 'node:perf_hooks';
 import { nuid } from '@nats-io/transport-node';
 import type { FailureCode } from './errors.js';
 import { Exchange } from './exchange.js';
 import { ForwardingPolicy } from './forwarding.js';
 import type { RouteTable } from './overrides/route-table.js';
+import type { RouteTraffic, TrafficStats } from './ops/traffic-stats.js';
 import { ProxyRequest, type ProxyOwner } from './proxy.js';
 import type { ReplyHandler, ReplyMux } from './reply-mux.js';
 import { connectionNamed, CONTENT_LENGTH_RE, endHead, STATUS_LINES, writeProblem } from './respond.js';
@@ -33,6 +35,10 @@ export interface HttpFrontOptions {
   routes?: RouteTable;
   /** Reports what happened, for logs and stats. */
   onEvent?: (event: FrontEvent) => void;
+  /** Where finished requests are counted. */
+  traffic?: TrafficStats;
+  /** Called once per request when it is over (answered or abandoned by the client), e.g. for the access log. */
+  onComplete?: (ex: Exchange, durationMs: number, aborted: boolean) => void;
 }
 
 export type FrontEvent =
@@ -161,6 +167,7 @@ function writeReply(ex: Exchange, r: ReplyEnvelope): void {
   }
   res.writeHeader('x-request-id', ex.requestId);
   const status = r.status;
+  ex.status = status;
   if (ex.method === 'HEAD') {
     // A HEAD response has no body but may say how long the GET body is (RFC 9110 §9.3.2).
     endHead(res, reportedLength, false);
@@ -168,6 +175,7 @@ function writeReply(ex: Exchange, r: ReplyEnvelope): void {
     // No body and no Content-Length (RFC 9110 §8.6, §15.4.5).
     res.endWithoutBody();
   } else {
+    ex.bytesOut = r.body.length;
     res.end(r.body);
   }
 }
@@ -186,9 +194,11 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   closing = false;
   private readonly forwarding: ForwardingPolicy;
   private readonly emptyBody = Buffer.alloc(0);
+  private readonly natsTraffic: RouteTraffic | undefined;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.forwarding = new ForwardingPolicy(opts.trustedProxies);
+    this.natsTraffic = opts.traffic?.route(opts.rootSubject, 'nats');
   }
 
   /** The uWS route handler for every method and path. */
@@ -210,7 +220,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
 
   private start(ex: Exchange): void {
     const opts = this.opts;
-    ex.startedAt = Date.now();
+    ex.startedAt = performance.now();
     if (ex.requestId === '') ex.requestId = nuid.next();
 
     // Framing problems first: the connection cannot be trusted after these, so close it.
@@ -346,6 +356,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     this.inFlight--;
     if (ex.proxy !== undefined) ex.proxy.clientGone();
     else this.link?.mux.cancel(ex);
+    this.record(ex, true);
   }
 
   // ReplyHandler: called by the mux outside any uWS callback, hence cork().
@@ -357,10 +368,10 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
       this.opts.onEvent?.({ type: 'bad-reply', subject: ex.subject, reason: reply, requestId: ex.requestId });
       return this.failCorked(ex, 'bad-reply', `invalid reply from ${ex.subject}: ${reply}`, false);
     }
-    this.finish(ex);
     corkExchange = ex;
     corkReply = reply;
     ex.res.cork(writeReplyCorked);
+    this.finish(ex);
   }
 
   onNoResponders(ex: Exchange): void {
@@ -381,10 +392,24 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
 
   // ProxyOwner
 
+  /** The response is complete (ex.status and ex.bytesOut are set): count it once. */
   finish(ex: Exchange): void {
     if (ex.done) return;
     ex.done = true;
     this.inFlight--;
+    this.record(ex, false);
+  }
+
+  private record(ex: Exchange, aborted: boolean): void {
+    const durationMs = performance.now() - ex.startedAt;
+    const traffic = this.opts.traffic;
+    if (traffic !== undefined) {
+      const t = ex.route !== undefined ? traffic.route(ex.route.key, 'http') : this.natsTraffic!;
+      if (aborted) t.clientAborts++;
+      else t.record(ex.method, ex.status, durationMs / 1000, ex.bytesOut);
+      traffic.tick(Date.now());
+    }
+    this.opts.onComplete?.(ex, durationMs, aborted);
   }
 
   onTry(ex: Exchange, upstream: Upstream, outcome: TryOutcome | 'retry', detail: string): void {
@@ -394,20 +419,21 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   /** Answers with a problem from inside the route handler (already corked). */
   private fail(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
     if (ex.done) return;
-    this.finish(ex);
     if (!ex.aborted) writeProblem(ex, code, detail, close);
+    this.finish(ex);
   }
 
   /** Answers with a problem from any other callback. */
   failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
     if (ex.done) return;
+    if (!ex.aborted) {
+      corkExchange = ex;
+      corkFailure = code;
+      corkDetail = detail;
+      corkClose = close;
+      ex.res.cork(writeProblemCorked);
+    }
     this.finish(ex);
-    if (ex.aborted) return;
-    corkExchange = ex;
-    corkFailure = code;
-    corkDetail = detail;
-    corkClose = close;
-    ex.res.cork(writeProblemCorked);
   }
 
   private internalError(ex: Exchange, error: unknown): void {

@@ -210,6 +210,14 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     );
   }
 
+  /** Counts a failed try by kind on its backend (for metrics). */
+  private count(c: Classified): void {
+    const u = this.upstream;
+    if (u === undefined) return;
+    if (c.code === 'upstream-timeout') u.timeouts++;
+    if (c.notSent) u.connectErrors++;
+  }
+
   /** Records the current try's outcome on its backend, once. */
   private settle(outcome: TryOutcome, detail: string): void {
     if (!this.tryOpen || this.upstream === undefined) return;
@@ -243,6 +251,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     if (this.route.failureStatuses.has(statusCode)) {
       this.settle('failure', `status ${statusCode}`);
       if (this.canRetry(false)) {
+        this.upstream!.retries++;
         this.owner.onTry?.(this.ex, this.upstream!, 'retry', `status ${statusCode}`);
         this.controller = undefined;
         controller.abort(RETRYING);
@@ -294,10 +303,12 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     this.controller = undefined;
     if (err === CLIENT_GONE || this.ex.aborted) return this.settle('neutral', 'client went away');
     const c = classify(err);
+    this.count(c);
     this.settle('failure', c.detail);
     this.headPending = false; // a head never written can still become a clean 502/504
     if (!this.headWritten) {
       if (this.canRetry(c.notSent)) {
+        this.upstream!.retries++;
         this.owner.onTry?.(this.ex, this.upstream!, 'retry', c.detail);
         return this.tryNext(c);
       }
@@ -334,6 +345,8 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     res.writeHeader('via', via + '1.1 natsgw');
     res.writeHeader('x-request-id', this.ex.requestId);
     this.headWritten = true;
+    this.ex.status = status;
+    this.ex.upstream = this.upstream?.url ?? '';
     const cl = headers['content-length'];
     const length = typeof cl === 'string' && CONTENT_LENGTH_RE.test(cl) ? Number(cl) : -1;
     if (this.ex.method === 'HEAD') return this.endNow(() => endHead(res, length, false));
@@ -350,6 +363,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
 
   writeChunk(chunk: Buffer): void {
     const res = this.ex.res;
+    this.ex.bytesOut += chunk.length;
     if (this.total >= 0) {
       const offset = res.getWriteOffset();
       const [ok, done] = res.tryEnd(chunk, this.total);

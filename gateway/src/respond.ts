@@ -51,6 +51,8 @@ export function writeProblem(ex: Exchange, code: FailureCode, detail: string, cl
   const status = FAILURES[code];
   const body = problemJson({ status, code, detail, subject: ex.subject || undefined, requestId: ex.requestId || undefined });
   const res = ex.res;
+  ex.status = status;
+  ex.bytesOut = ex.method === 'HEAD' ? 0 : Buffer.byteLength(body);
   res.writeStatus(STATUS_LINES[status]!);
   res.writeHeader('content-type', PROBLEM_CONTENT_TYPE);
   if (ex.requestId) res.writeHeader('x-request-id', ex.requestId);

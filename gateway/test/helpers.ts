@@ -33,8 +33,8 @@ export interface Stack {
 
 /** Starts a gateway for `flags` with its own logger capturing lines. */
 export async function startTestGateway(flags: Record<string, unknown>, logs: LogLine[] = []): Promise<{ gw: Gateway; logs: LogLine[]; base: string }> {
-  const logger = createLogger('debug', { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
-  const gw = await startGateway(loadConfig({ flags: { port: 0, host: '127.0.0.1', ...flags } }), { logger });
+  const logger = createLogger('debug', 'json', { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
+  const gw = await startGateway(loadConfig({ flags: { port: 0, host: '127.0.0.1', adminPort: 0, ...flags } }), { logger });
   return { gw, logs, base: `http://127.0.0.1:${gw.port}` };
 }
 

@@ -31,7 +31,7 @@ test('proxy: a 100 MB download streams through with backpressure; gateway memory
   });
   await backend.start();
   let nc: Awaited<ReturnType<typeof connect>> | undefined;
-  const gateway = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const gateway = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     let out = '';
     const port = await new Promise<number>((resolve, reject) => {

@@ -46,8 +46,16 @@ export class Upstream {
   private poolSettings: PoolSettings;
 
   inFlight = 0;
+  // Counters for metrics (they survive route updates with the object).
   requests = 0;
+  successes = 0;
   failures = 0;
+  /** Tries that ended without a verdict (the client went away). */
+  abandoned = 0;
+  retries = 0;
+  timeouts = 0;
+  connectErrors = 0;
+  readonly breakerTransitions: Record<BreakerState, number> = { closed: 0, open: 0, 'half-open': 0 };
   /** Active health: false after unhealthyThreshold failed probes (or an ejection, when probes run). */
   healthy = true;
   /** Whether active health checks run for this backend. */
@@ -108,7 +116,13 @@ export class Upstream {
   }
 
   private setBreaker(settings: BreakerSettings | undefined): void {
-    this.breaker = settings === undefined ? undefined : new CircuitBreaker(settings, (from, to) => this.events.onBreakerChange?.(this, from, to));
+    this.breaker =
+      settings === undefined
+        ? undefined
+        : new CircuitBreaker(settings, (from, to) => {
+            this.breakerTransitions[to]++;
+            this.events.onBreakerChange?.(this, from, to);
+          });
   }
 
   isEjected(now: number): boolean {
@@ -134,10 +148,12 @@ export class Upstream {
   release(outcome: TryOutcome, now: number, mayEject: () => boolean): boolean {
     this.inFlight--;
     if (outcome === 'neutral') {
+      this.abandoned++;
       this.breaker?.onAbandon();
       return false;
     }
     if (outcome === 'success') {
+      this.successes++;
       this.consecutiveFailures = 0;
       // A long healthy stretch forgives earlier ejections.
       if (this.ejections > 0 && now - this.ejectedUntil > this.passive.maxEjectionMs) this.ejections = 0;

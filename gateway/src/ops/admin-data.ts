@@ -1,0 +1,179 @@
+/**
+ * The admin views of a gateway, as plain JSON: what /status, /routes,
+ * /backends, /circuits and /stats answer, over HTTP and over NATS alike.
+ */
+import { hostname } from 'node:os';
+import type { RouteOptions } from '../overrides/route-schema.js';
+import type { GatewayView } from './gateway-view.js';
+
+export const ADMIN_VERBS = ['status', 'routes', 'backends', 'circuits', 'stats'] as const;
+export type AdminVerb = (typeof ADMIN_VERBS)[number];
+
+export interface GatewayStatus {
+  id: string;
+  host: string;
+  pid: number;
+  version: string;
+  startedAt: string;
+  uptimeS: number;
+  rootSubject: string;
+  ready: boolean;
+  shuttingDown: boolean;
+  nats: { connected: boolean; server: string | null; reconnects: number };
+  inFlight: number;
+  requestsPerSecond: number;
+  requestsTotal: number;
+  overrides: { available: boolean; state: string; bucket: string; reason?: string; routes: number; rejected: number };
+}
+
+export function status(view: GatewayView): GatewayStatus {
+  const now = Date.now();
+  const nats = view.nats();
+  const ov = view.overrides();
+  return {
+    id: view.id,
+    host: hostname(),
+    pid: process.pid,
+    version: view.version,
+    startedAt: view.startedAt.toISOString(),
+    uptimeS: Math.round((now - view.startedAt.getTime()) / 1000),
+    rootSubject: view.rootSubject,
+    ready: view.ready(),
+    shuttingDown: view.shuttingDown(),
+    nats: { connected: nats.connected, server: nats.server ?? null, reconnects: nats.reconnects },
+    inFlight: view.inFlight(),
+    requestsPerSecond: Math.round(view.traffic.ratePerSecond(now) * 10) / 10,
+    requestsTotal: view.traffic.total,
+    overrides: { available: ov.state === 'watching', state: ov.state, bucket: ov.bucket, ...(ov.reason ? { reason: ov.reason } : {}), routes: view.routes.size, rejected: view.routes.rejected.size },
+  };
+}
+
+export interface RoutesView {
+  applied: Array<{ subject: string; revision: number; upstreams: Array<{ url: string; weight: number }>; balancing: string; config: RouteOptions }>;
+  rejected: Array<{ subject: string; revision: number; reason: string; at: string }>;
+}
+
+export function routes(view: GatewayView): RoutesView {
+  return {
+    applied: [...view.routes.entries()].map(([subject, r]) => ({
+      subject,
+      revision: r.revision,
+      upstreams: r.upstreams.map((u) => ({ url: u.url, weight: u.weight })),
+      balancing: r.config.balancing,
+      config: r.config as RouteOptions,
+    })),
+    rejected: [...view.routes.rejected.entries()].map(([subject, r]) => ({ subject, ...r })),
+  };
+}
+
+export interface BackendView {
+  route: string;
+  url: string;
+  weight: number;
+  available: boolean;
+  healthy: boolean;
+  activeChecks: boolean;
+  lastProbe: { at: string; ok: boolean; detail: string } | null;
+  ejected: boolean;
+  ejectedUntil: string | null;
+  ejections: number;
+  inFlight: number;
+  requests: number;
+  failures: number;
+  breaker: string | null;
+}
+
+export function backends(view: GatewayView): BackendView[] {
+  const now = Date.now();
+  const out: BackendView[] = [];
+  for (const [route, r] of view.routes.entries()) {
+    for (const u of r.upstreams) {
+      out.push({
+        route,
+        url: u.url,
+        weight: u.weight,
+        available: u.isAvailable(now),
+        healthy: u.healthy,
+        activeChecks: u.probed,
+        lastProbe: u.lastProbe ? { at: new Date(u.lastProbe.at).toISOString(), ok: u.lastProbe.ok, detail: u.lastProbe.detail } : null,
+        ejected: u.isEjected(now),
+        ejectedUntil: u.isEjected(now) ? new Date(u.ejectedUntil).toISOString() : null,
+        ejections: u.ejections,
+        inFlight: u.inFlight,
+        requests: u.requests,
+        failures: u.failures,
+        breaker: u.breaker?.state ?? null,
+      });
+    }
+  }
+  return out;
+}
+
+export interface CircuitView {
+  route: string;
+  url: string;
+  state: string;
+  consecutiveFailures: number;
+  trips: number;
+  nextTrialAt: string | null;
+}
+
+export function circuits(view: GatewayView): CircuitView[] {
+  const out: CircuitView[] = [];
+  for (const [route, r] of view.routes.entries()) {
+    for (const u of r.upstreams) {
+      const b = u.breaker;
+      if (b === undefined) continue;
+      b.canAccept(Date.now()); // let an expired open state become half-open before reporting
+      out.push({
+        route,
+        url: u.url,
+        state: b.state,
+        consecutiveFailures: b.consecutiveFailures,
+        trips: b.trips,
+        nextTrialAt: b.state === 'open' ? new Date(b.nextTrialAt()).toISOString() : null,
+      });
+    }
+  }
+  return out;
+}
+
+export interface StatsView {
+  route: string;
+  target: string;
+  requests: number;
+  byStatusClass: Record<string, number>;
+  clientAborts: number;
+  latencyMs: { p50: number | null; p90: number | null; p99: number | null };
+  bytes: number;
+}
+
+const round = (x: number | null) => (x === null ? null : Math.round(x * 100) / 100);
+
+export function stats(view: GatewayView): StatsView[] {
+  return view.traffic.all().map((t) => ({
+    route: t.route,
+    target: t.target,
+    requests: t.count,
+    byStatusClass: t.byStatusClass(),
+    clientAborts: t.clientAborts,
+    latencyMs: { p50: round(t.quantileMs(0.5)), p90: round(t.quantileMs(0.9)), p99: round(t.quantileMs(0.99)) },
+    bytes: t.bytes,
+  }));
+}
+
+/** The answer to an admin verb. */
+export function answer(view: GatewayView, verb: AdminVerb): unknown {
+  switch (verb) {
+    case 'status':
+      return status(view);
+    case 'routes':
+      return routes(view);
+    case 'backends':
+      return backends(view);
+    case 'circuits':
+      return circuits(view);
+    case 'stats':
+      return stats(view);
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * The admin HTTP listener (default 127.0.0.1:8081), separate from the
+ * traffic port. node:http is plenty for it; nothing here is on the request
+ * path.
+ *
+ *   GET /status /routes /backends /circuits /stats   JSON
+ *   GET /metrics                                      Prometheus text
+ *   GET /healthz                                      200 while the process runs
+ *   GET /readyz                                       200 when listening, connected to NATS and not shutting down; 503 otherwise
+ */
+import { createServer, type Server } from 'node:http';
+import type { Registry } from 'prom-client';
+import { problemJson, PROBLEM_CONTENT_TYPE } from '@natsgw/service-sdk/protocol';
+import { ADMIN_VERBS, answer, type AdminVerb } from './admin-data.js';
+import type { AdminToken } from './admin-token.js';
+import type { GatewayView } from './gateway-view.js';
+
+export interface AdminServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const VERBS = new Set<string>(ADMIN_VERBS);
+
+export async function startAdminServer(host: string, port: number, token: AdminToken, view: GatewayView, metrics: Registry): Promise<AdminServer> {
+  const server: Server = createServer((req, res) => {
+    const send = (status: number, contentType: string, body: string) => {
+      res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store' });
+      res.end(body);
+    };
+    const problem = (status: number, code: string, detail: string) => send(status, PROBLEM_CONTENT_TYPE, problemJson({ status, code, detail }));
+    if (!token.allows(req.headers.authorization)) {
+      res.setHeader('www-authenticate', 'Bearer realm="natsgw admin"');
+      return problem(401, 'unauthorized', 'this admin endpoint needs Authorization: Bearer <admin token>');
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') return problem(405, 'method-not-allowed', 'the admin API is read-only: use GET');
+    const path = (req.url ?? '/').split('?')[0]!;
+    const verb = path.slice(1);
+    if (verb === 'healthz') return send(200, 'application/json', JSON.stringify({ ok: true }));
+    if (verb === 'readyz') {
+      const ready = view.ready();
+      return send(ready ? 200 : 503, 'application/json', JSON.stringify({ ready, shuttingDown: view.shuttingDown(), natsConnected: view.nats().connected }));
+    }
+    if (verb === 'metrics') {
+      metrics.metrics().then(
+        (text) => send(200, metrics.contentType, text),
+        (err: Error) => problem(500, 'metrics-failed', err.message),
+      );
+      return;
+    }
+    if (VERBS.has(verb)) return send(200, 'application/json', JSON.stringify(answer(view, verb as AdminVerb)));
+    return problem(404, 'not-found', `no admin endpoint ${path}; try /status, /routes, /backends, /circuits, /stats, /metrics, /healthz, /readyz`);
+  });
+  server.keepAliveTimeout = 5000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`cannot listen on ${host}:${port} for the admin API: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,29 @@
+/**
+ * What the admin API, the metrics and the fleet view read about a running
+ * gateway. gateway.ts provides it; nothing here changes the gateway.
+ */
+import type { RouteTable } from '../overrides/route-table.js';
+import type { OverridesStatus, ReloadResult } from '../overrides/routes-watcher.js';
+import type { TrafficStats } from './traffic-stats.js';
+
+export interface NatsState {
+  connected: boolean;
+  server: string | undefined;
+  reconnects: number;
+}
+
+export interface GatewayView {
+  readonly id: string;
+  readonly version: string;
+  readonly rootSubject: string;
+  readonly startedAt: Date;
+  readonly routes: RouteTable;
+  readonly traffic: TrafficStats;
+  readonly reloads: Record<ReloadResult, number>;
+  inFlight(): number;
+  nats(): NatsState;
+  overrides(): OverridesStatus;
+  /** Listening, connected to NATS, not shutting down. */
+  ready(): boolean;
+  shuttingDown(): boolean;
+}

@@ -1,0 +1,117 @@
+/**
+ * Prometheus metrics (prom-client, on the gateway's own registry).
+ *
+ * Nothing is recorded through prom-client on the request path: each metric
+ * reads the gateway's own counters (TrafficStats, Upstream, the watcher) when
+ * scraped. Labels stay low-cardinality: the route (root subject or override
+ * key), target (nats|http), method, status class, backend URL — never the
+ * request path.
+ */
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { BREAKER_STATE_VALUE } from '../upstream/breaker.js';
+import type { Upstream } from '../upstream/upstream.js';
+import type { GatewayView } from './gateway-view.js';
+import { LATENCY_BUCKETS_S, METHODS, STATUS_CLASSES } from './traffic-stats.js';
+
+type Labels = Record<string, string | number>;
+interface Sample {
+  labels: Labels;
+  value: number;
+  metricName?: string;
+}
+
+/** A metric whose samples are computed at scrape time. */
+function metric(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[]) {
+  return {
+    name,
+    help,
+    type,
+    aggregator: 'sum' as const,
+    get: async () => ({ name, help, type, aggregator: 'sum' as const, values: samples() }),
+  };
+}
+
+function eachUpstream(view: GatewayView, fn: (route: string, u: Upstream) => Sample[]): Sample[] {
+  const out: Sample[] = [];
+  for (const [key, route] of view.routes.entries()) for (const u of route.upstreams) out.push(...fn(key, u));
+  return out;
+}
+
+/**
+ * @example const registry = createMetrics(view); res.end(await registry.metrics());
+ */
+export function createMetrics(view: GatewayView): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const add = (m: ReturnType<typeof metric>) => registry.registerMetric(m as never);
+
+  add(
+    metric('http_requests_total', 'HTTP requests answered, by route, target, method and status class.', 'counter', () =>
+      view.traffic.all().flatMap((t) => {
+        const out: Sample[] = [];
+        METHODS.forEach((method, m) =>
+          STATUS_CLASSES.forEach((cls, c) => {
+            const value = t.requests[m * STATUS_CLASSES.length + c]!;
+            if (value > 0) out.push({ labels: { route: t.route, target: t.target, method, status_class: cls }, value });
+          }),
+        );
+        return out;
+      }),
+    ),
+  );
+  add(
+    metric('http_request_duration_seconds', 'Time from request to complete response, by route and target.', 'histogram', () =>
+      view.traffic.all().flatMap((t) => {
+        const labels = { route: t.route, target: t.target };
+        const out: Sample[] = [];
+        let cumulative = 0;
+        LATENCY_BUCKETS_S.forEach((le, b) => {
+          cumulative += t.latency[b]!;
+          out.push({ metricName: 'http_request_duration_seconds_bucket', labels: { ...labels, le }, value: cumulative });
+        });
+        out.push({ metricName: 'http_request_duration_seconds_bucket', labels: { ...labels, le: '+Inf' }, value: t.count });
+        out.push({ metricName: 'http_request_duration_seconds_sum', labels, value: t.latencySumS });
+        out.push({ metricName: 'http_request_duration_seconds_count', labels, value: t.count });
+        return out;
+      }),
+    ),
+  );
+  add(metric('natsgw_http_response_bytes_total', 'Response body bytes sent, by route and target.', 'counter', () => view.traffic.all().map((t) => ({ labels: { route: t.route, target: t.target }, value: t.bytes }))));
+  add(metric('natsgw_http_client_aborts_total', 'Requests abandoned by the client before the response was complete.', 'counter', () => view.traffic.all().map((t) => ({ labels: { route: t.route, target: t.target }, value: t.clientAborts }))));
+  add(metric('natsgw_http_requests_in_flight', 'Requests accepted and not yet answered.', 'gauge', () => [{ labels: {}, value: view.inFlight() }]));
+
+  add(
+    metric('natsgw_upstream_requests_total', 'Tries sent to override backends, by outcome (success, failure, abandoned by the client).', 'counter', () =>
+      eachUpstream(view, (route, u) => [
+        { labels: { route, upstream: u.url, outcome: 'success' }, value: u.successes },
+        { labels: { route, upstream: u.url, outcome: 'failure' }, value: u.failures },
+        { labels: { route, upstream: u.url, outcome: 'abandoned' }, value: u.abandoned },
+      ]),
+    ),
+  );
+  add(metric('natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.retries }])));
+  add(metric('natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.timeouts }])));
+  add(metric('natsgw_upstream_connect_errors_total', 'Tries that could not connect (refused, connect timeout, unreachable).', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.connectErrors }])));
+  add(metric('natsgw_backend_up', '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.isAvailable(Date.now()) ? 1 : 0 }])));
+  add(metric('natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.inFlight }])));
+  add(metric('natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.ejections }])));
+  add(
+    metric('natsgw_circuit_breaker_state', 'Circuit breaker state: 0 closed, 1 open, 2 half-open.', 'gauge', () =>
+      eachUpstream(view, (route, u) => (u.breaker ? [{ labels: { route, upstream: u.url }, value: BREAKER_STATE_VALUE[u.breaker.state] }] : [])),
+    ),
+  );
+  add(
+    metric('natsgw_circuit_breaker_transitions_total', 'Circuit breaker state changes, by the state entered.', 'counter', () =>
+      eachUpstream(view, (route, u) => (u.breaker ? (['closed', 'open', 'half-open'] as const).map((to) => ({ labels: { route, upstream: u.url, to }, value: u.breakerTransitions[to] })) : [])),
+    ),
+  );
+  add(
+    metric('natsgw_config_reloads_total', 'Changes read from the routes bucket, by result (applied, rejected, removed).', 'counter', () =>
+      Object.entries(view.reloads).map(([result, value]) => ({ labels: { result }, value })),
+    ),
+  );
+  add(metric('natsgw_overrides_available', '1 while the routes bucket is being watched (JetStream reachable).', 'gauge', () => [{ labels: {}, value: view.overrides().state === 'watching' ? 1 : 0 }]));
+  add(metric('natsgw_nats_connected', '1 while connected to NATS.', 'gauge', () => [{ labels: {}, value: view.nats().connected ? 1 : 0 }]));
+  add(metric('natsgw_nats_reconnects_total', 'Reconnections to NATS since start.', 'counter', () => [{ labels: {}, value: view.nats().reconnects }]));
+  return registry;
+}

@@ -1,0 +1,115 @@
+/**
+ * What the gateway has answered: per route (the root subject for the NATS
+ * path, the override key for HTTP backends), requests by method and status
+ * class, a latency histogram, and bytes sent.
+ *
+ * Recording is a few array increments per request (no label hashing, no
+ * allocation); /stats percentiles and the Prometheus histogram are both read
+ * from the same buckets at query time.
+ */
+
+/** Upper bounds of the latency buckets, in seconds (Prometheus `le`). */
+export const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
+
+export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'other'] as const;
+const METHOD_INDEX = new Map<string, number>(METHODS.map((m, i) => [m, i]));
+export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+
+export type Target = 'nats' | 'http';
+
+export class RouteTraffic {
+  /** [method][status class] */
+  readonly requests: Float64Array = new Float64Array(METHODS.length * STATUS_CLASSES.length);
+  /** Count per latency bucket (not cumulative); the last slot is +Inf. */
+  readonly latency: Float64Array = new Float64Array(LATENCY_BUCKETS_S.length + 1);
+  latencySumS = 0;
+  count = 0;
+  bytes = 0;
+  clientAborts = 0;
+
+  constructor(
+    readonly route: string,
+    readonly target: Target,
+  ) {}
+
+  record(method: string, status: number, durationS: number, bytes: number): void {
+    const m = METHOD_INDEX.get(method) ?? METHODS.length - 1;
+    const c = Math.min(4, Math.max(0, Math.floor(status / 100) - 1));
+    this.requests[m * STATUS_CLASSES.length + c]!++;
+    let b = 0;
+    while (b < LATENCY_BUCKETS_S.length && durationS > LATENCY_BUCKETS_S[b]!) b++;
+    this.latency[b]!++;
+    this.latencySumS += durationS;
+    this.count++;
+    this.bytes += bytes;
+  }
+
+  byStatusClass(): Record<(typeof STATUS_CLASSES)[number], number> {
+    const out = { '1xx': 0, '2xx': 0, '3xx': 0, '4xx': 0, '5xx': 0 };
+    for (let m = 0; m < METHODS.length; m++) {
+      for (let c = 0; c < STATUS_CLASSES.length; c++) out[STATUS_CLASSES[c]!] += this.requests[m * STATUS_CLASSES.length + c]!;
+    }
+    return out;
+  }
+
+  /** The q-quantile of latency in ms, interpolated within its bucket (as Prometheus' histogram_quantile does). */
+  quantileMs(q: number): number | null {
+    if (this.count === 0) return null;
+    const rank = q * this.count;
+    let seen = 0;
+    for (let b = 0; b < this.latency.length; b++) {
+      const n = this.latency[b]!;
+      if (seen + n >= rank && n > 0) {
+        const lower = b === 0 ? 0 : LATENCY_BUCKETS_S[b - 1]!;
+        const upper = b < LATENCY_BUCKETS_S.length ? LATENCY_BUCKETS_S[b]! : lower;
+        return (lower + ((upper - lower) * (rank - seen)) / n) * 1000;
+      }
+      seen += n;
+    }
+    return LATENCY_BUCKETS_S[LATENCY_BUCKETS_S.length - 1]! * 1000;
+  }
+}
+
+export class TrafficStats {
+  private readonly routes = new Map<string, RouteTraffic>();
+  private readonly perSecond = new Float64Array(10);
+  private lastSecond = 0;
+  total = 0;
+
+  /** The traffic record of a route, created on first use. */
+  route(route: string, target: Target): RouteTraffic {
+    const key = target === 'nats' ? 'nats:' + route : route;
+    let t = this.routes.get(key);
+    if (t === undefined) this.routes.set(key, (t = new RouteTraffic(route, target)));
+    return t;
+  }
+
+  /** Zeroes the one-second slots that passed since the last call; returns the current slot. */
+  private roll(nowMs: number): number {
+    const second = Math.floor(nowMs / 1000);
+    if (second !== this.lastSecond) {
+      const gap = Math.min(second - this.lastSecond, 10);
+      for (let i = 1; i <= gap; i++) this.perSecond[(this.lastSecond + i) % 10] = 0;
+      this.lastSecond = second;
+    }
+    return second % 10;
+  }
+
+  /** Counts a finished response towards the request rate. */
+  tick(nowMs: number): void {
+    this.perSecond[this.roll(nowMs)]!++;
+    this.total++;
+  }
+
+  /** Requests per second over the last 9 complete seconds. */
+  ratePerSecond(nowMs: number): number {
+    const current = this.roll(nowMs);
+    let sum = 0;
+    for (let i = 0; i < 10; i++) if (i !== current) sum += this.perSecond[i]!;
+    return sum / 9;
+  }
+
+  all(): RouteTraffic[] {
+    return [...this.routes.values()];
+  }
+}
