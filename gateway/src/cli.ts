@@ -10,11 +10,13 @@
 import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { connectOnce, openBucket } from './commands/connect.js';
+import { askFleet, askGateway, render } from './commands/fleet.js';
 import { CommandError, describeEntry, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './commands/routes.js';
 import { paint, table } from './commands/table.js';
 import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from './config.js';
 import { startGateway } from './gateway.js';
 import { createLogger, flushLogs } from './log.js';
+import type { AdminVerb } from './ops/admin-data.js';
 import { BALANCING_POLICIES } from './overrides/route-schema.js';
 
 const EXIT_USAGE = 2;
@@ -78,6 +80,13 @@ function declareRoutePut(y: Argv): Argv {
     .option('preserve-host', { type: 'boolean', describe: "Send the client's Host header" })
     .option('file', { type: 'string', requiresArg: true, describe: 'Read the route JSON from a file instead' })
     .epilogue('The value is checked with the gateway\'s own schema (gateway/schema/route.schema.json) before it is written.\n' + 'Example: natsgw routes put api.legacy --upstream http://10.0.0.5:8080=2 --upstream http://10.0.0.6:8080 --health-path /health');
+}
+
+function declareFleet(y: Argv): Argv {
+  return declareSchemaOptions(y, [...CONNECTION_KEYS, 'adminToken'])
+    .option('gateway', { type: 'string', requiresArg: true, describe: "One gateway's admin API (e.g. http://10.0.0.7:8081) instead of every gateway on NATS" })
+    .option('wait', { type: 'string', requiresArg: true, describe: 'How long to wait for answers, ms (default 2000)' })
+    .option('json', { type: 'boolean', describe: 'Machine-readable output: [{ gateway, ok, data | error }]' });
 }
 
 function declareSubject(y: Argv): Argv {
@@ -169,6 +178,26 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
   }
 }
 
+async function fleetCommand(verb: AdminVerb, argv: Record<string, unknown>): Promise<void> {
+  const config = configFrom(argv, [...CONNECTION_KEYS, 'adminToken']);
+  const wait = argv.wait === undefined ? 2000 : Number(argv.wait);
+  if (!Number.isInteger(wait) || wait <= 0) throw new UsageError(`--wait must be a whole number of milliseconds (got ${JSON.stringify(argv.wait)})`);
+  let answers;
+  if (typeof argv.gateway === 'string') {
+    answers = await askGateway(argv.gateway, verb, config.admin.token, wait);
+  } else {
+    const nc = await connectOnce(config, `natsgw ${verb}`);
+    try {
+      answers = await askFleet(nc, verb, config.admin.token, wait);
+    } finally {
+      await nc.close();
+    }
+  }
+  if (argv.json === true) process.stdout.write(JSON.stringify(answers) + '\n');
+  else process.stdout.write(render(verb, answers, process.stdout.isTTY === true));
+  if (answers.every((a) => !a.ok)) throw new CommandError(`no gateway answered successfully: ${answers[0]!.error}`, 1);
+}
+
 async function serveCommand(argv: Record<string, unknown>): Promise<void> {
   const config = configFrom(argv);
   const log = createLogger(config.logLevel, config.logFormat);
@@ -222,14 +251,17 @@ export async function main(args: string[]): Promise<void> {
     .scriptName('natsgw')
     .usage('natsgw <command> [options]\n\nHTTP on the front, NATS request/reply on the back.')
     .command('serve', 'Run the gateway: /a/b is sent to ROOT.a.b over NATS', declareServeOptions)
-    .command('routes', 'Manage HTTP overrides (the routes KV bucket)', (y) =>
-      y
+    .command('status', 'Every gateway on the cluster: root, uptime, request rate, NATS, readiness', declareFleet)
+    .command('backends', 'Override backends per gateway: up or why not, last probe, in-flight, ejections', declareFleet)
+    .command('circuits', 'Circuit breakers per gateway: state, failures, next trial', declareFleet)
+    .command('stats', 'Traffic per gateway and route: requests by status class, p50/p90/p99, bytes', declareFleet)
+    .command('routes', 'Effective overrides per gateway (no verb), or manage the routes bucket', (y) =>
+      declareFleet(y)
         .command('put <subject>', 'Create or replace the override for SUBJECT', declareRoutePut)
         .command('get <subject>', 'Show the override for SUBJECT', declareSubject)
         .command('ls', 'List overrides, with the reason for any a gateway would reject', declareConnection)
         .command('rm <subject>', 'Delete the override for SUBJECT (its paths go back to NATS)', declareSubject)
-        .command('watch', 'Print changes to overrides as they happen', declareConnection)
-        .demandCommand(1, 'Name a routes command: put, get, ls, rm or watch'),
+        .command('watch', 'Print changes to overrides as they happen', declareConnection),
     )
     .demandCommand(1, 'Name a command, e.g. natsgw serve')
     .strict()
@@ -247,7 +279,9 @@ export async function main(args: string[]): Promise<void> {
     argv = (await parser.parseAsync()) as Record<string, unknown>;
     const [command, verb] = argv._ as string[];
     if (command === 'serve') await serveCommand(argv);
+    else if (command === 'routes' && verb === undefined) await fleetCommand('routes', argv);
     else if (command === 'routes') await routesCommand(verb!, argv);
+    else if (command === 'status' || command === 'backends' || command === 'circuits' || command === 'stats') await fleetCommand(command, argv);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`natsgw: ${err.message.split('\n')[0]}\n`);

@@ -75,7 +75,7 @@ test('cli routes: invalid input is exit 2 and writes nothing; missing routes and
       [['routes', 'get', 'api.none', ...nats], 1, /^natsgw: no route for api\.none$/],
       [['routes', 'rm', 'api.none', ...nats], 1, /^natsgw: no route for api\.none$/],
       [['routes', 'ls', '--nats', `nats://127.0.0.1:${await freePort()}`], 1, /^natsgw: cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+: /],
-      [['routes'], 2, /Name a routes command/],
+      [['routes', 'frob'], 2, /^natsgw: unknown command frob$/],
     ];
     for (const [args, code, message] of cases) {
       const r = cli(args);

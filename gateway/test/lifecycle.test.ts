@@ -1,0 +1,87 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { request } from 'undici';
+import { serve } from '@natsgw/service-sdk';
+import { freePort, startNatsServer } from '@natsgw/devkit';
+import { eventually } from './helpers.js';
+
+const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
+
+test('lifecycle: SIGTERM under load — readiness drops at once, every accepted request is answered, exit 0', async () => {
+  const ns = await startNatsServer();
+  const service = await serve((_req, res) => setTimeout(() => res.end('done'), 150), { nats: ns.url, subject: 'api.work' });
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const gateway = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', String(port), '--admin-port', String(adminPort), '--shutdown-grace', '5000', '--access-log', 'false'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  gateway.stdout.on('data', (d: Buffer) => (log += d.toString()));
+  const exited = new Promise<number | null>((resolve) => gateway.once('exit', resolve));
+  try {
+    await eventually(async () => {
+      try {
+        return (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200;
+      } catch {
+        return false;
+      }
+    }, 10_000, 'gateway ready');
+
+    // Each request on its own connection (Connection: close), so "accepted"
+    // is clear: a refused connection was never accepted; anything accepted
+    // must get an answer.
+    type Outcome = { startedAt: number; status?: number; code?: string; error?: string };
+    const outcomes: Outcome[] = [];
+    let running = true;
+    const workers = Array.from({ length: 10 }, async () => {
+      while (running) {
+        const o: Outcome = { startedAt: Date.now() };
+        outcomes.push(o);
+        try {
+          const r = await request(`http://127.0.0.1:${port}/work`, { reset: true });
+          o.status = r.statusCode;
+          const body = await r.body.text();
+          if (r.statusCode === 503) o.code = (JSON.parse(body) as { code: string }).code;
+        } catch (err) {
+          o.error = (err as { code?: string }).code ?? (err as Error).message;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    });
+    await eventually(() => outcomes.filter((o) => o.status === 200).length > 30, 10_000, 'load running');
+
+    const signalledAt = Date.now();
+    gateway.kill('SIGTERM');
+    // Readiness drops as soon as the signal is handled, while requests still finish.
+    let shuttingDown = false;
+    await eventually(async () => {
+      const ready = await request(`http://127.0.0.1:${adminPort}/readyz`);
+      shuttingDown = ((await ready.body.json()) as { shuttingDown: boolean }).shuttingDown;
+      return ready.statusCode === 503;
+    }, 500, 'not ready within 500 ms of SIGTERM');
+    assert.equal(shuttingDown, true);
+
+    assert.equal(await exited, 0, `clean exit:\n${log.slice(-2000)}`);
+    const exitedAt = Date.now();
+    running = false;
+    await Promise.all(workers);
+
+    const inFlightAtSignal = outcomes.filter((o) => o.startedAt < signalledAt - 20);
+    assert.ok(inFlightAtSignal.every((o) => o.status === 200), 'every request in flight when the signal came was answered 200');
+    for (const o of outcomes) {
+      if (o.status !== undefined) {
+        assert.ok(o.status === 200 || (o.status === 503 && o.code === 'shutting-down'), `answered ${o.status} ${o.code ?? ''}`);
+      } else {
+        assert.equal(o.error, 'ECONNREFUSED', 'the only failure allowed is a connection never accepted');
+      }
+    }
+    assert.ok(exitedAt - signalledAt < 5000, 'finished well within the grace period');
+    assert.match(log, /shutting down: not ready, finishing requests in flight/);
+    assert.match(log, /gateway stopped/);
+  } finally {
+    gateway.kill('SIGKILL');
+    await service.drain();
+    await ns.dispose();
+  }
+});
