@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { request } from 'undici';
 import { startNatsServer } from '@natsgw/devkit';
 import { OPTION_KEYS, flagName, envName } from '../src/config.js';
+import { NATSGW_BIN, spawnGateway } from './helpers.js';
 
-const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
+const BIN = NATSGW_BIN;
 const run = (args: string[], env: Record<string, string> = {}) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
 
 test('cli: --help documents every option with its environment variable', () => {
@@ -56,25 +56,17 @@ test('cli: a port already in use is a one-line runtime error, exit 1', async () 
 
 test('cli: serve runs the gateway and exits 0 on SIGTERM', async () => {
   const ns = await startNatsServer();
-  const child = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--subject', 'cli.test'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--subject', 'cli.test'], (out) => /listening on/.test(out) && out.includes('connected to NATS'));
   try {
-    let out = '';
-    const port = await new Promise<number>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-        if (m && out.includes('connected to NATS')) resolve(Number(m[1]));
-      });
-      child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-    });
+    const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(gw.output())![1]);
     const r = await request(`http://127.0.0.1:${port}/x`);
     assert.equal(r.statusCode, 503);
     assert.equal(((await r.body.json()) as { subject: string }).subject, 'cli.test.x');
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
+    const exited = new Promise<number | null>((resolve) => gw.child.once('exit', resolve));
+    gw.child.kill('SIGTERM');
     assert.equal(await exited, 0);
   } finally {
-    child.kill('SIGKILL');
+    gw.child.kill('SIGKILL');
     await ns.dispose();
   }
 });
@@ -94,24 +86,26 @@ test('cli: credentials the server refuses are a one-line error, exit 1', async (
 test('cli: says loudly at start-up when uWebSockets.js falls back to its pure-JS server', async () => {
   const ns = await startNatsServer();
   // The package's own switch to force its fallback, to check we notice it.
-  const child = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0'], {
-    env: { ...process.env, UWS_USE_FALLBACK: 'true' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0'], (out) => out.includes('listening on'), { ...process.env, UWS_USE_FALLBACK: 'true' });
   try {
-    let out = '';
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('listening on')) resolve();
-      });
-      child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-    });
-    const warning = out.split('\n').find((l) => l.includes('native binary NOT loaded'));
+    const warning = gw.output().split('\n').find((l) => l.includes('native binary NOT loaded'));
     assert.ok(warning, 'warning printed');
     assert.equal((JSON.parse(warning) as { level: number }).level, 40, 'at warn level');
   } finally {
-    child.kill('SIGKILL');
+    gw.child.kill('SIGKILL');
+    await ns.dispose();
+  }
+});
+
+test('cli: --log-format pretty writes lines for humans instead of JSON', async () => {
+  const ns = await startNatsServer();
+  const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-format', 'pretty'], (out) => out.includes('connected to NATS'));
+  try {
+    const line = gw.output().split('\n').find((l) => l.includes('listening on'))!;
+    assert.doesNotMatch(line, /^\{/, 'not JSON');
+    assert.match(line, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: listening on http:\/\/127\.0\.0\.1:\d+/);
+  } finally {
+    gw.child.kill('SIGKILL');
     await ns.dispose();
   }
 });

@@ -3,7 +3,9 @@
  * logs captured, a plain NATS connection for hand-written responders, and a
  * raw-socket HTTP client for framing tests fetch cannot express.
  */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { connect as netConnect } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { startNatsServer, type NatsServer, type NatsServerOptions } from '@natsgw/devkit';
 import { decodeRequest, encodeReply, type ReplyEnvelope, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
@@ -224,4 +226,33 @@ export async function eventually(check: () => boolean | Promise<boolean>, ms = 5
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/** The natsgw command, as the tests run it. */
+export const NATSGW_BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
+
+export interface GatewayProcess {
+  child: ChildProcessWithoutNullStreams;
+  /** Everything it wrote to stdout so far. */
+  output(): string;
+}
+
+/**
+ * Runs `natsgw <args>` as its own process and resolves once its stdout
+ * satisfies `ready` (rejects if it exits first).
+ */
+export function spawnGateway(args: string[], ready: (stdout: string) => boolean, env: NodeJS.ProcessEnv = process.env): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, [NATSGW_BIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`natsgw exited (${code}) before it was ready:\n${out}`));
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (ready(out)) {
+        child.off('exit', onExit);
+        resolve({ child, output: () => out });
+      }
+    });
+    child.once('exit', onExit);
+  });
 }

@@ -1,15 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { connect } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { startNatsServer } from '@natsgw/devkit';
 import { Backend, routesBucket } from './backends.js';
-import { eventually } from './helpers.js';
+import { eventually, spawnGateway } from './helpers.js';
 
-const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
 const MB = 1024 * 1024;
 const peakRssMb = (pid: number) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
@@ -31,21 +28,15 @@ test('proxy: a 100 MB download streams through with backpressure; gateway memory
   });
   await backend.start();
   let nc: Awaited<ReturnType<typeof connect>> | undefined;
-  const gateway = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info'], (out) => /listening on/.test(out) && out.includes('overrides: watching'));
+  const gateway = gw.child;
+  const out = gw.output;
   try {
-    let out = '';
-    const port = await new Promise<number>((resolve, reject) => {
-      gateway.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
-        if (m && out.includes('overrides: watching')) resolve(Number(m[1]));
-      });
-      gateway.once('exit', (code) => reject(new Error(`gateway exited ${code}: ${out}`)));
-    });
+    const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out())![1]);
     nc = await connect({ servers: ns.url });
     const kv = await routesBucket(nc);
     await kv.put('api.files', JSON.stringify({ upstreams: [{ url: backend.url }] }));
-    await eventually(() => out.includes('override applied'), 5000, 'route applied');
+    await eventually(() => out().includes('override applied'), 5000, 'route applied');
     // Warm up, then take the baseline.
     await (await request(`http://127.0.0.1:${port}/files/warm`, { method: 'HEAD' })).body.dump();
     const baseline = peakRssMb(gateway.pid!);
