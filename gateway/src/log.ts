@@ -20,8 +20,10 @@ export function createLogger(level: string, format: LogFormat = 'json', destinat
     return pino(options, pretty({ colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'app,pid,hostname' }));
   }
   // Asynchronous: under load, lines written while a write is pending go out
-  // together instead of one write() each. flushLogs() before exiting.
-  return pino(options, pino.destination({ dest: 1, sync: false }));
+  // together instead of one write() each. flushLogs() before exiting. The
+  // buffer is capped: if whatever reads stdout falls 16 MiB behind, lines are
+  // dropped rather than letting the gateway's memory grow without bound.
+  return pino(options, pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 }));
 }
 
 /** Writes out buffered log lines (call before process.exit). */

@@ -104,18 +104,51 @@ class EnvelopeSocket {
   }
 }
 
-type HeaderAdder = { _addHeaderLine(field: string, value: string, dest: Record<string, unknown>): void };
+/**
+ * Fields node:http keeps only the first value of (its matchKnownFields list):
+ * a second Content-Length or Host is dropped, not joined.
+ */
+const FIRST_VALUE_WINS = new Set([
+  'content-type',
+  'content-length',
+  'user-agent',
+  'referer',
+  'host',
+  'authorization',
+  'proxy-authorization',
+  'if-modified-since',
+  'if-unmodified-since',
+  'from',
+  'location',
+  'max-forwards',
+  'retry-after',
+  'etag',
+  'last-modified',
+  'server',
+  'age',
+  'expires',
+]);
 
 /**
- * The `req.headers` object, built by node:http's own merge rules (duplicates
- * joined with ", ", `set-cookie` kept as an array, `cookie` joined with "; ").
- * The lazy `headers` getter cannot be used: it reads a count only Node's
- * HTTP parser sets.
+ * The `req.headers` object, by node:http's merge rules (checked against
+ * IncomingMessage#_addHeaderLine by a property test): `set-cookie` kept as an
+ * array, `cookie` joined with "; ", the fields above keep their first value,
+ * any other repeat is joined with ", ". Node's lazy `headers` getter cannot
+ * be used: it reads a count only its HTTP parser sets.
  */
-function headersObject(req: IncomingMessage, raw: string[]): IncomingMessage['headers'] {
-  const dest: Record<string, unknown> = {};
-  const adder = req as unknown as HeaderAdder;
-  for (let i = 0; i < raw.length; i += 2) adder._addHeaderLine(raw[i]!, raw[i + 1]!, dest);
+export function headersObject(raw: readonly string[]): IncomingMessage['headers'] {
+  const dest: Record<string, string | string[]> = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    // Own properties only: a header named "constructor" is a header. (One
+    // named "__proto__" is lost, exactly as in node:http.)
+    const current = Object.hasOwn(dest, name) ? dest[name] : undefined;
+    if (current === undefined) dest[name] = name === 'set-cookie' ? [value] : value;
+    else if (name === 'set-cookie') (current as string[]).push(value);
+    else if (name === 'cookie') dest[name] = current + '; ' + value;
+    else if (!FIRST_VALUE_WINS.has(name)) dest[name] = current + ', ' + value;
+  }
   return dest as IncomingMessage['headers'];
 }
 
@@ -138,7 +171,7 @@ export function createExchange(env: RequestEnvelope, url: string, sink: Response
   req.method = env.method;
   req.url = url;
   req.rawHeaders = env.headers;
-  req.headers = headersObject(req, env.headers);
+  req.headers = headersObject(env.headers);
   req.complete = true;
   pushBody(req, env.body);
 
