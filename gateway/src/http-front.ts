@@ -19,7 +19,7 @@ import type { RouteTable } from './overrides/route-table.js';
 import type { RouteTraffic, TrafficStats } from './ops/traffic-stats.js';
 import { ProxyRequest, type ProxyOwner } from './proxy.js';
 import type { ReplyHandler, ReplyMux } from './reply-mux.js';
-import { connectionNamed, CONTENT_LENGTH_RE, endHead, STATUS_LINES, writeProblem } from './respond.js';
+import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STATUS_LINES, writeProblem } from './respond.js';
 import type { Upstream, TryOutcome } from './upstream/upstream.js';
 import { formatAddress } from './uws.js';
 
@@ -85,10 +85,6 @@ const REQUEST_HEADER_KIND = new Map<string, H>([
   ['x-forwarded-proto', H.ForwardedProto],
   ['x-forwarded-host', H.ForwardedHost],
 ]);
-
-// Reply headers never passed to the client: hop-by-hop ones, and those uWS
-// writes itself (Date, Content-Length) which would otherwise appear twice.
-const REPLY_HEADER_SKIP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'date', 'x-request-id']);
 
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,200}$/;
 
@@ -159,7 +155,7 @@ function writeReply(ex: Exchange, r: ReplyEnvelope): void {
   for (let i = 0; i < h.length; i += 2) {
     const name = h[i]!;
     const lower = name.toLowerCase();
-    if (REPLY_HEADER_SKIP.has(lower) || skipNamed?.has(lower)) {
+    if (RESPONSE_HEADER_SKIP.has(lower) || skipNamed?.has(lower)) {
       if (lower === 'content-length' && CONTENT_LENGTH_RE.test(h[i + 1]!)) reportedLength = Number(h[i + 1]);
       continue;
     }
