@@ -28,7 +28,7 @@ const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.me
 class UsageError extends Error {}
 
 /** Options that say how to reach NATS and the routes bucket (shared by every command that talks to NATS). */
-const CONNECTION_KEYS = ['nats', 'creds', 'user', 'pass', 'token', 'tlsCa', 'tlsCert', 'tlsKey', 'routesBucket'] as const;
+const CONNECTION_KEYS = ['nats', 'creds', 'user', 'pass', 'token', 'tlsCa', 'tlsCert', 'tlsKey', 'routesBucket', 'routesReplicas'] as const;
 
 function declareSchemaOptions(y: Argv, keys: readonly (typeof OPTION_KEYS)[number][]): Argv {
   for (const key of keys) {
@@ -129,7 +129,7 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
   const route = verb === 'put' ? routeFromFlags(passedFlags(argv, ROUTE_FLAG_KEYS) as RouteFlags) : undefined;
   const nc = await connectOnce(config, `natsgw routes ${verb}`);
   try {
-    const kv = await openBucket(nc, config.routesBucket);
+    const kv = await openBucket(nc, config.routesBucket, config.routesReplicas);
     const subject = argv.subject as string;
     switch (verb) {
       case 'put': {

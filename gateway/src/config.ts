@@ -71,6 +71,10 @@ export const GatewayOptionsSchema = Type.Object(
       placeholder: 'NAME',
       hint: 'must be a KV bucket name: letters, digits, - and _',
     }),
+    routesReplicas: opt(Type.Integer({ minimum: 1, maximum: 5, default: 1 }), {
+      description: 'Copies of the routes bucket when it has to be created (3 for a JetStream cluster)',
+      placeholder: 'N',
+    }),
     trustedProxies: opt(Type.Array(Type.String({ minLength: 1 }), { default: [] }), {
       description: 'Addresses or CIDRs of proxies in front of the gateway whose X-Forwarded-* headers are trusted (comma-separated)',
       placeholder: 'CIDR[,CIDR...]',
@@ -126,6 +130,7 @@ export interface GatewayConfig {
   readonly maxHeaderBytes: number;
   readonly trustedProxies: readonly string[];
   readonly routesBucket: string;
+  readonly routesReplicas: number;
   readonly auth: Readonly<{ creds?: string; user?: string; pass?: string; token?: string }>;
   readonly tls: Readonly<{ ca?: string; cert?: string; key?: string }> | undefined;
   readonly logLevel: (typeof LOG_LEVELS)[number];
@@ -209,7 +214,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     throw new ConfigError(describe(validate.errors![0]!, merged, origin));
   }
   const o = merged as Required<
-    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
+    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'routesReplicas' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
   > &
     GatewayOptions;
   checkCombinations(o, origin);
@@ -223,6 +228,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     maxHeaderBytes: o.maxHeaderSize,
     trustedProxies: Object.freeze([...o.trustedProxies]),
     routesBucket: o.routesBucket,
+    routesReplicas: o.routesReplicas,
     auth: Object.freeze({ creds: o.creds, user: o.user, pass: o.pass, token: o.token }),
     tls: o.tlsCa || o.tlsCert || o.tlsKey ? Object.freeze({ ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey }) : undefined,
     logLevel: o.logLevel,

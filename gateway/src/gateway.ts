@@ -180,7 +180,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     }
     void watchStatus(nc);
     adminSubs = serveAdminOverNats(nc, view, token);
-    watcher = new RoutesWatcher(nc, config.routesBucket, routes, log, (result) => reloads[result]++);
+    watcher = new RoutesWatcher(nc, config.routesBucket, routes, log, (result) => reloads[result]++, config.routesReplicas);
     void watcher.run();
   })();
   connected.catch((err: unknown) => log.error({ err }, 'NATS connection failed'));
@@ -201,6 +201,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         natsState.server = conn.getServer();
         natsState.reconnects++;
         log.info({ server: s.server }, 'reconnected to NATS');
+        // The routes watch may have been served by the server we lost.
+        watcher?.restart();
       } else if (s.type === 'error') {
         log.warn({ err: s.error }, 'NATS error');
       }

@@ -18,9 +18,9 @@ export async function connectOnce(config: GatewayConfig, name: string, timeoutMs
   }
 }
 
-export async function openBucket(nc: NatsConnection, bucket: string): Promise<KV> {
+export async function openBucket(nc: NatsConnection, bucket: string, replicas = 1): Promise<KV> {
   try {
-    return await openRoutesBucket(nc, bucket);
+    return await openRoutesBucket(nc, bucket, replicas);
   } catch (err) {
     throw new CommandError(`cannot open the routes bucket ${bucket} (is JetStream enabled on the server?): ${(err as Error).message}`, 1);
   }

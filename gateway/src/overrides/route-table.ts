@@ -17,7 +17,7 @@ export interface Rejection {
   at: string;
 }
 
-export type PutResult = { status: 'applied'; route: RouteRuntime } | { status: 'rejected'; reason: string } | { status: 'ignored' };
+export type PutResult = { status: 'applied'; route: RouteRuntime } | { status: 'rejected'; reason: string } | { status: 'ignored' } | { status: 'unchanged' };
 
 export class RouteTable {
   private readonly routes = new Map<string, RouteRuntime>();
@@ -56,6 +56,10 @@ export class RouteTable {
 
   put(key: string, value: Uint8Array | string, revision: number): PutResult {
     if (!this.covers(key)) return { status: 'ignored' };
+    // The same revision again (a re-watch after a reconnect): nothing changed.
+    const current = this.routes.get(key);
+    if (current !== undefined && current.revision === revision) return { status: 'unchanged' };
+    if (this.rejected.get(key)?.revision === revision) return { status: 'unchanged' };
     const reject = (reason: string): PutResult => {
       this.rejected.set(key, { revision, reason, at: new Date().toISOString() });
       return { status: 'rejected', reason };

@@ -29,6 +29,7 @@ export class RoutesWatcher {
   private iter: QueuedIterator<KvWatchEntry> | undefined;
   private wake: (() => void) | undefined;
   private running: Promise<void> | undefined;
+  private restarting = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -36,6 +37,7 @@ export class RoutesWatcher {
     private readonly table: RouteTable,
     private readonly log: Logger,
     private readonly onReload?: (result: ReloadResult, key: string) => void,
+    private readonly replicas = 1,
   ) {
     this.status = { state: 'starting', bucket, since: new Date().toISOString() };
   }
@@ -50,7 +52,7 @@ export class RoutesWatcher {
     let delayMs = 500;
     while (!this.stopped) {
       try {
-        const kv = await openRoutesBucket(this.nc, this.bucket);
+        const kv = await openRoutesBucket(this.nc, this.bucket, this.replicas);
         if (this.stopped) break;
         const present = new Set<string>();
         for await (const key of await kv.keys()) present.add(key);
@@ -76,6 +78,10 @@ export class RoutesWatcher {
         this.setStatus('unavailable', (err as Error).message);
       }
       if (this.stopped) break;
+      if (this.restarting) {
+        this.restarting = false;
+        continue; // watch again at once
+      }
       await new Promise<void>((resolve) => {
         this.wake = resolve;
         setTimeout(resolve, delayMs).unref();
@@ -83,6 +89,18 @@ export class RoutesWatcher {
       delayMs = Math.min(delayMs * 2, 30_000);
     }
     this.setStatus('stopped');
+  }
+
+  /**
+   * Sets the watch up again (after a NATS reconnect: the watch's consumer may
+   * have lived on a server that is gone, and the watch would stay silent).
+   * Keys are re-read; unchanged ones are not touched.
+   */
+  restart(): void {
+    if (this.stopped) return;
+    this.restarting = true;
+    this.iter?.stop();
+    this.wake?.();
   }
 
   /**

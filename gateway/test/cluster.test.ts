@@ -1,0 +1,85 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from '@nats-io/transport-node';
+import { request } from 'undici';
+import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
+import { openRoutesBucket } from '../src/overrides/routes-bucket.js';
+import { startBackends } from './backends.js';
+import { echo, eventually, respond, startTestGateway } from './helpers.js';
+
+test('cluster: a node of a 3-node JetStream cluster dies under traffic — the gateway fails over and the replicated bucket keeps serving and updating overrides', async () => {
+  const clusterPorts = [await freePort(), await freePort(), await freePort()];
+  const nodes: NatsServer[] = [];
+  for (let i = 0; i < 3; i++) {
+    const routes = clusterPorts.filter((_, j) => j !== i).map((p) => `"nats-route://127.0.0.1:${p}"`);
+    nodes.push(
+      await startNatsServer({
+        config: `server_name: n${i + 1}\ncluster { name: natsgw-it, listen: "127.0.0.1:${clusterPorts[i]}", routes: [${routes.join(', ')}] }`,
+      }),
+    );
+  }
+  const urls = nodes.map((n) => n.url);
+  const [a, b] = await startBackends(2);
+  const { gw, base } = await startTestGateway({ nats: urls.join(','), routesReplicas: 3, timeout: 3000 });
+  const service = await connect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  try {
+    await gw.connected;
+    await respond(service, 'api.core', (req) => echo(req));
+    // JetStream needs a meta leader before the bucket can be created.
+    await eventually(() => gw.overrides.state === 'watching', 30_000, 'bucket created on the cluster');
+    const admin = await connect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    const kv = await openRoutesBucket(admin, undefined, 3);
+    assert.equal((await kv.status()).replicas, 3);
+    await kv.put('api.legacy', JSON.stringify({ upstreams: [{ url: a!.url }] }));
+    await eventually(() => gw.routes.match('api.legacy') !== undefined, 5000, 'override applied');
+
+    const results = { overrideFailures: 0, override: 0, nats: 0, nats503: 0, other: [] as string[] };
+    let running = true;
+    const traffic = (async () => {
+      while (running) {
+        const [o, n] = await Promise.all([
+          request(`${base}/legacy/x`).then(async (r) => (await r.body.text(), r.statusCode), (e: Error) => `override: ${e.message}`),
+          request(`${base}/core`).then(async (r) => (await r.body.text(), r.statusCode), (e: Error) => `nats: ${e.message}`),
+        ]);
+        if (o === 200) results.override++;
+        else {
+          results.overrideFailures++;
+          results.other.push(String(o));
+        }
+        if (n === 200) results.nats++;
+        else if (n === 503) results.nats503++;
+        else results.other.push(String(n));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    await eventually(() => results.nats > 20, 5000, 'traffic');
+    // Kill the node the gateway is connected to.
+    const victim = nodes.find((n) => gw.nats!.getServer().endsWith(`:${n.port}`))!;
+    await victim.stop(true);
+    const mark = results.nats;
+    await eventually(() => results.nats > mark + 20, 15_000, 'NATS path served again through another node');
+    // The bucket (R3, two of three left) still takes updates, and the gateway sees them.
+    await eventually(async () => {
+      try {
+        await kv.put('api.legacy', JSON.stringify({ upstreams: [{ url: b!.url }] }));
+        return true;
+      } catch {
+        return false;
+      }
+    }, 15_000, 'bucket writable with a node down');
+    await eventually(() => gw.routes.match('api.legacy')?.upstreams[0]?.url === new URL(b!.url).href, 15_000, 'update reached the gateway');
+    running = false;
+    await traffic;
+    assert.equal(results.overrideFailures, 0, `overrides never stopped serving: ${results.other.slice(0, 5).join('; ')}`);
+    assert.deepEqual(results.other, [], 'NATS path: only 200s and brief 503s while reconnecting');
+    await admin.close();
+  } finally {
+    {
+      await service.close().catch(() => undefined);
+      await gw.close(500);
+      for (const n of nodes) await n.dispose();
+      await a!.stop();
+      await b!.stop();
+    }
+  }
+});
