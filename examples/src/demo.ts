@@ -112,6 +112,7 @@ natsgw is up on ${base} (root subject api). Try:
   curl -si ${base}/nobody/home                  # 503: no service on api.nobody.home
 
 Overrides live in the KV bucket natsgw-routes; try
-  node gateway/bin/natsgw.js routes ls --nats ${nats.url}
+  npx natsgw routes ls --nats ${nats.url}
+  npx natsgw status --nats ${nats.url}
 
 Ctrl-C stops everything.`);

@@ -177,17 +177,24 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     upstream.acquire();
     const config = this.route.config;
     const body = this.ex.body;
-    upstream.pool.dispatch(
-      {
-        path: upstream.basePath + this.path,
-        method: this.ex.method as Dispatcher.HttpMethod,
-        headers: this.headers,
-        body: body === undefined || (body.length === 0 && this.ex.contentLength < 0) ? null : body,
-        headersTimeout: Math.max(1, Math.min(config.tryTimeoutMs ?? config.timeoutMs, remaining)),
-        bodyTimeout: config.timeoutMs,
-      },
-      this,
-    );
+    try {
+      upstream.pool.dispatch(
+        {
+          path: upstream.basePath + this.path,
+          method: this.ex.method as Dispatcher.HttpMethod,
+          headers: this.headers,
+          body: body === undefined || (body.length === 0 && this.ex.contentLength < 0) ? null : body,
+          headersTimeout: Math.max(1, Math.min(config.tryTimeoutMs ?? config.timeoutMs, remaining)),
+          bodyTimeout: config.timeoutMs,
+        },
+        this,
+      );
+    } catch (err) {
+      // undici refused the request itself (an argument it rejects, a pool
+      // closed under us): not the backend's fault, and nothing was sent.
+      this.settle('neutral', (err as Error).message);
+      this.fail('upstream-error', `${this.route.key}: could not send to ${upstream.url}: ${(err as Error).message}`);
+    }
   }
 
   private whyNone(now: number): string {
