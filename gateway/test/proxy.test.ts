@@ -344,7 +344,8 @@ test('proxy: a backend that fails fast does not attract traffic from least-conne
       }
     }),
   );
-  assert.ok(bad!.hits <= 6, `the failing backend got ${bad!.hits} of 100`);
+  // Up to three failures eject it; a few more may already be in flight from the other clients.
+  assert.ok(bad!.hits <= 8, `the failing backend got ${bad!.hits} of 100`);
   assert.ok(upstreamOf('api.fastfail', bad!.url).isEjected(Date.now()), 'it is ejected');
   assert.ok(statuses.every((x) => x === 200), 'retries hid its failures from clients');
 });
