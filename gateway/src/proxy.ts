@@ -335,7 +335,9 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     const config = this.route.config;
     const remove = config.responseHeaders.remove;
     const set = config.responseHeaders.set;
-    const named = typeof headers.connection === 'string' ? connectionNamed(headers.connection) : undefined;
+    // Connection usually says only keep-alive or close; it names other fields rarely.
+    const conn = headers.connection;
+    const named = typeof conn === 'string' && conn !== 'keep-alive' && conn !== 'close' ? connectionNamed(conn) : undefined;
     res.writeStatus(STATUS_LINES[status] ?? `${status} `);
     let via = '';
     for (const name in headers) {
