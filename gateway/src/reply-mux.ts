@@ -62,11 +62,6 @@ export class ReplyMux<P extends PendingRequest> {
     this.timer.unref();
   }
 
-  /** Requests waiting for a reply. */
-  get size(): number {
-    return this.pending.size;
-  }
-
   /**
    * Registers `p` for the reply and publishes `payload` to `subject`.
    *

@@ -301,7 +301,7 @@ function end(this: AdaptedResponse, chunk?: unknown, encoding?: unknown, cb?: un
 }
 
 /** Marker body for a response that outgrew `maxBodyBytes`. */
-export const OVERFLOW = Buffer.alloc(0);
+const OVERFLOW = Buffer.alloc(0);
 
 /** True when the handler's body was dropped for being too large. */
 export function bodyOverflowed(res: ServerResponse): boolean {

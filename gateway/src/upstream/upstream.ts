@@ -40,7 +40,6 @@ export class Upstream {
   readonly origin: string;
   /** Path of the base URL without a trailing slash ('' for none). */
   readonly basePath: string;
-  readonly host: string;
   weight: number;
   pool: Pool;
   private poolSettings: PoolSettings;
@@ -80,7 +79,6 @@ export class Upstream {
     const u = new URL(url);
     this.url = url;
     this.origin = u.origin;
-    this.host = u.host;
     this.basePath = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
     this.weight = weight;
     this.poolSettings = pool;
