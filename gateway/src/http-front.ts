@@ -397,13 +397,14 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   }
 
   private record(ex: Exchange, aborted: boolean): void {
-    const durationMs = performance.now() - ex.startedAt;
+    const now = performance.now();
+    const durationMs = now - ex.startedAt;
     const traffic = this.opts.traffic;
     if (traffic !== undefined) {
       const t = ex.route !== undefined ? traffic.route(ex.route.key, 'http') : this.natsTraffic!;
       if (aborted) t.clientAborts++;
       else t.record(ex.method, ex.status, durationMs / 1000, ex.bytesOut);
-      traffic.tick(Date.now());
+      traffic.tick(performance.timeOrigin + now); // wall time from the same clock read
     }
     this.opts.onComplete?.(ex, durationMs, aborted);
   }

@@ -207,14 +207,9 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
   }
 
   private canRetry(notSent: boolean): boolean {
-    return (
-      !this.headWritten &&
-      !this.ex.aborted &&
-      this.tries <= this.route.config.retries &&
-      (notSent || this.idempotent) &&
-      Date.now() < this.deadline &&
-      this.route.budget.tryAcquire(Date.now())
-    );
+    if (this.headWritten || this.ex.aborted || this.tries > this.route.config.retries || !(notSent || this.idempotent)) return false;
+    const now = Date.now();
+    return now < this.deadline && this.route.budget.tryAcquire(now);
   }
 
   /** Counts a failed try by kind on its backend (for metrics). */
