@@ -102,7 +102,7 @@ export function backends(view: GatewayView): BackendView[] {
         inFlight: u.inFlight,
         requests: u.requests,
         failures: u.failures,
-        breaker: u.breaker?.state ?? null,
+        breaker: u.breaker?.stateAt(now) ?? null,
       });
     }
   }
@@ -119,19 +119,20 @@ export interface CircuitView {
 }
 
 export function circuits(view: GatewayView): CircuitView[] {
+  const now = Date.now();
   const out: CircuitView[] = [];
   for (const [route, r] of view.routes.entries()) {
     for (const u of r.upstreams) {
       const b = u.breaker;
       if (b === undefined) continue;
-      b.canAccept(Date.now()); // let an expired open state become half-open before reporting
+      const state = b.stateAt(now);
       out.push({
         route,
         url: u.url,
-        state: b.state,
+        state,
         consecutiveFailures: b.consecutiveFailures,
         trips: b.trips,
-        nextTrialAt: b.state === 'open' ? new Date(b.nextTrialAt()).toISOString() : null,
+        nextTrialAt: state === 'open' ? new Date(b.nextTrialAt()).toISOString() : null,
       });
     }
   }

@@ -97,7 +97,7 @@ export function createMetrics(view: GatewayView): Registry {
   add(metric('natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.ejections }])));
   add(
     metric('natsgw_circuit_breaker_state', 'Circuit breaker state: 0 closed, 1 open, 2 half-open.', 'gauge', () =>
-      eachUpstream(view, (route, u) => (u.breaker ? [{ labels: { route, upstream: u.url }, value: BREAKER_STATE_VALUE[u.breaker.state] }] : [])),
+      eachUpstream(view, (route, u) => (u.breaker ? [{ labels: { route, upstream: u.url }, value: BREAKER_STATE_VALUE[u.breaker.stateAt(Date.now())] }] : [])),
     ),
   );
   add(

@@ -38,6 +38,15 @@ export class CircuitBreaker {
     this.currentOpenMs = settings.openMs;
   }
 
+  /**
+   * The state as of `now`, without changing anything: an open breaker whose
+   * wait is over reports half-open (canAccept makes that move on the next
+   * request). For admin views and metrics, which must not alter the breaker.
+   */
+  stateAt(now: number): BreakerState {
+    return this.state === 'open' && now >= this.openedAt + this.currentOpenMs ? 'half-open' : this.state;
+  }
+
   /** When the next trial is allowed (for display); 0 unless open. */
   nextTrialAt(): number {
     return this.state === 'open' ? this.openedAt + this.currentOpenMs : 0;
