@@ -13,9 +13,18 @@
  * - Outcomes: nothing available → 503 at once; refused/reset/garbage → 502;
  *   too slow → 504; an upstream that dies after its headers → the client's
  *   response is cut off (no retry).
+ * - Time limits are ours, checked by one coarse ticker for all requests
+ *   (coarse-ticker.ts), not undici's headersTimeout/bodyTimeout: those start
+ *   only once a request is written, so a request waiting for a free pool
+ *   connection was never timed out. A try's limit now covers that wait (the
+ *   try is given up and, as nothing was sent, moved to another backend for
+ *   any method), then the wait for headers; after the headers, the backend's
+ *   silence between body chunks, not counting time the client's backpressure
+ *   paused the read.
  */
 import type { Dispatcher } from 'undici';
 import type { HttpResponse } from 'uWebSockets.js';
+import { CoarseTicker, type Ticking } from './coarse-ticker.js';
 import type { FailureCode } from './errors.js';
 import type { Exchange } from './exchange.js';
 import type { Forwarded } from './forwarding.js';
@@ -38,29 +47,47 @@ export interface ProxyOwner {
 /** Abort reasons we give undici, so we know our own aborts when they come back. */
 const CLIENT_GONE = Object.assign(new Error('client went away'), { code: 'NATSGW_CLIENT_GONE' });
 const RETRYING = Object.assign(new Error('retrying on another backend'), { code: 'NATSGW_RETRY' });
+const HEADERS_TIMEOUT = Object.assign(new Error('no response headers in time'), { code: 'NATSGW_HEADERS_TIMEOUT' });
+const BODY_TIMEOUT = Object.assign(new Error('the response body stalled'), { code: 'NATSGW_BODY_TIMEOUT' });
+// The try waited in the pool (all connections busy, or still connecting) past its limit; nothing was sent.
+const QUEUE_TIMEOUT = Object.assign(new Error('no free connection to the backend in time'), { code: 'NATSGW_QUEUE_TIMEOUT' });
+const ABANDONED = Object.assign(new Error('try abandoned while queued'), { code: 'NATSGW_ABANDONED' });
+
+/** A time limit fires at most this late. */
+const TIME_LIMIT_TICK_MS = 20;
+const timeLimits = new CoarseTicker<ProxyRequest>(TIME_LIMIT_TICK_MS);
 
 /** Error codes meaning the request never reached the backend (safe to retry for any method). */
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED']);
-const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+const TIMEOUTS = new Set([HEADERS_TIMEOUT.code, BODY_TIMEOUT.code, QUEUE_TIMEOUT.code, 'UND_ERR_CONNECT_TIMEOUT']);
 
 interface Classified {
   code: FailureCode;
+  /** The request never reached the backend: any method may be retried. */
   notSent: boolean;
+  /** Counted as a connect error (refused, connect timeout, unreachable). */
+  connectError: boolean;
   detail: string;
 }
 
 function classify(err: Error & { code?: string }): Classified {
   const code = err.code ?? '';
   const detail = code ? `${code}: ${err.message}` : err.message;
-  if (TIMEOUTS.has(code)) return { code: 'upstream-timeout', notSent: code === 'UND_ERR_CONNECT_TIMEOUT', detail };
-  return { code: 'upstream-error', notSent: NOT_SENT.has(code), detail };
+  if (TIMEOUTS.has(code)) {
+    const connectTimeout = code === 'UND_ERR_CONNECT_TIMEOUT';
+    return { code: 'upstream-timeout', notSent: connectTimeout || code === QUEUE_TIMEOUT.code, connectError: connectTimeout, detail };
+  }
+  const notSent = NOT_SENT.has(code);
+  return { code: 'upstream-error', notSent, connectError: notSent, detail };
 }
 
 // cork() takes a callback; module-level slots let one static function serve every call.
 let corkRequest: ProxyRequest;
 let corkChunk: Buffer;
+const NO_BYTES = new Uint8Array(0);
 function writeHeadCorked(): void {
   corkRequest.flushHead();
+  corkRequest.completeHead();
 }
 function writeChunkCorked(): void {
   corkRequest.flushHead();
@@ -86,13 +113,49 @@ function flushWaitingHeads(): void {
   }
 }
 
-export class ProxyRequest implements Dispatcher.DispatchHandler {
+/**
+ * The handler undici gets for one try. A try given up while it still waits
+ * in undici's pool (see ProxyRequest.tick) can start later; it must then be
+ * aborted before anything is written, and reach nothing of the request,
+ * which has moved on.
+ */
+class UpstreamTry implements Dispatcher.DispatchHandler {
+  constructor(private readonly req: ProxyRequest) {}
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    if (this.req.currentTry === this) this.req.onRequestStart(controller);
+    else controller.abort(ABANDONED);
+  }
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (this.req.currentTry === this) this.req.onResponseStart(controller, statusCode, headers);
+  }
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.req.currentTry === this) this.req.onResponseData(controller, chunk);
+  }
+  onResponseEnd(controller: Dispatcher.DispatchController): void {
+    if (this.req.currentTry === this) this.req.onResponseEnd(controller);
+  }
+  onResponseError(controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.req.currentTry === this) this.req.onResponseError(controller, err);
+  }
+}
+
+export class ProxyRequest implements Ticking {
+  /** undici's handler for the try in progress. */
+  currentTry: UpstreamTry | undefined;
   private controller: Dispatcher.DispatchController | undefined;
   private upstream: Upstream | undefined;
   private tried: Set<Upstream> | undefined;
   private tries = 0;
   private tryOpen = false;
   private readonly deadline: number;
+  // time limits of the current try (checked by tick())
+  private tryDeadline = 0;
+  private inBody = false;
+  /** Set while upstream reads are paused because the client is slow: not the backend's silence. */
+  private paused = false;
+  private chunks = 0;
+  private chunksSeen = -1;
+  private chunksSeenAt = 0;
   private readonly headers: string[];
   private readonly path: string;
   private readonly idempotent: boolean;
@@ -174,9 +237,13 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     this.tries++;
     this.upstream = upstream;
     this.tryOpen = true;
+    this.tryDeadline = now + Math.min(this.route.config.tryTimeoutMs ?? this.route.config.timeoutMs, remaining);
+    this.inBody = false;
+    timeLimits.add(this);
     upstream.acquire();
-    const config = this.route.config;
     const body = this.ex.body;
+    const attempt = new UpstreamTry(this);
+    this.currentTry = attempt;
     try {
       upstream.pool.dispatch(
         {
@@ -184,10 +251,11 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
           method: this.ex.method as Dispatcher.HttpMethod,
           headers: this.headers,
           body: body === undefined || (body.length === 0 && this.ex.contentLength < 0) ? null : body,
-          headersTimeout: Math.max(1, Math.min(config.tryTimeoutMs ?? config.timeoutMs, remaining)),
-          bodyTimeout: config.timeoutMs,
+          // Limits are ours: see tick().
+          headersTimeout: 0,
+          bodyTimeout: 0,
         },
-        this,
+        attempt,
       );
     } catch (err) {
       // undici refused the request itself (an argument it rejects, a pool
@@ -217,7 +285,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     const u = this.upstream;
     if (u === undefined) return;
     if (c.code === 'upstream-timeout') u.timeouts++;
-    if (c.notSent) u.connectErrors++;
+    if (c.connectError) u.connectErrors++;
   }
 
   /** Records the current try's outcome on its backend, once. */
@@ -240,11 +308,35 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     if (this.controller === undefined) this.settle('neutral', 'client went away');
   }
 
-  // undici DispatchHandler
+  // undici's callbacks for the current try (through UpstreamTry)
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
     if (this.ex.aborted) controller.abort(CLIENT_GONE);
+  }
+
+  /** Enforces the current try's time limits; see CoarseTicker. */
+  tick(now: number): boolean {
+    if (!this.tryOpen) return false;
+    let limit: Error | undefined;
+    if (!this.inBody) {
+      if (now >= this.tryDeadline) limit = HEADERS_TIMEOUT;
+    } else if (this.paused || this.chunks !== this.chunksSeen) {
+      this.chunksSeen = this.chunks;
+      this.chunksSeenAt = now;
+    } else if (now - this.chunksSeenAt >= this.route.config.timeoutMs) {
+      limit = BODY_TIMEOUT;
+    }
+    if (limit === undefined) return true;
+    if (this.controller !== undefined) {
+      this.controller.abort(limit); // → onResponseError, as any failed try
+    } else {
+      // undici calls onRequestStart just before it writes a request, so this
+      // one still waits for a connection and nothing was sent: give it up.
+      this.currentTry = undefined;
+      this.tryFailed(QUEUE_TIMEOUT);
+    }
+    return this.tryOpen;
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
@@ -257,9 +349,11 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
         this.owner.onTry?.(this.ex, this.upstream!, 'retry', `status ${statusCode}`);
         this.controller = undefined;
         controller.abort(RETRYING);
-        return this.tryNext({ code: 'upstream-error', notSent: false, detail: `status ${statusCode}` });
+        return this.tryNext({ code: 'upstream-error', notSent: false, connectError: false, detail: `status ${statusCode}` });
       }
     }
+    this.inBody = true;
+    this.chunksSeen = -1;
     this.headStatus = statusCode;
     this.headHeaders = headers;
     this.headPending = true;
@@ -283,8 +377,22 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     this.writeHead(this.headStatus, headers);
   }
 
+  /**
+   * A head flushed before any body byte: uWS holds back the end of the
+   * header block (its Date and length lines) until the first body write, so
+   * a client would not see the response yet. With a known length an empty
+   * tryEnd sends it; a chunked response has no such call in uWS v20.30 (its
+   * head leaves with the first chunk; see the README's known limits).
+   */
+  completeHead(): void {
+    if (this.clientDone || this.ex.aborted || this.total <= 0) return;
+    const res = this.ex.res;
+    if (res.getWriteOffset() === 0) res.tryEnd(NO_BYTES, this.total);
+  }
+
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (controller !== this.controller || this.clientDone) return;
+    this.chunks++;
     corkRequest = this;
     corkChunk = chunk;
     this.ex.res.cork(writeChunkCorked);
@@ -294,6 +402,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
     if (controller !== this.controller) return;
     this.controller = undefined;
     this.settle('success', 'ok');
+    timeLimits.delete(this);
     this.upstreamEnded = true;
     if (this.clientDone || this.pending !== undefined) return; // a pending chunk finishes in onWritable
     corkRequest = this;
@@ -303,6 +412,11 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
   onResponseError(controller: Dispatcher.DispatchController, err: Error): void {
     if (controller !== this.controller) return;
     this.controller = undefined;
+    this.tryFailed(err);
+  }
+
+  /** The current try failed: retry elsewhere, answer with a problem, or cut the response off. */
+  private tryFailed(err: Error): void {
     if (err === CLIENT_GONE || this.ex.aborted) return this.settle('neutral', 'client went away');
     const c = classify(err);
     this.count(c);
@@ -403,6 +517,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
   }
 
   private pause(res: HttpResponse): void {
+    this.paused = true;
     this.controller?.pause();
     if (this.writableHooked) return;
     this.writableHooked = true;
@@ -426,6 +541,7 @@ export class ProxyRequest implements Dispatcher.DispatchHandler {
         return true;
       }
     }
+    this.paused = false;
     this.controller?.resume();
     return true;
   }

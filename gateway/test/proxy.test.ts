@@ -189,6 +189,74 @@ test('proxy: a slow upstream → 504; a body that dribbles is cut off by the idl
   await assert.rejects(d.body.text(), 'cut off after the idle timeout');
 });
 
+test('proxy: a head the backend sends before its body reaches the client at once (known length)', async () => {
+  const [b] = await backends(1, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '5' });
+    res.flushHeaders();
+    setTimeout(() => res.end('later'), 1500);
+  });
+  await putRoute(kv, s.gw, 'api.headfirst', { upstreams: [{ url: b!.url }] });
+  const t0 = Date.now();
+  const r = await request(`${s.base}/headfirst`);
+  const headAfter = Date.now() - t0;
+  assert.equal(r.statusCode, 200);
+  assert.ok(headAfter < 1000, `head arrived after ${headAfter} ms, not with the body`);
+  assert.equal(await r.body.text(), 'later');
+});
+
+test('proxy: the idle limit counts the backend\'s silence, not a slow client\'s backpressure', async () => {
+  // 16 MiB sent at once fills every buffer on the way, so the gateway pauses
+  // the upstream read while this client sleeps for well over timeoutMs.
+  const [big] = await backends(1, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(16 * 1024 * 1024) });
+    res.end(Buffer.alloc(16 * 1024 * 1024, 0x62));
+  });
+  await putRoute(kv, s.gw, 'api.slowreader', { upstreams: [{ url: big!.url }], timeoutMs: 200 });
+  const r = await request(`${s.base}/slowreader`, { highWaterMark: 64 * 1024 });
+  assert.equal(r.statusCode, 200);
+  let received = 0;
+  let slept = false;
+  for await (const chunk of r.body as AsyncIterable<Buffer>) {
+    received += chunk.length;
+    if (!slept && received >= 1024 * 1024) {
+      slept = true;
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  }
+  assert.equal(received, 16 * 1024 * 1024, 'the whole body arrived after the client\'s pause');
+});
+
+test('proxy: a try that waits for a free connection past tryTimeoutMs moves on, even a POST (nothing was sent)', async () => {
+  let held: (() => void) | undefined;
+  // Answers its headers at once and holds the body: its one connection stays busy.
+  const [busy] = await backends(1, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '4' });
+    res.flushHeaders();
+    held = () => res.end('late');
+  });
+  const [spare] = await backends(1, (req, res) => res.end(`spare ${req.method}`));
+  // One connection to `busy`; round-robin sends the first two requests there.
+  await putRoute(kv, s.gw, 'api.queued', {
+    upstreams: [{ url: busy!.url, weight: 100 }, { url: spare!.url, weight: 1 }],
+    balancing: 'round-robin',
+    maxConnections: 1,
+    tryTimeoutMs: 300,
+    timeoutMs: 5000,
+    retries: 1,
+    passiveHealth: { consecutiveFailures: 100 },
+  });
+  const first = await request(`${s.base}/queued/first`); // takes busy's only connection
+  assert.equal(first.statusCode, 200);
+  const t0 = Date.now();
+  const second = await request(`${s.base}/queued/second`, { method: 'POST', body: 'once' });
+  assert.equal(second.statusCode, 200);
+  assert.equal(await second.body.text(), 'spare POST', 'the queued POST went to the other backend');
+  assert.ok(Date.now() - t0 < 2000, `moved on after ${Date.now() - t0} ms`);
+  assert.equal(busy!.hits, 1, 'the busy backend never saw the POST');
+  held!();
+  assert.equal(await first.body.text(), 'late', 'the first response, held meanwhile, completes');
+});
+
 test('proxy: connection refused everywhere → 502 after trying each; accepted but never answered → failover', async () => {
   const [p1, p2] = [await freePort(), await freePort()];
   await putRoute(kv, s.gw, 'api.refused', { upstreams: [{ url: `http://127.0.0.1:${p1}` }, { url: `http://127.0.0.1:${p2}` }], retries: 3 });

@@ -95,8 +95,8 @@ const RouteSchemaStrict = Type.Object(
         { additionalProperties: false, description: 'Per-backend circuit breaker. Off unless present.' },
       ),
     ),
-    timeoutMs: Type.Integer({ minimum: 1, maximum: 3_600_000, default: 30_000, description: 'Longest wait for the response headers, all tries included; also the longest gap between two body chunks. Default 30000.' }),
-    tryTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Longest wait for one try (default: timeoutMs).' })),
+    timeoutMs: Type.Integer({ minimum: 1, maximum: 3_600_000, default: 30_000, description: 'Longest wait for the response headers, all tries included; also the longest silence between two body chunks (time a slow client held the stream back does not count). Default 30000.' }),
+    tryTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Longest wait for one try, from waiting for a free connection to the response headers (default: timeoutMs). A try still waiting for a connection sent nothing, so it moves to another backend whatever the method.' })),
     connectTimeoutMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 5_000, description: 'Longest TCP/TLS connect. Default 5000.' }),
     retries: Type.Integer({
       minimum: 0,
