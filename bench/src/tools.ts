@@ -1,0 +1,167 @@
+/** What the bench scripts share: finding tools, starting processes, nginx, wrk, CPU accounting. */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { connect } from '@nats-io/transport-node';
+import { openRoutesBucket } from '@natsgw/gateway';
+
+export function which(name: string): string | undefined {
+  for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin']) {
+    if (dir && existsSync(join(dir, name))) return join(dir, name);
+  }
+  return undefined;
+}
+
+export interface Measurement {
+  requestsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  /** CPU time (user + system) the proxying process spent per request, in µs. */
+  proxyCpuUsPerReq?: number;
+}
+
+
+/**
+ * CPU time of a process in clock ticks (utime + stime, /proc/PID/stat). The
+ * VM this runs on has steal time that swings req/s by 15–30 % between rounds;
+ * CPU per request barely moves with it, so it says more about the code.
+ */
+export function cpuTicks(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+export const TICKS_PER_S = 100; // USER_HZ on Linux
+
+const children: ChildProcess[] = [];
+export function start(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  return child;
+}
+export function waitForLine(child: ChildProcess, pattern: RegExp, what: string): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const onData = (d: Buffer) => {
+      seen += d.toString();
+      const m = pattern.exec(seen);
+      if (m) {
+        child.stdout!.off('data', onData);
+        child.stderr!.off('data', onData);
+        resolve(m);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${what} exited (${code}): ${seen.slice(-500)}`)));
+    setTimeout(() => reject(new Error(`${what} did not start: ${seen.slice(-500)}`)), 15_000).unref();
+  });
+}
+
+function toMs(value: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(value.trim());
+  if (!m) return NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 's' ? n * 1000 : n;
+}
+
+export function runWrk(wrk: string, url: string, seconds: number, connections: number): Measurement {
+  const r = spawnSync(wrk, ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
+  const out = r.stdout;
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  const p50 = toMs(/^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? '');
+  const p99 = toMs(/^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? '');
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const socketErrors = sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  return { requestsPerSec: rps, p50Ms: p50, p99Ms: p99, errors: non2xx + socketErrors };
+}
+
+export async function runAutocannon(url: string, seconds: number, connections: number): Promise<Measurement> {
+  const r = await autocannon({ url, connections, duration: seconds });
+  return { requestsPerSec: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.non2xx + r.errors + r.timeouts };
+}
+
+export function startNginx(nginx: string, upstreamPort: number, port: number): { child: ChildProcess; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'natsgw-bench-nginx-'));
+  for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d));
+  const conf = `
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream backend { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}`;
+  writeFileSync(join(dir, 'nginx.conf'), conf);
+  return { child: start(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir]), dir };
+}
+
+export function memoryKb(pid: number): { rssKb: number; peakRssKb: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return {
+    rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN),
+    peakRssKb: Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN),
+  };
+}
+
+/** Stops every process started with start(): SIGTERM, then SIGKILL for those still running. */
+export async function stopAll(): Promise<void> {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 300));
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+}
+
+/** The pid of nginx's one worker (the master only supervises), once it has started. */
+export function nginxWorkerPid(master: ChildProcess): number {
+  const kids = readFileSync(`/proc/${master.pid}/task/${master.pid}/children`, 'utf8').trim();
+  return Number(kids.split(/\s+/)[0]) || master.pid!;
+}
+
+export interface BenchGateway {
+  child: ChildProcess;
+  port: number;
+  /** Everything the gateway has logged so far. */
+  log(): string;
+}
+
+/** Starts natsgw (root subject `api`, no access log, like nginx's `access_log off`) and waits until it listens. */
+export async function startGateway(natsUrl: string): Promise<BenchGateway> {
+  const bin = fileURLToPath(new URL('../../../gateway/bin/natsgw.js', import.meta.url));
+  const child = start(process.execPath, [bin, 'serve', '--nats', natsUrl, '--subject', 'api', '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info', '--access-log', 'false']);
+  let log = '';
+  child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+  const port = Number((await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:(\d+)/, 'gateway'))[1]);
+  return { child, port, log: () => log };
+}
+
+/** Puts the override `api.proxied` → upstreamPort (prefix stripped) and waits until the gateway applied it. */
+export async function putProxiedOverride(natsUrl: string, upstreamPort: number, gateway: BenchGateway): Promise<void> {
+  const nc = await connect({ servers: natsUrl });
+  const kv = await openRoutesBucket(nc);
+  await kv.put('api.proxied', JSON.stringify({ upstreams: [{ url: `http://127.0.0.1:${upstreamPort}` }], stripPrefix: true }));
+  await nc.close();
+  for (let waited = 0; !gateway.log().includes('override applied'); waited += 50) {
+    if (waited > 10_000) throw new Error(`the gateway did not apply the override: ${gateway.log().slice(-500)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
