@@ -123,7 +123,7 @@ class UpstreamTry implements Dispatcher.DispatchHandler {
   constructor(private readonly req: ProxyRequest) {}
   onRequestStart(controller: Dispatcher.DispatchController): void {
     if (this.req.currentTry === this) this.req.onRequestStart(controller);
-    else controller.abort(ABANDONED);
+    else controller.abort(ABANDONED); // undici closes that connection: a rare, overloaded path
   }
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     if (this.req.currentTry === this) this.req.onResponseStart(controller, statusCode, headers);

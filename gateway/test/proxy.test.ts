@@ -255,6 +255,12 @@ test('proxy: a try that waits for a free connection past tryTimeoutMs moves on, 
   assert.equal(busy!.hits, 1, 'the busy backend never saw the POST');
   held!();
   assert.equal(await first.body.text(), 'late', 'the first response, held meanwhile, completes');
+  // The connection is free now, and undici still holds the given-up POST: it must not go out.
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(busy!.hits, 1, 'the given-up POST was never sent, even once a connection was free');
+  const again = await request(`${s.base}/queued/again`);
+  assert.equal(again.statusCode, 200, 'the backend is still served afterwards');
+  await again.body.dump();
 });
 
 test('proxy: connection refused everywhere → 502 after trying each; accepted but never answered → failover', async () => {
