@@ -61,6 +61,32 @@ test('breaker: a failed trial reopens it with a doubled wait, capped at maxOpenM
   assert.equal(b.currentOpenMs, 1000, 'back to the base wait');
 });
 
+test('breaker: reading it (admitsAt, stateAt, Upstream.wouldAccept) changes nothing; canAccept agrees with admitsAt', () => {
+  const b = new CircuitBreaker({ ...settings, halfOpenRequests: 1 });
+  for (let i = 0; i < 3; i++) b.onFailure(0);
+  assert.equal(b.admitsAt(500), false, 'open and waiting');
+  assert.equal(b.admitsAt(1000), true, 'wait over: a trial would be admitted');
+  assert.equal(b.stateAt(1000), 'half-open');
+  assert.equal(b.state, 'open', 'reading moved nothing');
+  assert.equal(b.canAccept(1000), true);
+  assert.equal(b.state, 'half-open', 'picking does move it');
+  b.acquire();
+  assert.equal(b.admitsAt(1000), false, 'its one trial slot is taken');
+  assert.equal(b.canAccept(1000), false);
+
+  const u = new Upstream('http://10.9.8.3:80', 1, { maxConnections: 1, connectTimeoutMs: 10 }, { consecutiveFailures: 100, baseEjectionMs: 1, maxEjectionMs: 1, maxEjectionPercent: 100, failureStatuses: [] }, { ...settings });
+  for (let i = 0; i < 3; i++) {
+    u.acquire();
+    u.release('failure', Date.now(), () => false);
+  }
+  const later = Date.now() + 10_000;
+  assert.equal(u.wouldAccept(later), true);
+  assert.equal(u.breaker!.state, 'open', 'a view of the backend leaves its breaker alone');
+  assert.equal(u.isAvailable(later), true);
+  assert.equal(u.breaker!.state, 'half-open');
+  u.retire();
+});
+
 test('breaker: a trial the client abandoned frees its slot without a verdict', () => {
   const b = new CircuitBreaker({ ...settings });
   for (let i = 0; i < 3; i++) b.onFailure(0);

@@ -92,7 +92,7 @@ export function backends(view: GatewayView): BackendView[] {
         route,
         url: u.url,
         weight: u.weight,
-        available: u.isAvailable(now),
+        available: u.wouldAccept(now),
         healthy: u.healthy,
         activeChecks: u.probed,
         lastProbe: u.lastProbe ? { at: new Date(u.lastProbe.at).toISOString(), ok: u.lastProbe.ok, detail: u.lastProbe.detail } : null,

@@ -92,7 +92,7 @@ export function createMetrics(view: GatewayView): Registry {
   add(metric('natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.retries }])));
   add(metric('natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.timeouts }])));
   add(metric('natsgw_upstream_connect_errors_total', 'Tries that could not connect (refused, connect timeout, unreachable).', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.connectErrors }])));
-  add(metric('natsgw_backend_up', '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.isAvailable(Date.now()) ? 1 : 0 }])));
+  add(metric('natsgw_backend_up', '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.wouldAccept(Date.now()) ? 1 : 0 }])));
   add(metric('natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.inFlight }])));
   add(metric('natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.ejections }])));
   add(

@@ -52,16 +52,22 @@ export class CircuitBreaker {
     return this.state === 'open' ? this.openedAt + this.currentOpenMs : 0;
   }
 
+  /** Whether a request would be admitted at `now`, changing nothing (for views and messages; see stateAt). */
+  admitsAt(now: number): boolean {
+    const state = this.stateAt(now);
+    if (state !== 'half-open') return state === 'closed';
+    // Still 'open' here means the wait just ended: every trial slot is free.
+    return this.state === 'open' || this.trialsInFlight < this.settings.halfOpenRequests;
+  }
+
   /** Whether a request may go to this backend now (no side effect but the open → half-open move). */
   canAccept(now: number): boolean {
-    if (this.state === 'closed') return true;
-    if (this.state === 'open') {
-      if (now < this.openedAt + this.currentOpenMs) return false;
+    if (this.state === 'open' && now >= this.openedAt + this.currentOpenMs) {
       this.move('half-open');
       this.halfOpenSuccesses = 0;
       this.trialsInFlight = 0;
     }
-    return this.trialsInFlight < this.settings.halfOpenRequests;
+    return this.admitsAt(now);
   }
 
   /** A request was sent (after canAccept said yes). */

@@ -127,9 +127,18 @@ export class Upstream {
     return now < this.ejectedUntil;
   }
 
-  /** May take a request now. */
+  /** May take a request now; for picking one (an open breaker whose wait is over moves to half-open). */
   isAvailable(now: number): boolean {
-    return !this.retired && this.healthy && now >= this.ejectedUntil && (this.breaker === undefined || this.breaker.canAccept(now));
+    return this.inService(now) && (this.breaker === undefined || this.breaker.canAccept(now));
+  }
+
+  /** Whether it would take a request now, changing nothing: for admin views, metrics and messages. */
+  wouldAccept(now: number): boolean {
+    return this.inService(now) && (this.breaker === undefined || this.breaker.admitsAt(now));
+  }
+
+  private inService(now: number): boolean {
+    return !this.retired && this.healthy && now >= this.ejectedUntil;
   }
 
   /** A request is being sent here. */
