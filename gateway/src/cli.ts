@@ -7,14 +7,13 @@
  * the gateway validates. Exit codes: 0 success, 1 runtime failure, 2 bad usage
  * or configuration.
  */
-import { readFileSync } from 'node:fs';
 import yargs, { type Argv } from 'yargs';
 import { connectOnce, openBucket } from './commands/connect.js';
 import { askFleet, askGateway, render } from './commands/fleet.js';
 import { CommandError, describeEntry, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './commands/routes.js';
 import { paint, table } from './commands/table.js';
 import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from './config.js';
-import { startGateway } from './gateway.js';
+import { startGateway, VERSION } from './gateway.js';
 import { createLogger, flushLogs } from './log.js';
 import type { AdminVerb } from './ops/admin-data.js';
 import { BALANCING_POLICIES } from './overrides/route-schema.js';
@@ -22,7 +21,6 @@ import { BALANCING_POLICIES } from './overrides/route-schema.js';
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
 
-const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Raised for bad usage; printed as one line, exit code 2. */
 class UsageError extends Error {}

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { connect, nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { us_listen_socket } from 'uWebSockets.js';
 import type { GatewayConfig } from './config.js';
-import { HttpFront, type Exchange, type NatsLink } from './http-front.js';
+import { HttpFront, natsBodyLimit, type Exchange, type NatsLink } from './http-front.js';
 import { createLogger, type Logger } from './log.js';
 import { natsConnectionOptions } from './nats-options.js';
 import { startAdminServer, type AdminServer } from './ops/admin-http.js';
@@ -174,7 +174,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     natsState.connected = true;
     natsState.server = nc.getServer();
     log.info({ server: nc.getServer(), maxPayload: link.maxPayload }, 'connected to NATS');
-    const usable = link.maxPayload - config.maxHeaderBytes - 1024;
+    const usable = natsBodyLimit(config.maxBodyBytes, config.maxHeaderBytes, link.maxPayload);
     if (usable < config.maxBodyBytes) {
       log.info({ maxBody: config.maxBodyBytes, usable, maxPayload: link.maxPayload }, `request bodies limited to ${usable} bytes by the NATS server's max_payload`);
     }

@@ -46,6 +46,11 @@ export type FrontEvent =
   | { type: 'internal-error'; error: unknown; requestId: string }
   | { type: 'upstream-try'; route: string; upstream: string; outcome: TryOutcome | 'retry'; detail: string; requestId: string };
 
+/** Largest body a NATS request may carry: --max-body, and room for the envelope within the server's max_payload. */
+export function natsBodyLimit(maxBodyBytes: number, maxHeaderBytes: number, maxPayload: number): number {
+  return Math.min(maxBodyBytes, maxPayload - maxHeaderBytes - 1024);
+}
+
 /** The NATS side as the front sees it; absent while disconnected. */
 export interface NatsLink {
   mux: ReplyMux<Exchange>;
@@ -257,7 +262,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     } else {
       const link = this.link;
       if (link === undefined) return this.fail(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${subject}`, hasBody);
-      ex.bodyLimit = this.natsBodyLimit(link);
+      ex.bodyLimit = natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, link.maxPayload);
     }
     if (ex.contentLength > ex.bodyLimit) {
       return this.fail(ex, 'body-too-large', `request body of ${ex.contentLength} bytes exceeds the limit of ${ex.bodyLimit} bytes`, true);
@@ -269,11 +274,6 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     if (chunked) ex.chunks = [];
     else ex.body = Buffer.allocUnsafe(ex.contentLength);
     ex.res.onData((chunk, isLast) => this.onData(ex, chunk, isLast));
-  }
-
-  /** Largest body a NATS request may carry: --max-body, and room for the envelope within max_payload. */
-  private natsBodyLimit(link: NatsLink): number {
-    return Math.min(this.opts.maxBodyBytes, link.maxPayload - this.opts.maxHeaderBytes - 1024);
   }
 
   private onData(ex: Exchange, chunk: ArrayBuffer, isLast: boolean): void {

@@ -251,9 +251,6 @@ export class ProxyRequest implements Ticking {
           method: this.ex.method as Dispatcher.HttpMethod,
           headers: this.headers,
           body: body === undefined || (body.length === 0 && this.ex.contentLength < 0) ? null : body,
-          // Limits are ours: see tick().
-          headersTimeout: 0,
-          bodyTimeout: 0,
         },
         attempt,
       );

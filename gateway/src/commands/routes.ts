@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { KV, KvEntry } from '@nats-io/kv';
-import { parseRoute, ROUTE_KEY_PATTERN, type RouteOptions } from '../overrides/route-schema.js';
+import { isRouteKey, parseRoute, type RouteOptions } from '../overrides/route-schema.js';
 
 export class CommandError extends Error {
   override name = 'CommandError';
@@ -18,11 +18,9 @@ export class CommandError extends Error {
   }
 }
 
-const KEY_RE = new RegExp(ROUTE_KEY_PATTERN);
-
 export function checkKey(subject: string): string {
   if (subject.startsWith('/')) throw new CommandError(`route keys are subjects, not paths: for ${subject} use ROOT${subject.replace(/\//g, '.')} (e.g. api.legacy)`, 2);
-  if (!KEY_RE.test(subject)) throw new CommandError(`invalid subject ${JSON.stringify(subject)}: tokens of A-Z a-z 0-9 - _ = separated by dots, no wildcards`, 2);
+  if (!isRouteKey(subject)) throw new CommandError(`invalid subject ${JSON.stringify(subject)}: tokens of A-Z a-z 0-9 - _ = separated by dots, no wildcards`, 2);
   return subject;
 }
 

@@ -8,6 +8,8 @@ import type { GatewayView } from './gateway-view.js';
 
 export const ADMIN_VERBS = ['status', 'routes', 'backends', 'circuits', 'stats'] as const;
 export type AdminVerb = (typeof ADMIN_VERBS)[number];
+const VERBS: ReadonlySet<string> = new Set(ADMIN_VERBS);
+export const isAdminVerb = (s: string): s is AdminVerb => VERBS.has(s);
 
 export interface GatewayStatus {
   id: string;

@@ -11,7 +11,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { problemJson, PROBLEM_CONTENT_TYPE } from '@natsgw/service-sdk/protocol';
-import { ADMIN_VERBS, answer, type AdminVerb } from './admin-data.js';
+import { answer, isAdminVerb } from './admin-data.js';
 import type { AdminToken } from './admin-token.js';
 import type { GatewayView } from './gateway-view.js';
 
@@ -19,8 +19,6 @@ export interface AdminServer {
   readonly port: number;
   close(): Promise<void>;
 }
-
-const VERBS = new Set<string>(ADMIN_VERBS);
 
 export async function startAdminServer(host: string, port: number, token: AdminToken, view: GatewayView, metrics: Registry): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
@@ -48,7 +46,7 @@ export async function startAdminServer(host: string, port: number, token: AdminT
       );
       return;
     }
-    if (VERBS.has(verb)) return send(200, 'application/json', JSON.stringify(answer(view, verb as AdminVerb)));
+    if (isAdminVerb(verb)) return send(200, 'application/json', JSON.stringify(answer(view, verb)));
     return problem(404, 'not-found', `no admin endpoint ${path}; try /status, /routes, /backends, /circuits, /stats, /metrics, /healthz, /readyz`);
   });
   server.keepAliveTimeout = 5000;

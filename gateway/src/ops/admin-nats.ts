@@ -10,12 +10,11 @@
  * {"id", "ok": false, "error"}.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
-import { ADMIN_VERBS, answer, type AdminVerb } from './admin-data.js';
+import { answer, isAdminVerb } from './admin-data.js';
 import type { AdminToken } from './admin-token.js';
 import type { GatewayView } from './gateway-view.js';
 
 export const ADMIN_SUBJECT_PREFIX = 'natsgw.admin';
-const VERBS = new Set<string>(ADMIN_VERBS);
 
 export function serveAdminOverNats(nc: NatsConnection, view: GatewayView, token: AdminToken): Subscription[] {
   const handle = (_err: Error | null, msg: Msg): void => {
@@ -23,8 +22,8 @@ export function serveAdminOverNats(nc: NatsConnection, view: GatewayView, token:
     const verb = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
     let body: object;
     if (!token.allows(msg.headers?.get('Authorization') || undefined)) body = { ok: false, error: 'unauthorized' };
-    else if (!VERBS.has(verb)) body = { ok: false, error: `unknown admin verb ${verb}` };
-    else body = { ok: true, data: answer(view, verb as AdminVerb) };
+    else if (!isAdminVerb(verb)) body = { ok: false, error: `unknown admin verb ${verb}` };
+    else body = { ok: true, data: answer(view, verb) };
     msg.respond(JSON.stringify({ id: view.id, ...body }));
   };
   return [nc.subscribe(`${ADMIN_SUBJECT_PREFIX}.*`, { callback: handle }), nc.subscribe(`${ADMIN_SUBJECT_PREFIX}.${view.id}.*`, { callback: handle })];

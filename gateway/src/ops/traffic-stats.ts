@@ -8,6 +8,8 @@
  * from the same buckets at query time.
  */
 
+import { SecondWindow } from '../second-window.js';
+
 /** Upper bounds of the latency buckets, in seconds (Prometheus `le`). */
 export const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;
 
@@ -72,8 +74,7 @@ export class RouteTraffic {
 
 export class TrafficStats {
   private readonly routes = new Map<string, RouteTraffic>();
-  private readonly perSecond = new Float64Array(10);
-  private lastSecond = 0;
+  private readonly perSecond = new SecondWindow(10);
   total = 0;
 
   /** The traffic record of a route, created on first use. */
@@ -84,29 +85,15 @@ export class TrafficStats {
     return t;
   }
 
-  /** Zeroes the one-second slots that passed since the last call; returns the current slot. */
-  private roll(nowMs: number): number {
-    const second = Math.floor(nowMs / 1000);
-    if (second !== this.lastSecond) {
-      const gap = Math.min(second - this.lastSecond, 10);
-      for (let i = 1; i <= gap; i++) this.perSecond[(this.lastSecond + i) % 10] = 0;
-      this.lastSecond = second;
-    }
-    return second % 10;
-  }
-
   /** Counts a finished response towards the request rate. */
   tick(nowMs: number): void {
-    this.perSecond[this.roll(nowMs)]!++;
+    this.perSecond.add(nowMs);
     this.total++;
   }
 
   /** Requests per second over the last 9 complete seconds. */
   ratePerSecond(nowMs: number): number {
-    const current = this.roll(nowMs);
-    let sum = 0;
-    for (let i = 0; i < 10; i++) if (i !== current) sum += this.perSecond[i]!;
-    return sum / 9;
+    return this.perSecond.sum(nowMs, true) / (this.perSecond.seconds - 1);
   }
 
   all(): RouteTraffic[] {

@@ -15,6 +15,8 @@ export type BalancingPolicy = (typeof BALANCING_POLICIES)[number];
 
 /** A KV key: a subject whose tokens may hold the `=XX` escapes paths map to. */
 export const ROUTE_KEY_PATTERN = '^[A-Za-z0-9_=-]+(\\.[A-Za-z0-9_=-]+)*$';
+const ROUTE_KEY_RE = new RegExp(ROUTE_KEY_PATTERN);
+export const isRouteKey = (key: string): boolean => ROUTE_KEY_RE.test(key);
 const UPSTREAM_URL_PATTERN = '^https?://[^\\s/?#@]+(/[^\\s?#]*)?$';
 const HEADER_NAME_PATTERN = "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$";
 const HEADER_VALUE_PATTERN = '^[\\t\\x20-\\x7e\\x80-\\uffff]*$';

@@ -7,9 +7,7 @@
  */
 import type { UpstreamEvents } from '../upstream/upstream.js';
 import { RouteRuntime } from './route.js';
-import { parseRoute, ROUTE_KEY_PATTERN } from './route-schema.js';
-
-const KEY_RE = new RegExp(ROUTE_KEY_PATTERN);
+import { isRouteKey, parseRoute } from './route-schema.js';
 
 export interface Rejection {
   revision: number;
@@ -64,13 +62,12 @@ export class RouteTable {
       this.rejected.set(key, { revision, reason, at: new Date().toISOString() });
       return { status: 'rejected', reason };
     };
-    if (!KEY_RE.test(key)) return reject('key is not a subject');
+    if (!isRouteKey(key)) return reject('key is not a subject');
     const parsed = parseRoute(value);
     if (!parsed.ok) return reject(parsed.reason);
-    const previous = this.routes.get(key);
-    const route = new RouteRuntime(key, revision, parsed.config, this.rootSubject, previous, this.events);
+    const route = new RouteRuntime(key, revision, parsed.config, this.rootSubject, current, this.events);
     this.routes.set(key, route);
-    previous?.retireRemoved(route);
+    current?.retireRemoved(route);
     this.rejected.delete(key);
     return { status: 'applied', route };
   }

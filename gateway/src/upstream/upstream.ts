@@ -92,7 +92,7 @@ export class Upstream {
       pipelining: 1,
       connect: { timeout: s.connectTimeoutMs },
       keepAliveTimeout: 4_000,
-      // Per-try limits are set on each request.
+      // No undici timers: the proxy keeps its own limits (ProxyRequest.tick).
       headersTimeout: 0,
       bodyTimeout: 0,
     });
