@@ -131,9 +131,8 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
     const subject = argv.subject as string;
     switch (verb) {
       case 'put': {
-        const revision = await putRoute(kv, subject, route!);
-        const listing = describeEntry((await kv.get(subject))!);
-        out(json ? JSON.stringify({ subject, revision, route: listing.route }) + '\n' : `put ${subject} (revision ${revision}): ${summarize(listing)}\n`);
+        const revision = await putRoute(kv, subject, route!.value);
+        out(json ? JSON.stringify({ subject, revision, route: route!.config }) + '\n' : `put ${subject} (revision ${revision}): ${summarize({ valid: true, route: route!.config })}\n`);
         return;
       }
       case 'get': {

@@ -81,11 +81,12 @@ export function parseUpstream(spec: string): { url: string; weight?: number } {
 }
 
 /**
- * Builds the route a user described with flags or a file; throws a
+ * Builds the route a user described with flags or a file: the value to store
+ * and, as the gateway will read it, with defaults filled in. Throws a
  * CommandError naming the problem when the schema rejects it.
  * @example routeFromFlags({ upstream: ['http://10.0.0.5:8080=3', 'http://10.0.0.6:8080'], balancing: 'round-robin' })
  */
-export function routeFromFlags(f: RouteFlags): Record<string, unknown> {
+export function routeFromFlags(f: RouteFlags): { value: Record<string, unknown>; config: RouteOptions } {
   let route: Record<string, unknown>;
   if (f.file !== undefined) {
     const others = Object.entries(f).filter(([k, v]) => k !== 'file' && v !== undefined && !(Array.isArray(v) && v.length === 0));
@@ -130,7 +131,7 @@ export function routeFromFlags(f: RouteFlags): Record<string, unknown> {
   }
   const checked = parseRoute(route);
   if (!checked.ok) throw new CommandError(`invalid route: ${checked.reason}`, 2);
-  return route;
+  return { value: route, config: checked.config as RouteOptions };
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
@@ -192,7 +193,7 @@ export async function removeRoute(kv: KV, subject: string): Promise<void> {
 }
 
 /** One line of summary for tables and watch output. */
-export function summarize(l: RouteListing): string {
+export function summarize(l: Pick<RouteListing, 'valid' | 'reason' | 'route'>): string {
   if (!l.valid) return `INVALID: ${l.reason}`;
   const r = l.route!;
   const ups = r.upstreams.map((u) => (u.weight && u.weight !== 1 ? `${u.url}=${u.weight}` : u.url)).join(' ');
