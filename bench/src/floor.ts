@@ -16,7 +16,7 @@
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
-import { cpuTicks, nginxWorkerPid, putProxiedOverride, runWrk, start, startGateway, startNginx, stopAll, TICKS_PER_S, waitForLine, which } from './tools.js';
+import { cpuTicks, cpuUsPerRequest, putProxiedOverride, runWrk, start, startGateway, startNginx, stopAll, waitForLine, which } from './tools.js';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 4);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -49,10 +49,9 @@ async function main(): Promise<void> {
     const add = (label: string, url: string, pid: number) => contenders.push({ label, url, pid, rps: [], cpu: [] });
 
     const nginxPort = await freePort();
-    const n = startNginx(nginx, upstreamPort, nginxPort);
+    const n = await startNginx(nginx, upstreamPort, nginxPort);
     nginxDir = n.dir;
-    await new Promise((r) => setTimeout(r, 300));
-    add('nginx → node:http', `http://127.0.0.1:${nginxPort}/hello`, nginxWorkerPid(n.child));
+    add('nginx → node:http', `http://127.0.0.1:${nginxPort}/hello`, n.workerPid);
 
     for (const client of ['undici', 'net']) {
       const p = start(process.execPath, [here('./floor-proxy.js'), String(upstreamPort)], { FLOOR_CLIENT: client });
@@ -72,7 +71,7 @@ async function main(): Promise<void> {
         const before = cpuTicks(c.pid);
         const m = runWrk(wrk, c.url, DURATION_S, CONNECTIONS);
         if (m.errors) throw new Error(`${c.label}: ${m.errors} errors`);
-        const cpu = ((cpuTicks(c.pid) - before) / TICKS_PER_S / (m.requestsPerSec * DURATION_S)) * 1e6;
+        const cpu = cpuUsPerRequest(c.pid, before, m.requestsPerSec, DURATION_S);
         c.rps.push(m.requestsPerSec);
         c.cpu.push(cpu);
         const ratio = m.requestsPerSec / contenders[0]!.rps[round - 1]!;

@@ -19,12 +19,12 @@
  * Environment: BENCH_DURATION (s, default 5), BENCH_CONNECTIONS (50),
  * BENCH_ROUNDS (3), BENCH_TOOL (wrk|autocannon).
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
-import { cpuTicks, memoryKb, nginxWorkerPid, putProxiedOverride, runAutocannon, runWrk, start, startGateway, startNginx, stopAll, TICKS_PER_S, waitForLine, which, type Measurement } from './tools.js';
+import { cpuTicks, cpuUsPerRequest, memoryKb, putProxiedOverride, runAutocannon, runWrk, start, startGateway, startNginx, stopAll, waitForLine, waitForLog, which, type Measurement } from './tools.js';
 
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -63,11 +63,9 @@ async function main(): Promise<void> {
     // (b) nginx → node:http
     if (nginx) {
       const port = await freePort();
-      const n = startNginx(nginx, directPort, port);
+      const n = await startNginx(nginx, directPort, port);
       nginxDir = n.dir;
-      await new Promise((r) => setTimeout(r, 300));
-      if (n.child.exitCode !== null) throw new Error(`nginx exited: ${readFileSync(join(n.dir, 'error.log'), 'utf8')}`);
-      contenders.push({ key: 'nginx', label: 'nginx → node:http', url: `http://127.0.0.1:${port}/hello`, pid: nginxWorkerPid(n.child) });
+      contenders.push({ key: 'nginx', label: 'nginx → node:http', url: `http://127.0.0.1:${port}/hello`, pid: n.workerPid });
     }
 
     // (c) gateway → NATS → SDK service
@@ -75,10 +73,7 @@ async function main(): Promise<void> {
     const service = start(process.execPath, [here('./service.js')], { NATS_URL: nats.url, SUBJECT: 'api.hello' });
     await waitForLine(service, /ready/, 'service');
     const gateway = await startGateway(nats.url);
-    for (let waited = 0; !gateway.log().includes('connected to NATS'); waited += 50) {
-      if (waited > 10_000) throw new Error(`the gateway did not connect to NATS: ${gateway.log().slice(-500)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitForLog(gateway, 'connected to NATS', 'connect to NATS');
     uwsNative = !/NOT loaded/.test(gateway.log());
     gatewayPid = gateway.child.pid!;
     contenders.push({ key: 'gateway', label: 'natsgw → NATS → service', url: `http://127.0.0.1:${gateway.port}/hello`, pid: gatewayPid });
@@ -94,7 +89,7 @@ async function main(): Promise<void> {
         await measure(c.url, WARMUP_S);
         const before = cpuTicks(c.pid);
         const m = await measure(c.url, DURATION_S);
-        m.proxyCpuUsPerReq = ((cpuTicks(c.pid) - before) / TICKS_PER_S / (m.requestsPerSec * DURATION_S)) * 1e6;
+        m.proxyCpuUsPerReq = cpuUsPerRequest(c.pid, before, m.requestsPerSec, DURATION_S);
         (rounds[c.key] ??= []).push(m);
         console.log(`  round ${round}  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)} req/s  p50 ${m.p50Ms.toFixed(2)} ms  p99 ${m.p99Ms.toFixed(2)} ms  CPU ${m.proxyCpuUsPerReq.toFixed(1)} µs/req${m.errors ? `  errors ${m.errors}` : ''}`);
       }

@@ -24,7 +24,6 @@ export interface Measurement {
   proxyCpuUsPerReq?: number;
 }
 
-
 /**
  * CPU time of a process in clock ticks (utime + stime, /proc/PID/stat). The
  * VM this runs on has steal time that swings req/s by 15–30 % between rounds;
@@ -34,7 +33,12 @@ export function cpuTicks(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return Number(fields[11]) + Number(fields[12]);
 }
-export const TICKS_PER_S = 100; // USER_HZ on Linux
+const TICKS_PER_S = 100; // USER_HZ on Linux
+
+/** CPU µs per request of `pid` over a run of `seconds` at `requestsPerSec`, given cpuTicks(pid) before it. */
+export function cpuUsPerRequest(pid: number, ticksBefore: number, requestsPerSec: number, seconds: number): number {
+  return ((cpuTicks(pid) - ticksBefore) / TICKS_PER_S / (requestsPerSec * seconds)) * 1e6;
+}
 
 const children: ChildProcess[] = [];
 export function start(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
@@ -86,7 +90,8 @@ export async function runAutocannon(url: string, seconds: number, connections: n
   return { requestsPerSec: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.non2xx + r.errors + r.timeouts };
 }
 
-export function startNginx(nginx: string, upstreamPort: number, port: number): { child: ChildProcess; dir: string } {
+/** nginx (1 worker) proxying 127.0.0.1:port to the upstream; `workerPid` is the process doing the work. */
+export async function startNginx(nginx: string, upstreamPort: number, port: number): Promise<{ child: ChildProcess; dir: string; workerPid: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'natsgw-bench-nginx-'));
   for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d));
   const conf = `
@@ -113,7 +118,10 @@ http {
   }
 }`;
   writeFileSync(join(dir, 'nginx.conf'), conf);
-  return { child: start(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir]), dir };
+  const child = start(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir]);
+  await new Promise((r) => setTimeout(r, 300));
+  if (child.exitCode !== null) throw new Error(`nginx exited: ${readFileSync(join(dir, 'error.log'), 'utf8')}`);
+  return { child, dir, workerPid: nginxWorkerPid(child) };
 }
 
 export function memoryKb(pid: number): { rssKb: number; peakRssKb: number } {
@@ -132,7 +140,7 @@ export async function stopAll(): Promise<void> {
 }
 
 /** The pid of nginx's one worker (the master only supervises), once it has started. */
-export function nginxWorkerPid(master: ChildProcess): number {
+function nginxWorkerPid(master: ChildProcess): number {
   const kids = readFileSync(`/proc/${master.pid}/task/${master.pid}/children`, 'utf8').trim();
   return Number(kids.split(/\s+/)[0]) || master.pid!;
 }
@@ -154,14 +162,19 @@ export async function startGateway(natsUrl: string): Promise<BenchGateway> {
   return { child, port, log: () => log };
 }
 
+/** Waits until the gateway has logged `text` (at most 10 s). */
+export async function waitForLog(gateway: BenchGateway, text: string, what: string): Promise<void> {
+  for (let waited = 0; !gateway.log().includes(text); waited += 50) {
+    if (waited > 10_000) throw new Error(`the gateway did not ${what}: ${gateway.log().slice(-500)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** Puts the override `api.proxied` → upstreamPort (prefix stripped) and waits until the gateway applied it. */
 export async function putProxiedOverride(natsUrl: string, upstreamPort: number, gateway: BenchGateway): Promise<void> {
   const nc = await connect({ servers: natsUrl });
   const kv = await openRoutesBucket(nc);
   await kv.put('api.proxied', JSON.stringify({ upstreams: [{ url: `http://127.0.0.1:${upstreamPort}` }], stripPrefix: true }));
   await nc.close();
-  for (let waited = 0; !gateway.log().includes('override applied'); waited += 50) {
-    if (waited > 10_000) throw new Error(`the gateway did not apply the override: ${gateway.log().slice(-500)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitForLog(gateway, 'override applied', 'apply the override');
 }
