@@ -16,11 +16,11 @@
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
-import { cpuTicks, cpuUsPerRequest, putProxiedOverride, runWrk, start, startGateway, startNginx, stopAll, waitForLine, which } from './tools.js';
+import { cpuTicks, cpuUsPerRequest, envCount, putProxiedOverride, runWrk, start, startGateway, startNginx, stopAll, waitForLine, which } from './tools.js';
 
-const DURATION_S = Number(process.env.BENCH_DURATION ?? 4);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const DURATION_S = envCount('BENCH_DURATION', 4);
+const CONNECTIONS = envCount('BENCH_CONNECTIONS', 50);
+const ROUNDS = envCount('BENCH_ROUNDS', 3);
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
 interface Contender {

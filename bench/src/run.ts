@@ -24,11 +24,11 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
-import { cpuTicks, cpuUsPerRequest, memoryKb, putProxiedOverride, runAutocannon, runWrk, start, startGateway, startNginx, stopAll, waitForLine, waitForLog, which, type Measurement } from './tools.js';
+import { cpuTicks, cpuUsPerRequest, envCount, memoryKb, putProxiedOverride, runAutocannon, runWrk, start, startGateway, startNginx, stopAll, waitForLine, waitForLog, which, type Measurement } from './tools.js';
 
-const DURATION_S = Number(process.env.BENCH_DURATION ?? 5);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const DURATION_S = envCount('BENCH_DURATION', 5);
+const CONNECTIONS = envCount('BENCH_CONNECTIONS', 50);
+const ROUNDS = envCount('BENCH_ROUNDS', 3);
 const WARMUP_S = 2;
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const RESULTS_DIR = here('../../results');
@@ -42,7 +42,12 @@ interface Contender {
 }
 
 async function main(): Promise<void> {
-  const wrk = process.env.BENCH_TOOL === 'autocannon' ? undefined : which('wrk');
+  const toolChoice = process.env.BENCH_TOOL;
+  if (toolChoice !== undefined && toolChoice !== '' && toolChoice !== 'wrk' && toolChoice !== 'autocannon') {
+    process.stderr.write(`bench: BENCH_TOOL must be wrk or autocannon (got ${JSON.stringify(toolChoice)})\n`);
+    process.exit(2);
+  }
+  const wrk = toolChoice === 'autocannon' ? undefined : which('wrk');
   const nginx = which('nginx');
   const tool = wrk ? 'wrk' : 'autocannon';
   console.log(`natsgw bench: ${tool}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${cpus().length} CPUs, node ${process.version}`);

@@ -8,6 +8,17 @@ import autocannon from 'autocannon';
 import { connect } from '@nats-io/transport-node';
 import { openRoutesBucket } from '@natsgw/gateway';
 
+/** A positive whole number from the environment, or `fallback`; anything else stops the bench with exit code 2. */
+export function envCount(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^[1-9]\d*$/.test(raw)) {
+    process.stderr.write(`bench: ${name} must be a positive whole number (got ${JSON.stringify(raw)})\n`);
+    process.exit(2);
+  }
+  return Number(raw);
+}
+
 export function which(name: string): string | undefined {
   for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin']) {
     if (dir && existsSync(join(dir, name))) return join(dir, name);
