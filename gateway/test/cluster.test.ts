@@ -7,7 +7,7 @@ import { openRoutesBucket } from '../src/overrides/routes-bucket.js';
 import { startBackends } from './backends.js';
 import { echo, eventually, respond, startTestGateway } from './helpers.js';
 
-test('cluster: a node of a 3-node JetStream cluster dies under traffic — the gateway fails over and the replicated bucket keeps serving and updating overrides', async () => {
+test('cluster: a node of a 3-node JetStream cluster dies under traffic — the gateway fails over and the replicated bucket keeps serving and updating overrides', { timeout: 180_000 }, async () => {
   const clusterPorts = [await freePort(), await freePort(), await freePort()];
   const nodes: NatsServer[] = [];
   for (let i = 0; i < 3; i++) {
@@ -22,6 +22,7 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
   const [a, b] = await startBackends(2);
   const { gw, base } = await startTestGateway({ nats: urls.join(','), routesReplicas: 3, timeout: 3000 });
   const service = await connect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  let running = true; // the traffic loop; stopped in `finally` too, or a failed run never ends
   try {
     await gw.connected;
     await respond(service, 'api.core', (req) => echo(req));
@@ -34,7 +35,6 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
     await eventually(() => gw.routes.match('api.legacy') !== undefined, 5000, 'override applied');
 
     const results = { overrideFailures: 0, override: 0, nats: 0, nats503: 0, other: [] as string[] };
-    let running = true;
     const traffic = (async () => {
       while (running) {
         const [o, n] = await Promise.all([
@@ -59,6 +59,11 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
     const mark = results.nats;
     await eventually(() => results.nats > mark + 20, 15_000, 'NATS path served again through another node');
     // The bucket (R3, two of three left) still takes updates, and the gateway sees them.
+    // When the dead node also led the JetStream meta group, creating consumers
+    // (the gateway's key listing and watch) fails until the two left elect a
+    // new leader: measured 10-15 s on nats-server 2.9, plus the watcher's 5 s
+    // request timeout and retry delay. Hence the long waits; they end as soon
+    // as the update arrives.
     await eventually(async () => {
       try {
         await kv.put('api.legacy', JSON.stringify({ upstreams: [{ url: b!.url }] }));
@@ -66,14 +71,15 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
       } catch {
         return false;
       }
-    }, 15_000, 'bucket writable with a node down');
-    await eventually(() => gw.routes.match('api.legacy')?.upstreams[0]?.url === new URL(b!.url).href, 15_000, 'update reached the gateway');
+    }, 30_000, 'bucket writable with a node down');
+    await eventually(() => gw.routes.match('api.legacy')?.upstreams[0]?.url === new URL(b!.url).href, 45_000, 'update reached the gateway');
     running = false;
     await traffic;
     assert.equal(results.overrideFailures, 0, `overrides never stopped serving: ${results.other.slice(0, 5).join('; ')}`);
     assert.deepEqual(results.other, [], 'NATS path: only 200s and brief 503s while reconnecting');
     await admin.close();
   } finally {
+    running = false;
     {
       await service.close().catch(() => undefined);
       await gw.close(500);
