@@ -12,7 +12,7 @@ import { isIP } from 'node:net';
 import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
 import { ROOT_SUBJECT_PATTERN } from '@natsgw/service-sdk/protocol';
-import { DEFAULT_ROUTES_BUCKET } from './overrides/routes-bucket.js';
+import { DEFAULT_ROUTES_BUCKET } from './routes/routes-bucket.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_SUBJECT = 'api';

@@ -8,19 +8,19 @@ import { readFileSync } from 'node:fs';
 import { connect, nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { us_listen_socket } from 'uWebSockets.js';
 import type { GatewayConfig } from './config.js';
-import { HttpFront, natsBodyLimit, type Exchange, type NatsLink } from './http-front.js';
+import { HttpFront, natsBodyLimit, type Exchange, type NatsLink } from './front/http-front.js';
 import { createLogger, type Logger } from './log.js';
-import { natsConnectionOptions } from './nats-options.js';
+import { natsConnectionOptions } from './nats/nats-options.js';
 import { startAdminServer, type AdminServer } from './ops/admin-http.js';
 import { serveAdminOverNats } from './ops/admin-nats.js';
 import { AdminToken } from './ops/admin-token.js';
 import type { GatewayView } from './ops/gateway-view.js';
 import { createMetrics } from './ops/metrics.js';
 import { TrafficStats } from './ops/traffic-stats.js';
-import { RouteTable } from './overrides/route-table.js';
-import { RoutesWatcher, type OverridesStatus, type ReloadResult } from './overrides/routes-watcher.js';
-import { ReplyMux } from './reply-mux.js';
-import { uWS, uwsFallbackReason, uwsIsNative } from './uws.js';
+import { RouteTable } from './routes/route-table.js';
+import { RoutesWatcher, type OverridesStatus, type ReloadResult } from './routes/routes-watcher.js';
+import { ReplyMux } from './nats/reply-mux.js';
+import { uWS, uwsFallbackReason, uwsIsNative } from './front/uws.js';
 
 export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 

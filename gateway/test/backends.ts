@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Gateway } from '../src/gateway.js';
-import { openRoutesBucket } from '../src/overrides/routes-bucket.js';
+import { openRoutesBucket } from '../src/routes/routes-bucket.js';
 import { eventually } from './helpers.js';
 
 export interface SeenRequest {

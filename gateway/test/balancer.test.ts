@@ -1,8 +1,8 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createBalancer } from '../src/upstream/balancer.js';
-import { Upstream } from '../src/upstream/upstream.js';
-import { BALANCING_POLICIES } from '../src/overrides/route-schema.js';
+import { createBalancer } from '../src/http/upstream/balancer.js';
+import { Upstream } from '../src/http/upstream/upstream.js';
+import { BALANCING_POLICIES } from '../src/routes/route-schema.js';
 
 /** Deterministic random numbers (mulberry32), so the statistics are stable. */
 function seeded(seed: number): () => number {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CircuitBreaker, type BreakerState } from '../src/upstream/breaker.js';
-import { RetryBudget } from '../src/upstream/retry-budget.js';
+import { CircuitBreaker, type BreakerState } from '../src/http/upstream/breaker.js';
+import { RetryBudget } from '../src/http/upstream/retry-budget.js';
 
 const settings = { failureThreshold: 3, successThreshold: 2, openMs: 1000, maxOpenMs: 4000, halfOpenRequests: 1 };
 
@@ -112,7 +112,7 @@ test('retry budget: retries are capped at a share of recent requests, with a per
   assert.equal(budget.tryAcquire(now + 11_000), true);
 });
 
-import { Upstream } from '../src/upstream/upstream.js';
+import { Upstream } from '../src/http/upstream/upstream.js';
 
 test('passive health: N failures in a row eject; each ejection lasts longer, up to the cap; the share of ejected backends is bounded', () => {
   const passive = { consecutiveFailures: 2, baseEjectionMs: 100, maxEjectionMs: 250, maxEjectionPercent: 50, failureStatuses: [502] };

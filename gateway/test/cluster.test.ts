@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { connect } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
-import { openRoutesBucket } from '../src/overrides/routes-bucket.js';
+import { openRoutesBucket } from '../src/routes/routes-bucket.js';
 import { startBackends } from './backends.js';
 import { echo, eventually, respond, startTestGateway } from './helpers.js';
 

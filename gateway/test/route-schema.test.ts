@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { parseRoute, routeJsonSchema } from '../src/overrides/route-schema.js';
+import { parseRoute, routeJsonSchema } from '../src/routes/route-schema.js';
 
 test('route schema: the published JSON Schema is the one the gateway uses', () => {
   const published = JSON.parse(readFileSync(new URL('../../schema/route.schema.json', import.meta.url), 'utf8')) as object;

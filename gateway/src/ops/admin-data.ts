@@ -3,7 +3,7 @@
  * /backends, /circuits and /stats answer, over HTTP and over NATS alike.
  */
 import { hostname } from 'node:os';
-import type { RouteOptions } from '../overrides/route-schema.js';
+import type { RouteOptions } from '../routes/route-schema.js';
 import type { GatewayView } from './gateway-view.js';
 
 export const ADMIN_VERBS = ['status', 'routes', 'backends', 'circuits', 'stats'] as const;

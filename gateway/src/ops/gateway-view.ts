@@ -2,8 +2,8 @@
  * What the admin API, the metrics and the fleet view read about a running
  * gateway. gateway.ts provides it; nothing here changes the gateway.
  */
-import type { RouteTable } from '../overrides/route-table.js';
-import type { OverridesStatus, ReloadResult } from '../overrides/routes-watcher.js';
+import type { RouteTable } from '../routes/route-table.js';
+import type { OverridesStatus, ReloadResult } from '../routes/routes-watcher.js';
 import type { TrafficStats } from './traffic-stats.js';
 
 export interface NatsState {

@@ -8,8 +8,8 @@
  * request path.
  */
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { BREAKER_STATE_VALUE } from '../upstream/breaker.js';
-import type { Upstream } from '../upstream/upstream.js';
+import { BREAKER_STATE_VALUE } from '../http/upstream/breaker.js';
+import type { Upstream } from '../http/upstream/upstream.js';
 import type { GatewayView } from './gateway-view.js';
 import { LATENCY_BUCKETS_S, METHODS, STATUS_CLASSES } from './traffic-stats.js';
 

@@ -8,7 +8,7 @@
  * from the same buckets at query time.
  */
 
-import { SecondWindow } from '../second-window.js';
+import { SecondWindow } from '../timing/second-window.js';
 
 /** Upper bounds of the latency buckets, in seconds (Prometheus `le`). */
 export const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] as const;

@@ -5,7 +5,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { HttpResponse } from 'uWebSockets.js';
 import { PROBLEM_CONTENT_TYPE, problemJson } from '@natsgw/service-sdk/protocol';
-import { FAILURES, type FailureCode } from './errors.js';
+import { FAILURES, type FailureCode } from '../errors.js';
 import type { Exchange } from './exchange.js';
 
 export const STATUS_LINES: readonly string[] = Array.from({ length: 600 }, (_, s) => `${s} ${STATUS_CODES[s] ?? ''}`);

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { KV, KvEntry } from '@nats-io/kv';
-import { isRouteKey, parseRoute, type RouteOptions } from '../overrides/route-schema.js';
+import { isRouteKey, parseRoute, type RouteOptions } from '../routes/route-schema.js';
 
 export class CommandError extends Error {
   override name = 'CommandError';

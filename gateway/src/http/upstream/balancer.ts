@@ -7,7 +7,7 @@
  * The same conformance suite (test/balancer.test.ts) runs against every
  * policy: weights are honoured, unavailable backends are never chosen.
  */
-import type { BalancingPolicy } from '../overrides/route-schema.js';
+import type { BalancingPolicy } from '../../routes/route-schema.js';
 import type { Upstream } from './upstream.js';
 
 export interface Balancer {

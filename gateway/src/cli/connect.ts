@@ -6,8 +6,8 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { KV } from '@nats-io/kv';
 import type { GatewayConfig } from '../config.js';
-import { natsConnectionOptions } from '../nats-options.js';
-import { openRoutesBucket } from '../overrides/routes-bucket.js';
+import { natsConnectionOptions } from '../nats/nats-options.js';
+import { openRoutesBucket } from '../routes/routes-bucket.js';
 import { CommandError } from './routes.js';
 
 export async function connectOnce(config: GatewayConfig, name: string, timeoutMs = 5000): Promise<NatsConnection> {

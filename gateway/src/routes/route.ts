@@ -3,10 +3,10 @@
  * and retry budget. Requests keep the RouteRuntime they started with, so a
  * route update never changes a request in flight.
  */
-import { createBalancer, type Balancer } from '../upstream/balancer.js';
-import { HealthChecker } from '../upstream/health-checker.js';
-import { RetryBudget } from '../upstream/retry-budget.js';
-import { Upstream, type UpstreamEvents } from '../upstream/upstream.js';
+import { createBalancer, type Balancer } from '../http/upstream/balancer.js';
+import { HealthChecker } from '../http/upstream/health-checker.js';
+import { RetryBudget } from '../http/upstream/retry-budget.js';
+import { Upstream, type UpstreamEvents } from '../http/upstream/upstream.js';
 import type { RouteConfig } from './route-schema.js';
 
 export class RouteRuntime {

@@ -8,15 +8,15 @@
  * or configuration.
  */
 import yargs, { type Argv } from 'yargs';
-import { connectOnce, openBucket } from './commands/connect.js';
-import { askFleet, askGateway, render } from './commands/fleet.js';
-import { CommandError, describeEntry, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './commands/routes.js';
-import { paint, table } from './commands/table.js';
-import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from './config.js';
-import { startGateway, VERSION } from './gateway.js';
-import { createLogger, flushLogs } from './log.js';
-import type { AdminVerb } from './ops/admin-data.js';
-import { BALANCING_POLICIES } from './overrides/route-schema.js';
+import { connectOnce, openBucket } from './connect.js';
+import { askFleet, askGateway, render } from './fleet.js';
+import { CommandError, describeEntry, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './routes.js';
+import { paint, table } from './table.js';
+import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from '../config.js';
+import { startGateway, VERSION } from '../gateway.js';
+import { createLogger, flushLogs } from '../log.js';
+import type { AdminVerb } from '../ops/admin-data.js';
+import { BALANCING_POLICIES } from '../routes/route-schema.js';
 
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;

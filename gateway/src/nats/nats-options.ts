@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { credsAuthenticator, type NodeConnectionOptions } from '@nats-io/transport-node';
-import type { GatewayConfig } from './config.js';
+import type { GatewayConfig } from '../config.js';
 
 /**
  * Connection options for the gateway: keep reconnecting forever (the

@@ -5,7 +5,7 @@
  * bucket serves many gateways. An invalid value is rejected with its reason
  * and the last good version of that key keeps serving.
  */
-import type { UpstreamEvents } from '../upstream/upstream.js';
+import type { UpstreamEvents } from '../http/upstream/upstream.js';
 import { RouteRuntime } from './route.js';
 import { isRouteKey, parseRoute } from './route-schema.js';
 

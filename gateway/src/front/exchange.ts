@@ -4,8 +4,8 @@
  * HttpRequest is gone when it returns.
  */
 import type { HttpResponse } from 'uWebSockets.js';
-import type { RouteRuntime } from './overrides/route.js';
-import type { PendingRequest } from './reply-mux.js';
+import type { RouteRuntime } from '../routes/route.js';
+import type { PendingRequest } from '../nats/reply-mux.js';
 
 export class Exchange implements PendingRequest {
   muxKey = '';

@@ -24,12 +24,12 @@
  */
 import type { Dispatcher } from 'undici';
 import type { HttpResponse } from 'uWebSockets.js';
-import { CoarseTicker, type Ticking } from './coarse-ticker.js';
-import type { FailureCode } from './errors.js';
-import type { Exchange } from './exchange.js';
-import type { Forwarded } from './forwarding.js';
-import type { RouteRuntime } from './overrides/route.js';
-import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STATUS_LINES } from './respond.js';
+import { CoarseTicker, type Ticking } from '../timing/coarse-ticker.js';
+import type { FailureCode } from '../errors.js';
+import type { Exchange } from '../front/exchange.js';
+import type { Forwarded } from '../front/forwarding.js';
+import type { RouteRuntime } from '../routes/route.js';
+import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STATUS_LINES } from '../front/respond.js';
 import type { TryOutcome, Upstream } from './upstream/upstream.js';
 
 export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);

@@ -4,7 +4,7 @@
  * per second regardless (so a quiet route can still retry). Counted in
  * one-second buckets; no timer.
  */
-import { SecondWindow } from '../second-window.js';
+import { SecondWindow } from '../../timing/second-window.js';
 
 const WINDOW_S = 10;
 
