@@ -58,7 +58,6 @@ async function main(): Promise<void> {
   let nats: NatsServer | undefined;
   let nginxDir: string | undefined;
   let gatewayPid = 0;
-  let uwsNative = true;
   try {
     // (a) node:http
     const direct = start(process.execPath, [here('./node-server.js')]);
@@ -79,7 +78,6 @@ async function main(): Promise<void> {
     await waitForLine(service, /ready/, 'service');
     const gateway = await startGateway(nats.url);
     await waitForLog(gateway, 'connected to NATS', 'connect to NATS');
-    uwsNative = !/NOT loaded/.test(gateway.log());
     gatewayPid = gateway.child.pid!;
     contenders.push({ key: 'gateway', label: 'natsgw → NATS → service', url: `http://127.0.0.1:${gateway.port}/hello`, pid: gatewayPid });
 
@@ -111,7 +109,6 @@ async function main(): Promise<void> {
       connections: CONNECTIONS,
       durationS: DURATION_S,
       rounds: ROUNDS,
-      uwsNative,
       results: Object.fromEntries(contenders.map((c) => [c.key, { label: c.label, best: best[c.key], rounds: rounds[c.key] }])),
       gatewayMemory: mem,
       ratios: { gatewayVsNginx: ratio('gateway', 'nginx'), gatewayVsDirect: ratio('gateway', 'direct'), overrideVsNginx: ratio('override', 'nginx') },
@@ -125,7 +122,7 @@ async function main(): Promise<void> {
       console.log(`  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)}  ${m.p50Ms.toFixed(2).padStart(8)} ${m.p99Ms.toFixed(2).padStart(8)}  ${m.proxyCpuUsPerReq!.toFixed(1).padStart(10)}  ${m.errors}`);
     }
     console.log('  (CPU µs/req: the proxying process only — node:http itself, the nginx worker, the gateway)');
-    console.log(`\n  gateway memory: RSS ${(mem.rssKb / 1024).toFixed(1)} MiB, peak ${(mem.peakRssKb / 1024).toFixed(1)} MiB${uwsNative ? '' : '  (uWS FALLBACK, not native!)'}`);
+    console.log(`\n  gateway memory: RSS ${(mem.rssKb / 1024).toFixed(1)} MiB, peak ${(mem.peakRssKb / 1024).toFixed(1)} MiB`);
     if (result.ratios.gatewayVsNginx !== undefined) {
       const r = result.ratios.gatewayVsNginx;
       console.log(`  gateway / nginx→node:http  = ${r.toFixed(2)}×  (target ≥ 1.00×: ${r >= 1 ? 'met' : 'NOT met'})`);

@@ -20,7 +20,7 @@ import { TrafficStats } from './ops/traffic-stats.js';
 import { RouteTable } from './routes/route-table.js';
 import { RoutesWatcher, type OverridesStatus, type ReloadResult } from './routes/routes-watcher.js';
 import { ReplyMux } from './nats/reply-mux.js';
-import { uWS, uwsFallbackReason, uwsIsNative } from './front/uws.js';
+import { loadUws, uwsHeadLimitBytes } from './front/uws.js';
 
 export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -64,11 +64,9 @@ export interface GatewayDeps {
  */
 export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const log = deps.logger ?? createLogger(config.logLevel, config.logFormat);
-  if (!uwsIsNative) {
-    log.warn(
-      { reason: uwsFallbackReason },
-      '!!! uWebSockets.js native binary NOT loaded: running on the slow pure-JS fallback. Throughput will be a fraction of normal. Use Node 20 on linux/darwin x64/arm64 or win32 x64. !!!',
-    );
+  const uWS = loadUws(config.maxHeaderBytes);
+  if (uwsHeadLimitBytes < config.maxHeaderBytes) {
+    log.warn({ maxHeaderSize: config.maxHeaderBytes, uwsLimit: uwsHeadLimitBytes }, 'request heads are limited to UWS_HTTP_MAX_HEADERS_SIZE bytes, fixed when uWebSockets.js loaded; larger ones get 431 from uWS');
   }
   const id = nuid.next();
   const startedAt = new Date();
@@ -148,7 +146,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     admin = await startAdminServer(config.admin.host, config.admin.port, token, view, metrics);
   } catch (err) {
     uWS.us_listen_socket_close(listenSocket);
-    (app as typeof app & { close(): void }).close();
+    app.close();
     throw err;
   }
   listening = true;
@@ -234,8 +232,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       const until = Date.now() + graceMs;
       while (front.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       if (front.inFlight > 0) log.warn({ inFlight: front.inFlight, graceMs }, 'grace period over; closing with requests still in flight');
-      // close() exists in uWS v20.30 (drops keep-alive connections) but is missing from its typings.
-      (app as typeof app & { close(): void }).close();
+      // Drops the keep-alive connections that are left.
+      app.close();
       front.link = undefined;
       await watcher?.stop();
       routes.clear();

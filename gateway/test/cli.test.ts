@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request } from 'undici';
 import { startNatsServer } from '@natsgw/devkit';
 import { OPTION_KEYS, flagName, envName } from '../src/config.js';
@@ -83,14 +86,37 @@ test('cli: credentials the server refuses are a one-line error, exit 1', async (
   }
 });
 
-test('cli: says loudly at start-up when uWebSockets.js falls back to its pure-JS server', async () => {
-  const ns = await startNatsServer();
-  // The package's own switch to force its fallback, to check we notice it.
-  const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0'], (out) => out.includes('listening on'), { ...process.env, UWS_USE_FALLBACK: 'true' });
+test('cli: a uWebSockets.js native binary that cannot load is one clear line and exit 1, not a slow fallback', () => {
+  // Simulate a platform without a matching binary: every native addon load fails.
+  const dir = mkdtempSync(join(tmpdir(), 'natsgw-nonative-'));
+  const preload = join(dir, 'no-native.cjs');
+  writeFileSync(preload, "process.dlopen = () => { throw new Error('simulated: no binary for this platform'); };\n");
   try {
-    const warning = gw.output().split('\n').find((l) => l.includes('native binary NOT loaded'));
-    assert.ok(warning, 'warning printed');
-    assert.equal((JSON.parse(warning) as { level: number }).level, 40, 'at warn level');
+    const r = spawnSync(process.execPath, ['--require', preload, NATSGW_BIN, 'serve', '--nats', 'nats://127.0.0.1:1', '--port', '0', '--admin-port', '0'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1, r.stderr);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /^natsgw: cannot load the uWebSockets\.js native binary for Node v\d+.*ABI \d+.*simulated: no binary/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('cli: responses carry no uWebSockets header; --max-header-size (default 16 KiB) is the limit clients meet, not uWS\'s 4 KiB', async () => {
+  const ns = await startNatsServer();
+  const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0'], (out) => out.includes('connected to NATS'));
+  try {
+    const port = Number(/"port":(\d+)/.exec(gw.output())![1]);
+    const r = await fetch(`http://127.0.0.1:${port}/nobody`);
+    assert.equal(r.status, 503);
+    await r.text();
+    assert.equal(r.headers.get('uwebsockets'), null);
+    const twelveK = await fetch(`http://127.0.0.1:${port}/nobody`, { headers: { 'x-big': 'a'.repeat(12 * 1024) } });
+    assert.equal(twelveK.status, 503, 'a 12 KiB header passes the front');
+    await twelveK.text();
+    const twentyK = await fetch(`http://127.0.0.1:${port}/nobody`, { headers: { 'x-big': 'a'.repeat(20 * 1024) } });
+    assert.equal(twentyK.status, 431);
+    assert.equal(((await twentyK.json()) as { code: string }).code, 'headers-too-large');
   } finally {
     gw.child.kill('SIGKILL');
     await ns.dispose();

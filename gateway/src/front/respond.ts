@@ -1,6 +1,6 @@
 /**
  * Writing responses with uWS: status lines, problem bodies, and the
- * workarounds its v20.30 needs for bodyless responses.
+ * workarounds it needs for bodyless responses.
  */
 import { STATUS_CODES } from 'node:http';
 import type { HttpResponse } from 'uWebSockets.js';
@@ -37,7 +37,8 @@ export function connectionNamed(value: string): Set<string> {
  * Ends a HEAD response, announcing `length` when known (≥ 0). In uWS v20.30,
  * endWithoutBody(n) with n > 0 leaves the response pending (the connection is
  * then lost), endWithoutBody(0) writes its own Content-Length, and any
- * non-number writes a bogus one; only the argument-less form is safe. Without
+ * non-number writes a bogus one; only the argument-less form is safe, and it
+ * behaves the same on v20.51 (the HEAD tests in http-front.test.ts). Without
  * its close flag, `close` becomes a Connection: close header the client honours.
  */
 export function endHead(res: HttpResponse, length: number, close: boolean): void {

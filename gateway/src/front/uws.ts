@@ -1,38 +1,73 @@
 /**
- * Loads uWebSockets.js and tells whether the native binary is in use.
+ * Loads uWebSockets.js and makes sure its native binary is what runs.
  *
- * The package we depend on (an alias of @trufflesuite/uws-js-unofficial)
- * quietly falls back to a slow pure-JS server when the native binary does not
- * load for this platform/Node ABI. That must never pass unnoticed, so the
- * gateway checks which one it got and warns loudly at start-up.
+ * We depend on `@based/uws@6.0.1` (uWebSockets.js v20.51, native builds for
+ * Node 18–23 on glibc Linux, macOS and Windows), pinned exactly because that
+ * package's `latest` tag is an older build. It throws when no binary fits
+ * this platform and Node ABI; older community builds instead fell back
+ * silently to a pure-JS server many times slower, so the native check stays
+ * as a guard against a dependency that does that again.
+ *
+ * Loaded on first use rather than on import, so that a machine without a
+ * usable binary gets one clear error from `startGateway()` (and the CLI one
+ * line and exit 1) instead of a stack trace while modules load.
  */
 import { createRequire } from 'node:module';
 import type * as UWS from 'uWebSockets.js';
 
 const require = createRequire(import.meta.url);
 
-// The fallback prints its own notice with console.warn/log while loading;
-// capture it so our one warning says everything.
-const originalWarn = console.warn;
-const originalLog = console.log;
-const loadNotes: string[] = [];
-console.warn = (...args: unknown[]) => void loadNotes.push(args.map(String).join(' '));
-console.log = console.warn;
-let loaded: typeof UWS;
-try {
-  loaded = require('uWebSockets.js') as typeof UWS;
-} finally {
-  console.warn = originalWarn;
-  console.log = originalLog;
+/** The uWebSockets.js native binary could not be loaded (wrong platform or Node version). */
+export class UwsLoadError extends Error {
+  override name = 'UwsLoadError';
+  readonly code = 'ERR_NATSGW_UWS_LOAD';
 }
 
-export const uWS = loaded;
+let loaded: typeof UWS | undefined;
 
-/** True when the native uWebSockets.js binary is loaded (not the pure-JS fallback). */
-export const uwsIsNative: boolean = Function.prototype.toString.call(uWS.App).includes('[native code]');
+/** Room for the request line (a long URL and query) on top of the header fields. */
+const REQUEST_LINE_ROOM_BYTES = 16 * 1024;
 
-/** Why the fallback was used, as the loader reported it (empty when native). */
-export const uwsFallbackReason: string = uwsIsNative ? '' : loadNotes.join(' ').replace(/\s+/g, ' ').trim();
+/**
+ * The largest request head uWS buffers, fixed when its binary loads: it
+ * reads `UWS_HTTP_MAX_HEADERS_SIZE` once (default 4096) and answers 431
+ * itself beyond it. Set from the first gateway's --max-header-size so that
+ * our own limit (with its problem body) is the one clients meet.
+ */
+export let uwsHeadLimitBytes = 0;
+
+/**
+ * uWebSockets.js, loaded once. Throws {@link UwsLoadError} with one line
+ * saying what this machine is when the native binary does not load.
+ * `maxHeaderBytes` sizes uWS's request-head buffer on the first load.
+ * @example const app = loadUws(16384).App();
+ */
+export function loadUws(maxHeaderBytes: number): typeof UWS {
+  if (loaded !== undefined) return loaded;
+  // An operator's explicit setting wins.
+  process.env.UWS_HTTP_MAX_HEADERS_SIZE ??= String(maxHeaderBytes + REQUEST_LINE_ROOM_BYTES);
+  uwsHeadLimitBytes = Number(process.env.UWS_HTTP_MAX_HEADERS_SIZE) || 4096;
+  let uws: typeof UWS;
+  try {
+    uws = require('uWebSockets.js') as typeof UWS;
+  } catch (err) {
+    // The package's message is a generic first line, then the loader's own error: that is the one to show.
+    const lines = String((err as Error).message).split('\n').filter((l) => l.trim() !== '');
+    const reason = lines[lines.length - 1] ?? 'unknown reason';
+    throw new UwsLoadError(
+      `cannot load the uWebSockets.js native binary for Node ${process.version} (${process.platform} ${process.arch}, ABI ${process.versions.modules}): ${reason}`,
+      { cause: err },
+    );
+  }
+  if (!Function.prototype.toString.call(uws.App).includes('[native code]')) {
+    throw new UwsLoadError('uWebSockets.js loaded without its native binary (a pure-JS fallback); refusing to serve at a fraction of normal speed');
+  }
+  // Without it, uWS adds `uWebSockets: 20` to every response: noise that also
+  // tells a scanner which parser it is talking to.
+  (uws as typeof uws & { _cfg(flag: string): void })._cfg('silent');
+  loaded = uws;
+  return uws;
+}
 
 /** Formats a uWS binary remote address (4 or 16 bytes) as text; IPv4-mapped IPv6 becomes dotted IPv4. */
 export function formatAddress(ab: ArrayBuffer): string {
