@@ -62,12 +62,12 @@ test('protocol: invalid replies are refused with a reason', () => {
     ['an array', pack([1, 200]), /not a msgpack map/],
     ['the unused byte 0xc1', Buffer.from([0xc1]), /not a msgpack map/],
     ['a timestamp', pack(new Date(0)), /not a msgpack map/],
-    ['truncated', encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from('xyz') }).subarray(0, 10), /not a msgpack map/],
+    ['truncated', encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from('xyz') }).subarray(0, 10), /truncated/],
     ['unknown version', pack({ v: 2, status: 200 }), /version 2/],
     ['no version', pack({ status: 200 }), /version undefined/],
     ['status 1xx', pack({ v: 1, status: 101 }), /invalid status 101/],
     ['status 600', pack({ v: 1, status: 600 }), /invalid status 600/],
-    ['status as text', pack({ v: 1, status: '200' }), /invalid status "200"/],
+    ['status as text', pack({ v: 1, status: '200' }), /invalid status \(not an integer\)/],
     ['fractional status', pack({ v: 1, status: 200.5 }), /invalid status/],
     ['odd headers', pack({ v: 1, status: 200, headers: ['a'] }), /flat list/],
     ['non-string header', pack({ v: 1, status: 200, headers: ['a', 1] }), /flat list/],
@@ -103,6 +103,141 @@ test('protocol: decodeRequest refuses what a v1 gateway never sends', () => {
   assert.throws(() => decodeRequest(pack({ v: 1, method: 'GET', path: 'no-slash' })), ProtocolError);
   assert.throws(() => decodeRequest(pack({ v: 1, method: 1, path: '/' })), ProtocolError);
   assert.throws(() => decodeRequest(pack({ v: 1, method: 'GET', path: '/', headers: ['a'] })), ProtocolError);
+});
+
+/** msgpack bytes, written out by hand where an encoder would refuse or normalise. */
+const hex = (h: string) => Buffer.from(h.replace(/\s+/g, ''), 'hex');
+const V1_STATUS_200 = 'a17601a6737461747573ccc8'; // "v" 1 "status" 200, without the map header
+
+test('protocol: a few bytes declaring a huge array or map are refused without allocating for them', () => {
+  const bombs: Array<[string, Uint8Array]> = [
+    ['array32 of 2^32-1 headers', hex(`83 ${V1_STATUS_200} a7 68656164657273 dd ffffffff`)],
+    ['array32 in an unknown field', hex(`83 ${V1_STATUS_200} a3 78797a dd 0fffffff 00`)],
+    ['map32 in an unknown field', hex(`83 ${V1_STATUS_200} a3 78797a df 0fffffff 00 00`)],
+    ['map32 as the envelope', hex('df 7fffffff a1 76 01')],
+    ['str32 of 4 GiB', hex(`83 ${V1_STATUS_200} a4 626f6479 db ffffffff 61`)],
+    ['bin32 of 4 GiB', hex(`83 ${V1_STATUS_200} a4 626f6479 c6 ffffffff 61`)],
+  ];
+  for (const [what, data] of bombs) {
+    assert.ok(data.length <= 30, `${what}: ${data.length} bytes`);
+    global.gc?.();
+    const before = process.memoryUsage();
+    const r = decodeReply(data);
+    const grew = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers - before.heapUsed - before.arrayBuffers;
+    assert.equal(typeof r, 'string', what);
+    assert.match(r as string, /longer than the message|truncated/, what);
+    assert.ok(grew < 8 * 1024 * 1024, `${what}: heap grew ${grew} bytes`);
+    assert.throws(() => decodeRequest(data), ProtocolError, what);
+  }
+});
+
+test('protocol: 64-bit integers are numbers when they fit, refused when they do not; never a BigInt', () => {
+  const u64 = (n: bigint) => { const b = Buffer.alloc(9); b[0] = 0xcf; b.writeBigUInt64BE(n, 1); return b.toString('hex'); };
+  const i64 = (n: bigint) => { const b = Buffer.alloc(9); b[0] = 0xd3; b.writeBigInt64BE(n, 1); return b.toString('hex'); };
+  const ok = decodeReply(hex(`82 a1 76 ${u64(1n)} a6 737461747573 ${i64(204n)}`));
+  assert.equal(typeof ok, 'object');
+  assert.equal((ok as { status: number }).status, 204);
+  assert.equal(typeof (ok as { status: unknown }).status, 'number');
+  for (const big of [u64(2n ** 53n), u64(2n ** 64n - 1n), i64(-(2n ** 53n)), i64(2n ** 63n - 1n)]) {
+    const r = decodeReply(hex(`82 a1 76 01 a6 737461747573 ${big}`));
+    assert.match(r as string, /integer out of range/);
+  }
+  const req = decodeRequest(hex(`84 a1 76 ${u64(1n)} a6 6d6574686f64 a3 474554 a4 70617468 a1 2f a9 74696d656f75744d73 ${u64(5000n)}`));
+  assert.equal(req.timeoutMs, 5000);
+  assert.throws(() => decodeRequest(hex(`84 a1 76 01 a6 6d6574686f64 a3 474554 a4 70617468 a1 2f a9 74696d656f75744d73 ${u64(2n ** 60n)}`)), /integer out of range/);
+});
+
+test('protocol: extension types, deep nesting, invalid UTF-8, duplicate fields and trailing bytes are refused', () => {
+  const cases: Array<[string, Uint8Array, RegExp]> = [
+    ['fixext in an unknown field', hex(`83 ${V1_STATUS_200} a1 78 d4 01 00`), /extension types/],
+    ['ext8 as the body', hex(`83 ${V1_STATUS_200} a4 626f6479 c7 01 05 00`), /not binary/],
+    ['nesting 40 deep', hex(`83 ${V1_STATUS_200} a1 78 ${'91'.repeat(40)} 00`), /nested too deeply/],
+    ['invalid UTF-8 in a header value', hex(`83 ${V1_STATUS_200} a7 68656164657273 92 a1 78 a2 c328`), /not UTF-8/],
+    ['status twice', hex(`83 ${V1_STATUS_200} a6 737461747573 cd 01f4`), /status twice/],
+    ['bytes after the map', hex(`82 ${V1_STATUS_200} c0`), /bytes after/],
+    ['a key that is not a string', hex(`83 ${V1_STATUS_200} 01 02`), /keys must be strings/],
+    ['1001 header fields', Buffer.concat([hex(`83 ${V1_STATUS_200} a7 68656164657273 dd 000007d2`), Buffer.from('a178a0'.repeat(1001), 'hex')]), /more than 1000 header fields/],
+  ];
+  for (const [what, data, reason] of cases) assert.match(decodeReply(data) as string, reason, what);
+  // A reply with 1000 fields is fine.
+  const thousand = decodeReply(Buffer.concat([hex(`83 ${V1_STATUS_200} a7 68656164657273 dd 000007d0`), Buffer.from('a178a0'.repeat(1000), 'hex')]));
+  assert.equal((thousand as { headers: string[] }).headers.length, 2000);
+});
+
+test('protocol: decodeRequest checks envelopes as strictly as the gateway checks replies', () => {
+  const base = { v: 1, id: 'r1', method: 'GET', path: '/a', query: 'x=1', headers: ['host', 'h'], body: Buffer.alloc(0), remote: '10.0.0.1', scheme: 'http', host: 'h', root: 'api', subject: 'api.a', timeoutMs: 1000 };
+  assert.equal(decodeRequest(pack(base)).path, '/a');
+  const bad: Array<[string, Record<string, unknown>, RegExp]> = [
+    ['method with a space', { method: 'GE T' }, /method .* is not a token/],
+    ['method with CRLF', { method: 'GET\r\nX: y' }, /not a token/],
+    ['empty method', { method: '' }, /not a token/],
+    ['path with a space', { path: '/a b' }, /visible ASCII/],
+    ['path with CR', { path: '/a\rb' }, /visible ASCII/],
+    ['raw non-ASCII path', { path: '/ü' }, /visible ASCII/],
+    ['query with LF', { query: 'a=\nb' }, /query must be visible ASCII/],
+    ['header name with a space', { headers: ['x a', 'b'] }, /illegal header name/],
+    ['header value with CRLF', { headers: ['x-a', 'b\r\nset-cookie: x'] }, /illegal value/],
+    ['header value with NUL', { headers: ['x-a', 'b\0'] }, /illegal value/],
+    ['odd header list', { headers: ['x-a'] }, /flat list/],
+    ['non-string header', { headers: ['x-a', 5] }, /flat list/],
+    ['scheme', { scheme: 'ftp' }, /scheme/],
+    ['id with a space', { id: 'a b' }, /request id/],
+    ['id too long', { id: 'x'.repeat(300) }, /request id/],
+    ['host with CRLF', { host: 'h\r\nx: y' }, /host holds control characters/],
+    ['negative timeout', { timeoutMs: -1 }, /negative/],
+    ['fractional timeout', { timeoutMs: 1.5 }, /timeoutMs must be an integer/],
+    ['body as a number', { body: 5 }, /not binary/],
+    ['method as a number', { method: 1 }, /method must be a string/],
+  ];
+  for (const [what, change, reason] of bad) {
+    assert.throws(() => decodeRequest(pack({ ...base, ...change })), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-envelope' && reason.test(e.message), what);
+  }
+});
+
+test('protocol: decoding arbitrary bytes never throws anything but a ProtocolError (replies: never throws)', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+      const r = decodeReply(bytes);
+      assert.ok(typeof r === 'string' || typeof r === 'object');
+      try {
+        decodeRequest(bytes);
+      } catch (e) {
+        assert.ok(e instanceof ProtocolError, String(e));
+      }
+    }),
+    { numRuns: 20_000 },
+  );
+  // Mutations of a valid reply: every prefix and every single-byte change.
+  const good = encodeReply({ v: 1, status: 200, headers: ['content-type', 'text/plain', 'x-b', 'é'], body: Buffer.from('hello') });
+  for (let i = 0; i <= good.length; i++) decodeReply(good.subarray(0, i));
+  fc.assert(
+    fc.property(fc.nat(good.length - 1), fc.integer({ min: 0, max: 255 }), (at, b) => {
+      const m = Buffer.from(good);
+      m[at] = b;
+      const r = decodeReply(m);
+      if (typeof r === 'object') assert.ok(r.status >= 200 && r.status <= 599);
+    }),
+    { numRuns: 5000 },
+  );
+});
+
+test('protocol: any valid envelope survives encode → decode unchanged (short, long, ASCII and UTF-8 strings)', () => {
+  const tchars = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".split('');
+  const token = fc.array(fc.constantFrom(...tchars), { minLength: 1, maxLength: 40 }).map((a) => a.join(''));
+  const value = fc.string({ unit: fc.oneof(fc.constantFrom('\t'), fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), fc.constantFrom('é', 'ü', '€', '😀')), maxLength: 60 });
+  const visible = fc.string({ unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 60 });
+  fc.assert(
+    fc.property(token, fc.array(fc.tuple(token, value), { maxLength: 8 }), fc.uint8Array({ maxLength: 40 }), fc.integer({ min: 200, max: 599 }), visible, (method, pairs, body, status, query) => {
+      const headers = pairs.flat();
+      const reply = decodeReply(encodeReply({ v: 1, status, headers, body }));
+      assert.equal(typeof reply, 'object', String(reply));
+      assert.deepEqual((reply as { headers: string[] }).headers, headers);
+      assert.deepEqual(Buffer.from((reply as { body: Uint8Array }).body), Buffer.from(body));
+      const env: RequestEnvelope = { v: 1, id: 'id1', method, path: '/' + query.replace(/^\/*/, ''), query, headers, body, remote: '::1', scheme: 'https', host: 'h', root: 'api', subject: 'api.x', timeoutMs: 1234 };
+      assert.deepEqual(normalise(decodeRequest(encodeRequest(env))), normalise(env));
+    }),
+    { numRuns: 3000 },
+  );
 });
 
 test('protocol: a __proto__ key in a reply cannot pollute objects', () => {

@@ -3,7 +3,9 @@
  * services. PROTOCOL.md is the specification; this file is its only
  * implementation, imported by both the gateway and the service SDK.
  */
-import { Packr, Unpackr } from 'msgpackr';
+import { Packr } from 'msgpackr';
+import { CONTROL, NOT_TCHAR, NOT_VISIBLE } from './http-syntax.js';
+import * as R from './msgpack-reader.js';
 
 /** The protocol's major version, carried as `v` in every envelope. */
 export const PROTOCOL_VERSION = 1;
@@ -54,7 +56,6 @@ export interface ReplyEnvelope {
 // useRecords: false keeps the output plain msgpack that any implementation
 // can read; variableMapSize writes the smallest map header (fixmap).
 const packr = new Packr({ useRecords: false, variableMapSize: true });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 /**
  * Encodes a request envelope.
@@ -80,116 +81,211 @@ export class ProtocolError extends Error {
   }
 }
 
-// RFC 9110 §5.1: field-name = token; tchar is this set.
-const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// RFC 9110 §5.5: a field value holds no CR, LF, NUL or other control
-// characters except HTAB. (obs-text, bytes ≥ 0x80, is let through.)
-const BAD_VALUE_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
-
-/** True when `name` is a legal HTTP field name. */
-export function isValidHeaderName(name: string): boolean {
-  return TOKEN_RE.test(name);
-}
-
-/** True when `value` is a legal HTTP field value (no CR, LF, NUL, other controls). */
-export function isValidHeaderValue(value: string): boolean {
-  return !BAD_VALUE_RE.test(value);
-}
-
-function decodeBody(body: unknown): Uint8Array | undefined {
-  if (body instanceof Uint8Array) return body;
-  if (body === undefined || body === null) return EMPTY;
-  if (typeof body === 'string') return Buffer.from(body, 'utf8');
-  return undefined;
-}
+/** Most header fields an envelope may carry (name/value pairs); more → rejected. */
+export const MAX_ENVELOPE_HEADER_FIELDS = 1000;
+/** Longest request id a service accepts (the gateway generates 22 characters and takes clients' up to 200). */
+const MAX_ID_LENGTH = 256;
 const EMPTY = new Uint8Array(0);
 
-function unpack(data: Uint8Array): unknown {
+/** Shows at most 64 characters of an untrusted string in a reason, with control characters escaped. */
+function shown(s: string): string {
+  return JSON.stringify(s.length > 64 ? s.slice(0, 64) + '…' : s);
+}
+
+/** Reads the flattened header list, checking names and values as it goes. */
+function readHeaders(what: 'reply' | 'request'): string[] {
+  if (R.nil()) return [];
+  const n = R.arrayHeader();
+  if ((n & 1) !== 0) throw new R.MsgpackError(`${what} headers are not a flat list of name/value strings`);
+  if (n > MAX_ENVELOPE_HEADER_FIELDS * 2) throw new R.MsgpackError(`${what} has more than ${MAX_ENVELOPE_HEADER_FIELDS} header fields`);
+  const h = new Array<string>(n);
+  for (let i = 0; i < n; i += 2) {
+    const name = R.strOrUndefined();
+    if (name === undefined) throw new R.MsgpackError(`${what} headers are not a flat list of name/value strings`);
+    if ((R.lastStrClass & NOT_TCHAR) !== 0 || name.length === 0) throw new R.MsgpackError(`${what} has an illegal header name ${shown(name)}`);
+    const value = R.strOrUndefined();
+    if (value === undefined) throw new R.MsgpackError(`${what} headers are not a flat list of name/value strings`);
+    if ((R.lastStrClass & CONTROL) !== 0) throw new R.MsgpackError(`${what} header ${name} has an illegal value (control characters)`);
+    h[i] = name;
+    h[i + 1] = value;
+  }
+  return h;
+}
+
+/** A body: bin, or str taken as its UTF-8 bytes, or nil for none. */
+function readBody(what: 'reply' | 'request'): Uint8Array {
+  if (R.nil()) return EMPTY;
+  const t = R.peek();
+  if (!(t === 0xc4 || t === 0xc5 || t === 0xc6 || (t >= 0xa0 && t <= 0xbf) || (t >= 0xd9 && t <= 0xdb))) {
+    throw new R.MsgpackError(`${what} body is not binary`);
+  }
+  return R.bytes();
+}
+
+/** Opens the envelope's map; its entry count. */
+function openMap(what: 'reply' | 'request'): number {
+  const t = R.atEnd() ? -1 : R.peek();
+  if (!((t >= 0x80 && t <= 0x8f) || t === 0xde || t === 0xdf)) throw new R.MsgpackError(`${what} is not a msgpack map`);
+  return R.mapHeader();
+}
+
+function keyIndex(what: 'reply' | 'request', names: R.KeyTable): number {
   try {
-    return unpackr.unpack(data);
-  } catch {
-    return undefined;
+    return R.keyIndex(names);
+  } catch (err) {
+    if (err instanceof R.MsgpackError && err.message.startsWith('map keys')) throw new R.MsgpackError(`${what} map keys must be strings`);
+    throw err;
   }
 }
 
-/** A decoded msgpack map: a plain object (msgpackr turns extensions and the never-used 0xC1 into other objects). */
-function isMap(x: unknown): x is Record<string, unknown> {
-  if (x === null || typeof x !== 'object') return false;
-  const proto = Object.getPrototypeOf(x) as unknown;
-  return proto === Object.prototype || proto === null;
+/** Marks field `index` as seen; a field given twice is refused rather than resolved by order. */
+function once(seen: number, index: number, what: 'reply' | 'request', names: readonly string[]): number {
+  const bit = 1 << index;
+  if ((seen & bit) !== 0) throw new R.MsgpackError(`${what} has the field ${names[index]} twice`);
+  return seen | bit;
 }
 
-function isStringPairs(a: unknown): a is string[] {
-  if (!Array.isArray(a) || (a.length & 1) !== 0) return false;
-  for (let i = 0; i < a.length; i++) if (typeof a[i] !== 'string') return false;
-  return true;
+function closeMap(what: 'reply' | 'request'): void {
+  if (!R.atEnd()) throw new R.MsgpackError(`${what} has bytes after its map`);
+}
+
+function isIntType(t: number): boolean {
+  return t <= 0x7f || t >= 0xe0 || (t >= 0xcc && t <= 0xd3);
+}
+
+function versionOf(what: 'reply' | 'request'): number {
+  if (isIntType(R.peek())) return R.int();
+  throw new R.MsgpackError(`${what} has a protocol version that is not an integer`);
 }
 
 /**
  * Decodes and checks a service's reply. Returns the envelope, or a short
- * reason (a string) when it must not be forwarded: not msgpack, unknown
- * version, status outside 200–599, or an illegal header name or value.
- * Unknown fields are ignored.
+ * reason (a string) when it must not be forwarded: not msgpack as the
+ * protocol allows it (§1), unknown version, status outside 200–599, an
+ * illegal header name or value, more than {@link MAX_ENVELOPE_HEADER_FIELDS}
+ * fields. Unknown fields are skipped. Never throws; never allocates for
+ * more than the message holds. `body` is a view into `data`.
  * @example decodeReply(encodeReply({ v: 1, status: 204, headers: [], body: new Uint8Array() })).status // 204
  */
 export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
-  const r = unpack(data);
-  if (!isMap(r)) return 'reply is not a msgpack map';
-  if (r.v !== PROTOCOL_VERSION) return `reply has unsupported protocol version ${JSON.stringify(r.v) ?? 'undefined'}`;
-  const status = r.status;
-  if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) {
-    return `reply has invalid status ${JSON.stringify(status) ?? 'undefined'}`;
+  let v = -1;
+  let status = -1;
+  let headers: string[] = [];
+  let body: Uint8Array = EMPTY;
+  R.begin(data);
+  try {
+    const n = openMap('reply');
+    let seen = 0;
+    for (let i = 0; i < n; i++) {
+      const k = keyIndex('reply', REPLY_KEYS);
+      if (k < 0) {
+        R.skip();
+        continue;
+      }
+      seen = once(seen, k, 'reply', REPLY_FIELDS);
+      switch (k) {
+        case 0: // v
+          v = versionOf('reply');
+          break;
+        case 1: // status
+          if (isIntType(R.peek())) status = R.int();
+          else {
+            R.skip();
+            status = -2;
+          }
+          break;
+        case 2:
+          headers = readHeaders('reply');
+          break;
+        case 3:
+          body = readBody('reply');
+          break;
+      }
+    }
+    closeMap('reply');
+  } catch (err) {
+    if (err instanceof R.MsgpackError) return err.message.startsWith('reply') ? err.message : `reply is not valid msgpack: ${err.message}`;
+    throw err;
+  } finally {
+    R.finish();
   }
-  let headers = r.headers;
-  if (headers === undefined || headers === null) headers = [];
-  else if (!isStringPairs(headers)) return 'reply headers are not a flat list of name/value strings';
-  const h = headers as string[];
-  for (let i = 0; i < h.length; i += 2) {
-    if (!TOKEN_RE.test(h[i]!)) return `reply has an illegal header name ${JSON.stringify(h[i]!.slice(0, 64))}`;
-    if (BAD_VALUE_RE.test(h[i + 1]!)) return `reply header ${h[i]} has an illegal value (control characters)`;
-  }
-  const body = decodeBody(r.body);
-  if (body === undefined) return 'reply body is not binary';
-  return { v: PROTOCOL_VERSION, status, headers: h, body };
+  if (v !== PROTOCOL_VERSION) return `reply has unsupported protocol version ${v === -1 ? 'undefined' : v}`;
+  if (!Number.isInteger(status) || status < 200 || status > 599) return `reply has invalid status ${status === -1 ? 'undefined' : status === -2 ? '(not an integer)' : status}`;
+  return { v: PROTOCOL_VERSION, status, headers, body };
 }
 
+/** The request envelope's fields, in the order of their bits for duplicate detection. */
+const REQUEST_FIELDS = ['v', 'id', 'method', 'path', 'query', 'headers', 'body', 'remote', 'scheme', 'host', 'root', 'subject', 'timeoutMs'] as const;
+const REQUEST_KEYS = R.keyTable(REQUEST_FIELDS);
+const F_V = REQUEST_FIELDS.indexOf('v');
+const F_HEADERS = REQUEST_FIELDS.indexOf('headers');
+const F_BODY = REQUEST_FIELDS.indexOf('body');
+const F_TIMEOUT = REQUEST_FIELDS.indexOf('timeoutMs');
+const F_ID = REQUEST_FIELDS.indexOf('id');
+const F_METHOD = REQUEST_FIELDS.indexOf('method');
+const F_PATH = REQUEST_FIELDS.indexOf('path');
+const F_QUERY = REQUEST_FIELDS.indexOf('query');
+const CONTROL_FREE_FIELDS = (['remote', 'host', 'root', 'subject'] as const).map((f) => REQUEST_FIELDS.indexOf(f));
+const requestClasses = new Uint8Array(REQUEST_FIELDS.length);
+const REPLY_FIELDS = ['v', 'status', 'headers', 'body'] as const;
+const REPLY_KEYS = R.keyTable(REPLY_FIELDS);
+
 /**
- * Decodes a request envelope (service side). Throws {@link ProtocolError} for
- * anything a v1 gateway would not send; unknown fields are ignored.
+ * Decodes and checks a request envelope (service side), as strictly as the
+ * gateway checks replies: the method is a token, `path` starts with `/` and
+ * is visible ASCII like `query`, header names are tokens and values hold no
+ * CR, LF, NUL or other controls, `scheme` is http or https, `timeoutMs` a
+ * non-negative integer. Throws {@link ProtocolError} for anything a v1
+ * gateway would not send; unknown fields are skipped.
  */
 export function decodeRequest(data: Uint8Array): RequestEnvelope {
-  const r = unpack(data);
-  if (!isMap(r)) throw new ProtocolError('bad-envelope', 'request is not a msgpack map');
-  if (r.v !== PROTOCOL_VERSION) {
-    throw new ProtocolError('unsupported-version', `request has unsupported protocol version ${JSON.stringify(r.v) ?? 'undefined'}`);
+  const env: RequestEnvelope = { v: -1, id: '', method: '', path: '', query: '', headers: [], body: EMPTY, remote: '', scheme: 'http', host: '', root: '', subject: '', timeoutMs: 0 };
+  // CHAR_CLASS bits of each string field, by REQUEST_FIELDS index.
+  const classes = requestClasses;
+  classes.fill(0);
+  R.begin(data);
+  try {
+    const n = openMap('request');
+    let seen = 0;
+    for (let i = 0; i < n; i++) {
+      const k = keyIndex('request', REQUEST_KEYS);
+      if (k < 0) {
+        R.skip();
+        continue;
+      }
+      seen = once(seen, k, 'request', REQUEST_FIELDS);
+      if (k === F_V) env.v = versionOf('request');
+      else if (k === F_HEADERS) env.headers = readHeaders('request');
+      else if (k === F_BODY) env.body = readBody('request');
+      else if (k === F_TIMEOUT) {
+        if (!isIntType(R.peek())) throw new R.MsgpackError('request field timeoutMs must be an integer');
+        env.timeoutMs = R.int();
+      } else {
+        const name = REQUEST_FIELDS[k] as Exclude<(typeof REQUEST_FIELDS)[number], 'v' | 'headers' | 'body' | 'timeoutMs'>;
+        const value = R.strOrUndefined();
+        if (value === undefined) throw new R.MsgpackError(`request field ${name} must be a string`);
+        env[name] = value;
+        classes[k] = R.lastStrClass;
+      }
+    }
+    closeMap('request');
+  } catch (err) {
+    if (err instanceof R.MsgpackError) throw new ProtocolError('bad-envelope', err.message.startsWith('request') ? err.message : `request is not valid msgpack: ${err.message}`);
+    throw err;
+  } finally {
+    R.finish();
   }
-  const str = (k: string, fallback?: string): string => {
-    const x = r[k];
-    if (typeof x === 'string') return x;
-    if (x === undefined && fallback !== undefined) return fallback;
-    throw new ProtocolError('bad-envelope', `request field ${k} must be a string`);
+  if (env.v !== PROTOCOL_VERSION) throw new ProtocolError('unsupported-version', `request has unsupported protocol version ${env.v === -1 ? 'undefined' : env.v}`);
+  const bad = (why: string): never => {
+    throw new ProtocolError('bad-envelope', why);
   };
-  const method = str('method');
-  const path = str('path');
-  if (!path.startsWith('/')) throw new ProtocolError('bad-envelope', 'request path must start with /');
-  const headers = r.headers ?? [];
-  if (!isStringPairs(headers)) throw new ProtocolError('bad-envelope', 'request headers must be a flat list of name/value strings');
-  const body = decodeBody(r.body);
-  if (body === undefined) throw new ProtocolError('bad-envelope', 'request body must be binary');
-  const timeoutMs = typeof r.timeoutMs === 'number' && r.timeoutMs > 0 ? r.timeoutMs : 0;
-  return {
-    v: PROTOCOL_VERSION,
-    id: str('id', ''),
-    method,
-    path,
-    query: str('query', ''),
-    headers,
-    body,
-    remote: str('remote', ''),
-    scheme: str('scheme', 'http'),
-    host: str('host', ''),
-    root: str('root', ''),
-    subject: str('subject', ''),
-    timeoutMs,
-  };
+  if (env.method === '' || (classes[F_METHOD]! & NOT_TCHAR) !== 0) bad(`request method ${shown(env.method)} is not a token`);
+  if (env.path.charCodeAt(0) !== 47 || (classes[F_PATH]! & NOT_VISIBLE) !== 0) bad('request path must start with / and be visible ASCII');
+  if ((classes[F_QUERY]! & NOT_VISIBLE) !== 0) bad('request query must be visible ASCII');
+  if (env.id.length > MAX_ID_LENGTH || (classes[F_ID]! & NOT_VISIBLE) !== 0) bad('request id must be at most 256 visible ASCII characters');
+  if (env.scheme !== 'http' && env.scheme !== 'https') bad(`request scheme ${shown(env.scheme)} is not http or https`);
+  for (const k of CONTROL_FREE_FIELDS) if ((classes[k]! & CONTROL) !== 0) bad(`request field ${REQUEST_FIELDS[k]} holds control characters`);
+  if (env.timeoutMs < 0) bad('request timeoutMs must not be negative');
+  env.v = PROTOCOL_VERSION;
+  return env;
 }

@@ -5,3 +5,5 @@
 export * from './envelope.js';
 export * from './subject.js';
 export * from './problem.js';
+export * from './http-syntax.js';
+export { MsgpackError } from './msgpack-reader.js';
