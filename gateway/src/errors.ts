@@ -14,6 +14,8 @@ export const FAILURES = {
   timeout: 504,
   /** The reply broke the protocol: not msgpack, bad version, status or header. */
   'bad-reply': 502,
+  /** Handling the reply failed inside the gateway (logged with its cause); the request is released. */
+  'reply-failed': 502,
   /** Body larger than --max-body (or than NATS max_payload allows). */
   'body-too-large': 413,
   /** Path with too many segments, or a subject too long. */

@@ -19,7 +19,9 @@ import { createMetrics } from './ops/metrics.js';
 import { TrafficStats } from './ops/traffic-stats.js';
 import { RouteTable } from './routes/route-table.js';
 import { RoutesWatcher, type OverridesStatus, type ReloadResult } from './routes/routes-watcher.js';
+import { NatsFaults } from './nats/nats-faults.js';
 import { ReplyMux } from './nats/reply-mux.js';
+import { guardConnection } from '@natsgw/service-sdk/nats-guard';
 import { loadUws, uwsHeadLimitBytes } from './front/uws.js';
 
 export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -72,6 +74,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const startedAt = new Date();
   const traffic = new TrafficStats();
   const reloads: Record<ReloadResult, number> = { applied: 0, rejected: 0, removed: 0 };
+  const faults = new NatsFaults(log);
   const natsState = { connected: false, server: undefined as string | undefined, reconnects: 0 };
   let listening = false;
   let stopping = false;
@@ -94,7 +97,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       if (event.type === 'bad-reply') log.warn({ subject: event.subject, requestId: event.requestId, reason: event.reason }, 'invalid reply from service');
       else if (event.type === 'upstream-try') {
         if (event.outcome !== 'success') log.debug({ route: event.route, upstream: event.upstream, outcome: event.outcome, detail: event.detail, requestId: event.requestId }, 'upstream try');
-      } else log.error({ err: event.error, requestId: event.requestId }, 'internal error while handling a request');
+      } else faults.record('internal-error', { err: event.error, requestId: event.requestId }, 'internal error while handling a request');
     },
     onComplete: access
       ? (ex: Exchange, durationMs: number, aborted: boolean) =>
@@ -123,6 +126,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     routes,
     traffic,
     reloads,
+    faults: faults.counts,
     inFlight: () => front.inFlight,
     nats: () => ({ ...natsState }),
     overrides: () => watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: startedAt.toISOString() },
@@ -162,6 +166,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const connected = (async () => {
     log.info({ servers: config.natsServers }, 'connecting to NATS');
     nc = await connect(natsConnectionOptions(config, `natsgw ${config.rootSubject} ${id}`));
+    // Before any subscription: no message may stop this connection's reader.
+    if (!guardConnection(nc, faults.guardEvents)) log.warn('this nats.js has no message dispatch to guard: a malformed message could stall the connection');
     if (stopping) {
       await nc.close();
       return;
@@ -177,7 +183,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       log.info({ maxBody: config.maxBodyBytes, usable, maxPayload: link.maxPayload }, `request bodies limited to ${usable} bytes by the NATS server's max_payload`);
     }
     void watchStatus(nc);
-    adminSubs = serveAdminOverNats(nc, view, token);
+    adminSubs = serveAdminOverNats(nc, view, token, faults);
     watcher = new RoutesWatcher(nc, config.routesBucket, routes, log, (result) => reloads[result]++, config.routesReplicas);
     void watcher.run();
   })();

@@ -16,6 +16,7 @@ import {
 } from './protocol/index.js';
 import { abandon, bodyOverflowed, bodySize, createExchange, requestUrl, type ResponseSink } from './node-adapter.js';
 import { HANDOFF_PREFIX, MountRegistry } from './mounts.js';
+import { guardConnection } from './nats-guard.js';
 
 /** A plain Node request listener, as `http.createServer()` takes. Express and Koa's `app.callback()` are ones. */
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => unknown;
@@ -168,17 +169,50 @@ class ServiceRuntime implements Service {
   }
 
   async start(): Promise<void> {
+    // No message may stop this connection's reader (nats-guard.ts); on a
+    // connection the caller passed in, this protects their subscriptions too.
+    guardConnection(this.nc, {
+      onCallbackError: (subject, err) => this.safeLog('error', { subject, err }, 'a NATS message callback threw; the message was dropped, reading goes on'),
+      onMalformedHeaders: (subject, droppedLines) => this.safeLog('warn', { subject, droppedLines }, 'a NATS message had header lines that do not parse; they were dropped'),
+    });
     // Learn the deeper mounts before taking requests, so none is run here by mistake.
     await this.registry.start();
-    const onRequest = (_err: Error | null, msg: Msg) => this.onRequest(msg, false);
+    const onRequest = (_err: Error | null, msg: Msg) => this.contained(msg, false);
     this.subs.push(this.nc.subscribe(this.subject, { queue: this.queue, callback: onRequest }));
     this.subs.push(this.nc.subscribe(this.subject + '.>', { queue: this.queue, callback: onRequest }));
-    this.subs.push(this.nc.subscribe(HANDOFF_PREFIX + this.subject, { queue: this.queue, callback: (_e, msg) => this.onRequest(msg, true) }));
+    this.subs.push(this.nc.subscribe(HANDOFF_PREFIX + this.subject, { queue: this.queue, callback: (_e, msg) => this.contained(msg, true) }));
     await this.nc.flush();
     // Announce only once subscribed: whoever hands us a request finds us listening.
     this.registry.announceUp();
     this.timer = setInterval(() => this.expire(), Math.min(1000, Math.max(10, this.timeoutMs / 20)));
     this.timer.unref();
+  }
+
+  /** Logs through the user's logger, which must not be able to throw into NATS's reader either. */
+  private safeLog(level: 'error' | 'warn', obj: object, msg: string): void {
+    try {
+      this.log[level](obj, msg);
+    } catch {
+      // nowhere left to report it
+    }
+  }
+
+  /**
+   * A request callback that cannot throw: it runs inside nats.js's socket
+   * reader. Whatever goes wrong answers the request (500) when it has a
+   * reply subject and nothing was answered yet.
+   */
+  private contained(msg: Msg, handedOff: boolean): void {
+    try {
+      this.onRequest(msg, handedOff);
+    } catch (err) {
+      this.safeLog('error', { err, subject: msg.subject }, 'failed to take a request');
+      try {
+        if (msg.reply) this.respondProblem(msg.reply, 500, 'internal', 'the service could not take the request', undefined, undefined);
+      } catch {
+        // the connection is gone; the gateway times the request out
+      }
+    }
   }
 
   private onRequest(msg: Msg, handedOff: boolean): void {
@@ -189,8 +223,14 @@ class ServiceRuntime implements Service {
       env = decodeRequest(msg.data);
     } catch (err) {
       const code = err instanceof ProtocolError ? err.code : 'bad-envelope';
-      this.log.warn({ subject: msg.subject, err }, 'rejected a request that is not a v1 envelope');
+      this.safeLog('warn', { subject: msg.subject, err }, 'rejected a request that is not a v1 envelope');
       this.respondProblem(reply, 400, code, (err as Error).message, msg.subject, undefined);
+      return;
+    }
+    if (handedOff && env.subject !== this.subject && !env.subject.startsWith(this.subject + '.')) {
+      // A hand-off is for a subject of this mount; anything else was forged or misrouted.
+      this.safeLog('warn', { subject: msg.subject, claimed: env.subject.slice(0, 200) }, 'rejected a hand-off for a subject outside this mount');
+      this.respondProblem(reply, 400, 'bad-envelope', `hand-off for a subject outside ${this.subject}`, undefined, env.id);
       return;
     }
     if (!handedOff) {
@@ -221,7 +261,7 @@ class ServiceRuntime implements Service {
         else this.execute(reply, env);
       } else {
         // It may have run there: never run it again here.
-        this.log.warn({ subject, mount, requestId: env.id, err }, 'hand-off to a more specific mount failed');
+        this.safeLog('warn', { subject, mount, requestId: env.id, err }, 'hand-off to a more specific mount failed');
         this.respondProblem(reply, 504, 'handoff-timeout', `mount ${mount} did not answer for ${subject}`, subject, env.id);
       }
     } finally {
@@ -249,7 +289,7 @@ class ServiceRuntime implements Service {
   }
 
   private handlerFailed(call: Call, err: unknown): void {
-    this.log.error({ err, subject: call.env.subject, requestId: call.env.id }, 'handler failed');
+    this.safeLog('error', { err, subject: call.env.subject, requestId: call.env.id }, 'handler failed');
     if (call.done) return;
     this.settle(call);
     if (call.res) abandon(call.res);
@@ -262,16 +302,16 @@ class ServiceRuntime implements Service {
     this.settle(call);
     const env = call.env;
     if (bodyOverflowed(res)) {
-      this.log.error({ subject: env.subject, requestId: env.id, bytes: bodySize(res), maxPayload: this.maxPayload }, 'response too large for one NATS message');
+      this.safeLog('error', { subject: env.subject, requestId: env.id, bytes: bodySize(res), maxPayload: this.maxPayload }, 'response too large for one NATS message');
       return this.respondProblem(call.reply, 502, 'response-too-large', `the response from ${env.subject} (${bodySize(res)} bytes) exceeds the NATS max_payload of ${this.maxPayload} bytes`, env.subject, env.id);
     }
     if (!Number.isInteger(status) || status < 200 || status > 599) {
-      this.log.error({ subject: env.subject, requestId: env.id, status }, 'handler answered with a status outside 200-599');
+      this.safeLog('error', { subject: env.subject, requestId: env.id, status }, 'handler answered with a status outside 200-599');
       return this.respondProblem(call.reply, 500, 'invalid-status', `the service for ${env.subject} answered with status ${status}`, env.subject, env.id);
     }
     const data = encodeReply({ v: PROTOCOL_VERSION, status, headers, body });
     if (data.length > this.maxPayload) {
-      this.log.error({ subject: env.subject, requestId: env.id, bytes: data.length, maxPayload: this.maxPayload }, 'response too large for one NATS message');
+      this.safeLog('error', { subject: env.subject, requestId: env.id, bytes: data.length, maxPayload: this.maxPayload }, 'response too large for one NATS message');
       return this.respondProblem(call.reply, 502, 'response-too-large', `the response from ${env.subject} (${data.length} bytes) exceeds the NATS max_payload of ${this.maxPayload} bytes`, env.subject, env.id);
     }
     this.publish(call.reply, data);
@@ -289,7 +329,7 @@ class ServiceRuntime implements Service {
       if (call.deadline > now) continue;
       this.settle(call);
       if (call.res) abandon(call.res);
-      this.log.warn({ subject: call.env.subject, requestId: call.env.id }, 'handler did not finish in time; request abandoned');
+      this.safeLog('warn', { subject: call.env.subject, requestId: call.env.id }, 'handler did not finish in time; request abandoned');
       this.respondProblem(call.reply, 504, 'handler-timeout', `the service for ${call.env.subject} did not finish within ${call.timeoutMs} ms`, call.env.subject, call.env.id);
     }
   }
@@ -303,7 +343,7 @@ class ServiceRuntime implements Service {
     try {
       this.nc.publish(reply, data);
     } catch (err) {
-      this.log.error({ err, reply }, 'could not publish a reply');
+      this.safeLog('error', { err, reply }, 'could not publish a reply');
     }
   }
 
@@ -323,7 +363,7 @@ class ServiceRuntime implements Service {
       try {
         await fn();
       } catch (err) {
-        this.log.warn({ err, subject: this.subject }, `drain: ${what} failed; continuing`);
+        this.safeLog('warn', { err, subject: this.subject }, `drain: ${what} failed; continuing`);
       }
     };
     await step('announcing down', () => this.registry.announceDown());

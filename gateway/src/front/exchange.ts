@@ -43,6 +43,8 @@ export class Exchange implements PendingRequest {
   bytesOut = 0;
   /** The backend that answered, for the override path (logs). */
   upstream = '';
+  /** Writing the response head has begun: a failure from here on can only close the connection. */
+  responding = false;
   /** The client went away; nothing may be written to `res` any more. */
   aborted = false;
   /** A response was written (or the exchange was abandoned). */

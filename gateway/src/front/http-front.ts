@@ -150,6 +150,7 @@ function writeProblemCorked(): void {
 
 function writeReply(ex: Exchange, r: ReplyEnvelope): void {
   const res = ex.res;
+  ex.responding = true;
   res.writeStatus(STATUS_LINES[r.status]!);
   const h = r.headers;
   let reportedLength = -1;
@@ -384,6 +385,24 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
 
   onConnectionLost(ex: Exchange): void {
     this.failCorked(ex, 'nats-connection-lost', `connection to NATS lost while waiting for ${ex.subject}`, false);
+  }
+
+  /** Handling a reply (or a timeout) threw: log and count it, answer 502, release the request. */
+  onHandlerError(ex: Exchange, error: unknown): void {
+    this.opts.onEvent?.({ type: 'internal-error', error, requestId: ex.requestId });
+    if (ex.done) return;
+    try {
+      if (ex.responding) {
+        // Part of a response may be out: it cannot become a clean 502.
+        ex.status = 502;
+        this.finish(ex);
+        if (!ex.aborted) ex.res.close();
+        return;
+      }
+      this.failCorked(ex, 'reply-failed', `the gateway could not process the reply from ${ex.subject}`, false);
+    } catch {
+      this.finish(ex);
+    }
   }
 
   // ProxyOwner

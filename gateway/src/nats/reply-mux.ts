@@ -7,7 +7,16 @@
  * the oldest. A prototype measured 1.7× the throughput of `nc.request()`,
  * which creates a timer and bookkeeping per request (cf. nats.js
  * muxsubscription.ts).
+ *
+ * Hostile input: the subscription callback runs inside nats.js's socket
+ * parser, where a throw would stop the connection's reader, and the timer
+ * callbacks run where a throw would end the process; every call into the
+ * handler is contained and ends its request with onHandlerError. The key
+ * in a reply subject carries 64 random bits, so a service that saw one
+ * reply subject cannot guess the reply subject of a request sent to
+ * another one (with NATS permissions, allow_responses enforces the same).
  */
+import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { nuid, type Msg, type NatsConnection, type PublishOptions, type Subscription } from '@nats-io/transport-node';
 
@@ -27,7 +36,15 @@ export interface ReplyHandler<P extends PendingRequest> {
   onConnectionLost(p: P): void;
   /** nats.js refused the publish (connection closed or draining). */
   onPublishFailed(p: P, error: unknown): void;
+  /**
+   * One of the calls above threw: answer and release `p` (the gateway sends
+   * a 502). Must not throw; if it does, the mux swallows it.
+   */
+  onHandlerError(p: P, error: unknown): void;
 }
+
+/** Random bytes for reply keys, drawn 8 at a time and refilled when used up. */
+const RANDOM_POOL_BYTES = 8 * 1024;
 
 /** NATS status code the server sends to the reply subject when nobody listens. */
 const NO_RESPONDERS = 503;
@@ -41,6 +58,8 @@ export class ReplyMux<P extends PendingRequest> {
   // Reused for every publish: nats.js reads it synchronously.
   private readonly publishOptions: PublishOptions = { reply: '' };
   private seq = 0;
+  private readonly random = Buffer.alloc(RANDOM_POOL_BYTES);
+  private randomOffset = RANDOM_POOL_BYTES;
   // Publishes waiting for the end of this event-loop turn (see send()).
   private readonly batchSubjects: string[] = [];
   private readonly batchPayloads: Uint8Array[] = [];
@@ -71,7 +90,7 @@ export class ReplyMux<P extends PendingRequest> {
    * every request read in one poll of the HTTP sockets leaves in one write.
    */
   send(subject: string, payload: Uint8Array, p: P): void {
-    const key = (this.seq++).toString(36);
+    const key = this.nextKey();
     p.muxKey = key;
     p.deadline = performance.now() + this.timeoutMs;
     this.pending.set(key, p);
@@ -81,6 +100,30 @@ export class ReplyMux<P extends PendingRequest> {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flushBatch);
+    }
+  }
+
+  /** A unique, unguessable reply key: a sequence number (unique) and 64 random bits (unguessable). */
+  private nextKey(): string {
+    if (this.randomOffset === RANDOM_POOL_BYTES) {
+      randomFillSync(this.random);
+      this.randomOffset = 0;
+    }
+    const o = this.randomOffset;
+    this.randomOffset += 8;
+    return (this.seq++).toString(36) + '_' + this.random.readUInt32BE(o).toString(36) + this.random.readUInt32BE(o + 4).toString(36);
+  }
+
+  /** Runs one handler call; a throw ends the request through onHandlerError instead of escaping. */
+  private contained(p: P, call: (p: P) => void): void {
+    try {
+      call(p);
+    } catch (error) {
+      try {
+        this.handler.onHandlerError(p, error);
+      } catch {
+        // The handler's own last resort failed; nothing is left to do for p.
+      }
     }
   }
 
@@ -95,7 +138,7 @@ export class ReplyMux<P extends PendingRequest> {
         this.nc.publish(this.batchSubjects[i]!, this.batchPayloads[i]!, this.publishOptions);
       } catch (error) {
         this.pending.delete(p.muxKey);
-        this.handler.onPublishFailed(p, error);
+        this.contained(p, (q) => this.handler.onPublishFailed(q, error));
       }
     }
     this.batchSubjects.length = 0;
@@ -112,7 +155,7 @@ export class ReplyMux<P extends PendingRequest> {
   failAll(): void {
     const all = [...this.pending.values()];
     this.pending.clear();
-    for (const p of all) this.handler.onConnectionLost(p);
+    for (const p of all) this.contained(p, this.onLost);
   }
 
   /** Stops the timer and the subscription; pending requests are failed. */
@@ -122,14 +165,25 @@ export class ReplyMux<P extends PendingRequest> {
     if (!this.sub.isClosed()) this.sub.unsubscribe();
   }
 
+  private readonly onLost = (p: P): void => this.handler.onConnectionLost(p);
+  private readonly onExpired = (p: P): void => this.handler.onTimeout(p);
+
   private onMessage(msg: Msg): void {
     const key = msg.subject.substring(this.prefixLength);
     const p = this.pending.get(key);
-    if (p === undefined) return; // late, after a timeout or a client abort
+    if (p === undefined) return; // late, after a timeout or a client abort; or a guess
     this.pending.delete(key);
-    const data = msg.data;
-    if (data.length === 0 && msg.headers?.code === NO_RESPONDERS) this.handler.onNoResponders(p);
-    else this.handler.onReply(p, data);
+    try {
+      const data = msg.data;
+      if (data.length === 0 && msg.headers?.code === NO_RESPONDERS) this.handler.onNoResponders(p);
+      else this.handler.onReply(p, data);
+    } catch (error) {
+      try {
+        this.handler.onHandlerError(p, error);
+      } catch {
+        // see contained()
+      }
+    }
   }
 
   private expire(now: number): void {
@@ -137,7 +191,7 @@ export class ReplyMux<P extends PendingRequest> {
     for (const [key, p] of this.pending) {
       if (p.deadline > now) return;
       this.pending.delete(key);
-      this.handler.onTimeout(p);
+      this.contained(p, this.onExpired);
     }
   }
 }

@@ -13,18 +13,37 @@ import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { answer, isAdminVerb } from './admin-data.js';
 import type { AdminToken } from './admin-token.js';
 import type { GatewayView } from './gateway-view.js';
+import type { NatsFaults } from '../nats/nats-faults.js';
 
 export const ADMIN_SUBJECT_PREFIX = 'natsgw.admin';
 
-export function serveAdminOverNats(nc: NatsConnection, view: GatewayView, token: AdminToken): Subscription[] {
+/**
+ * Answers admin requests on `nc`. Anyone on NATS can send one, so every
+ * request gets a defined answer and nothing in it can break the callback
+ * (which runs inside nats.js's reader): a failure is counted in `faults`,
+ * logged, and answered `{ ok: false, error: "internal error" }`.
+ */
+export function serveAdminOverNats(nc: NatsConnection, view: GatewayView, token: AdminToken, faults: NatsFaults): Subscription[] {
   const handle = (_err: Error | null, msg: Msg): void => {
     if (!msg.reply) return;
+    let text: string;
+    try {
+      text = JSON.stringify({ id: view.id, ...respond(msg) });
+    } catch (error) {
+      faults.record('internal-error', { err: error, subject: msg.subject }, 'admin request over NATS failed');
+      text = JSON.stringify({ id: view.id, ok: false, error: 'internal error' });
+    }
+    try {
+      msg.respond(text);
+    } catch (error) {
+      faults.record('internal-error', { err: error, subject: msg.subject }, 'could not answer an admin request over NATS');
+    }
+  };
+  const respond = (msg: Msg): object => {
     const verb = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
-    let body: object;
-    if (!token.allows(msg.headers?.get('Authorization') || undefined)) body = { ok: false, error: 'unauthorized' };
-    else if (!isAdminVerb(verb)) body = { ok: false, error: `unknown admin verb ${verb}` };
-    else body = { ok: true, data: answer(view, verb) };
-    msg.respond(JSON.stringify({ id: view.id, ...body }));
+    if (!token.allows(msg.headers?.get('Authorization') || undefined)) return { ok: false, error: 'unauthorized' };
+    if (!isAdminVerb(verb)) return { ok: false, error: `unknown admin verb ${JSON.stringify(verb.slice(0, 32))}` };
+    return { ok: true, data: answer(view, verb) };
   };
   return [nc.subscribe(`${ADMIN_SUBJECT_PREFIX}.*`, { callback: handle }), nc.subscribe(`${ADMIN_SUBJECT_PREFIX}.${view.id}.*`, { callback: handle })];
 }

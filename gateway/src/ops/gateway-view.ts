@@ -5,6 +5,7 @@
 import type { RouteTable } from '../routes/route-table.js';
 import type { OverridesStatus, ReloadResult } from '../routes/routes-watcher.js';
 import type { TrafficStats } from './traffic-stats.js';
+import type { FaultKind } from '../nats/nats-faults.js';
 
 export interface NatsState {
   connected: boolean;
@@ -20,6 +21,8 @@ export interface GatewayView {
   readonly routes: RouteTable;
   readonly traffic: TrafficStats;
   readonly reloads: Record<ReloadResult, number>;
+  /** Hostile or broken input from NATS, and internal errors, counted (nats-faults.ts). */
+  readonly faults: Readonly<Record<FaultKind, number>>;
   inFlight(): number;
   nats(): NatsState;
   overrides(): OverridesStatus;

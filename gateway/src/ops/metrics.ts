@@ -111,6 +111,11 @@ export function createMetrics(view: GatewayView): Registry {
     ),
   );
   add(metric('natsgw_overrides_available', '1 while the routes bucket is being watched (JetStream reachable).', 'gauge', () => [{ labels: {}, value: view.overrides().state === 'watching' ? 1 : 0 }]));
+  add(
+    metric('natsgw_faults_total', 'Hostile or broken input survived, by kind: a NATS callback that threw, a NATS message with header lines that do not parse, an internal error while handling a request.', 'counter', () =>
+      Object.entries(view.faults).map(([kind, value]) => ({ labels: { kind }, value })),
+    ),
+  );
   add(metric('natsgw_nats_connected', '1 while connected to NATS.', 'gauge', () => [{ labels: {}, value: view.nats().connected ? 1 : 0 }]));
   add(metric('natsgw_nats_reconnects_total', 'Reconnections to NATS since start.', 'counter', () => [{ labels: {}, value: view.nats().reconnects }]));
   return registry;

@@ -58,10 +58,7 @@ export class RouteTable {
     const current = this.routes.get(key);
     if (current !== undefined && current.revision === revision) return { status: 'unchanged' };
     if (this.rejected.get(key)?.revision === revision) return { status: 'unchanged' };
-    const reject = (reason: string): PutResult => {
-      this.rejected.set(key, { revision, reason, at: new Date().toISOString() });
-      return { status: 'rejected', reason };
-    };
+    const reject = (reason: string): PutResult => this.reject(key, revision, reason);
     if (!isRouteKey(key)) return reject('key is not a subject');
     const parsed = parseRoute(value);
     if (!parsed.ok) return reject(parsed.reason);
@@ -70,6 +67,15 @@ export class RouteTable {
     current?.retireRemoved(route);
     this.rejected.delete(key);
     return { status: 'applied', route };
+  }
+
+  /**
+   * Records `key`'s entry at `revision` as rejected; whatever served the key
+   * before (its last good version, or NATS) keeps serving.
+   */
+  reject(key: string, revision: number, reason: string): PutResult {
+    this.rejected.set(key, { revision, reason, at: new Date().toISOString() });
+    return { status: 'rejected', reason };
   }
 
   /** The key was deleted: its paths go back to NATS. */

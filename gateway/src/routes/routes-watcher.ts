@@ -119,9 +119,31 @@ export class RoutesWatcher {
     clearTimeout(timer);
   }
 
+  /**
+   * Applies one entry. Whatever an entry holds, it ends as applied, removed
+   * or rejected with its reason, and the watch goes on to the next: an entry
+   * that made this throw would otherwise end the watch, which would start
+   * again at the same entry, forever.
+   */
   private apply(e: KvWatchEntry): void {
-    if (e.operation !== 'PUT') {
+    try {
+      this.applyEntry(e);
+    } catch (err) {
+      try {
+        this.rejected(e, `could not be applied: ${(err as Error).message}`);
+      } catch {
+        // Nothing more can be recorded for this entry; the next one is what matters.
+      }
+    }
+  }
+
+  private applyEntry(e: KvWatchEntry): void {
+    if (e.operation === 'DEL' || e.operation === 'PURGE') {
       this.remove(e.key);
+      return;
+    }
+    if (e.operation !== 'PUT') {
+      this.rejected(e, `unknown KV operation ${JSON.stringify(String(e.operation).slice(0, 32))}`);
       return;
     }
     const result = this.table.put(e.key, e.value, e.revision);
@@ -129,10 +151,19 @@ export class RoutesWatcher {
       this.log.info({ key: e.key, revision: e.revision, upstreams: result.route.upstreams.map((u) => u.url) }, 'override applied');
       this.onReload?.('applied', e.key);
     } else if (result.status === 'rejected') {
-      const serving = this.table.match(e.key)?.key === e.key;
-      this.log.warn({ key: e.key, revision: e.revision, reason: result.reason, keepsServing: serving ? 'previous version' : 'NATS' }, 'override rejected');
-      this.onReload?.('rejected', e.key);
+      this.reportRejected(e, result.reason);
     }
+  }
+
+  private rejected(e: KvWatchEntry, reason: string): void {
+    this.table.reject(e.key, e.revision, reason);
+    this.reportRejected(e, reason);
+  }
+
+  private reportRejected(e: KvWatchEntry, reason: string): void {
+    const serving = this.table.match(e.key)?.key === e.key;
+    this.log.warn({ key: e.key, revision: e.revision, reason, keepsServing: serving ? 'previous version' : 'NATS' }, 'override rejected');
+    this.onReload?.('rejected', e.key);
   }
 
   private remove(key: string): void {
