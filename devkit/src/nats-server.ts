@@ -34,6 +34,12 @@ export interface NatsServer {
   stop(hard?: boolean): Promise<void>;
   /** Starts it again on the same port with the same JetStream folder (optionally turning JetStream on or off). */
   restart(changes?: { jetstream?: boolean }): Promise<void>;
+  /**
+   * Replaces the extra configuration text and makes the running server
+   * reload it (SIGHUP), as an operator rotating users would. Resolves once
+   * the server logged the reload.
+   */
+  reload(config: string): Promise<void>;
   /** Stops it and removes its folder. */
   dispose(): Promise<void>;
 }
@@ -75,21 +81,28 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   let port = opts.port ?? -1;
   let child: ChildProcess | undefined;
   let stderr = '';
+  let reloads = 0;
 
-  const launch = async (changes: { jetstream?: boolean } = {}): Promise<void> => {
-    if (changes.jetstream !== undefined) opts = { ...opts, jetstream: changes.jetstream };
-    for (const f of readdirSync(dir)) if (f.endsWith('.ports')) rmSync(join(dir, f));
+  const confFile = join(dir, 'server.conf');
+  const writeConf = (): void => {
     const conf = [
       `listen: "127.0.0.1:${port}"`,
       opts.jetstream === false ? '' : `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
       opts.config ?? '',
     ].join('\n');
-    const confFile = join(dir, 'server.conf');
     writeFileSync(confFile, conf);
+  };
+
+  const launch = async (changes: { jetstream?: boolean } = {}): Promise<void> => {
+    if (changes.jetstream !== undefined) opts = { ...opts, jetstream: changes.jetstream };
+    for (const f of readdirSync(dir)) if (f.endsWith('.ports')) rmSync(join(dir, f));
+    writeConf();
     stderr = '';
     child = spawn(BIN(), ['-c', confFile, '--ports_file_dir', dir], { stdio: ['ignore', 'ignore', 'pipe'], detached: opts.detached ?? false });
     child.stderr!.on('data', (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-4000);
+      const text = d.toString();
+      stderr = (stderr + text).slice(-4000);
+      reloads += text.split('Reloaded server configuration').length - 1;
     });
     const spawned = child;
     await new Promise<void>((resolve, reject) => {
@@ -123,6 +136,17 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     storeDir,
     stop,
     restart: launch,
+    async reload(config: string) {
+      opts = { ...opts, config };
+      writeConf();
+      const before = reloads;
+      child?.kill('SIGHUP');
+      const until = Date.now() + 10_000;
+      while (reloads === before) {
+        if (Date.now() > until) throw new Error(`nats-server did not reload:\n${stderr}`);
+        await sleep(20);
+      }
+    },
     async dispose() {
       await stop(true);
       rmSync(dir, { recursive: true, force: true });

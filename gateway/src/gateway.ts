@@ -46,6 +46,14 @@ export interface Gateway {
   /** What the admin API and metrics read. */
   readonly view: GatewayView;
   /**
+   * Resolves (never rejects) with the reason when the gateway can no longer
+   * serve and will not recover by itself: its NATS connection closed for
+   * good (nats.js gives up after repeated authorization errors: revoked
+   * user, expired JWT, rotated credentials). /healthz answers 503 from then
+   * on; the CLI exits 1 so a supervisor restarts it.
+   */
+  readonly failed: Promise<Error>;
+  /**
    * Stops accepting requests (readiness goes false at once), lets those in
    * flight finish for up to `graceMs`, then closes connections and drains NATS.
    */
@@ -78,6 +86,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const natsState = { connected: false, server: undefined as string | undefined, reconnects: 0 };
   let listening = false;
   let stopping = false;
+  let failure: Error | undefined;
+  let reportFailure!: (err: Error) => void;
+  const failed = new Promise<Error>((resolve) => (reportFailure = resolve));
 
   const routes = new RouteTable(config.rootSubject, {
     onBreakerChange: (u, from, to) => log.warn({ upstream: u.url, from, to }, `circuit breaker ${to}`),
@@ -131,6 +142,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     nats: () => ({ ...natsState }),
     overrides: () => watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: startedAt.toISOString() },
     ready: () => listening && natsState.connected && !stopping,
+    failure: () => failure?.message,
     shuttingDown: () => stopping,
   };
   const token = new AdminToken(config.admin.token);
@@ -183,11 +195,24 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       log.info({ maxBody: config.maxBodyBytes, usable, maxPayload: link.maxPayload }, `request bodies limited to ${usable} bytes by the NATS server's max_payload`);
     }
     void watchStatus(nc);
+    void watchClosed(nc);
     adminSubs = serveAdminOverNats(nc, view, token, faults);
     watcher = new RoutesWatcher(nc, config.routesBucket, routes, log, (result) => reloads[result]++, config.routesReplicas);
     void watcher.run();
   })();
   connected.catch((err: unknown) => log.error({ err }, 'NATS connection failed'));
+
+  /** A connection that closes while we are not stopping will not come back: say so, once. */
+  async function watchClosed(conn: NatsConnection): Promise<void> {
+    const err = await conn.closed();
+    if (stopping) return;
+    failure = err ?? new Error('the connection was closed');
+    natsState.connected = false;
+    front.link = undefined;
+    link?.mux.failAll();
+    log.fatal({ err: failure }, `NATS connection closed for good (${failure.message}); this gateway cannot serve until it is restarted`);
+    reportFailure(failure);
+  }
 
   async function watchStatus(conn: NatsConnection): Promise<void> {
     for await (const s of conn.status()) {
@@ -218,6 +243,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     port,
     adminPort: admin.port,
     connected,
+    failed,
     view,
     get inFlight() {
       return front.inFlight;

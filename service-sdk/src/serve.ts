@@ -55,6 +55,15 @@ export interface ServeOptions {
   heartbeatMs?: number;
   /** How long to collect existing mounts at start, in ms (default 100). */
   discoveryMs?: number;
+  /**
+   * Called once when the NATS connection closes for good while the service
+   * is not draining (nats.js gives up after repeated authorization errors: a
+   * revoked user, expired or rotated credentials), so it will never serve
+   * again. Default, when serve() opened the connection: log one line and
+   * exit the process with code 1, so a supervisor restarts it. Default for a
+   * connection you passed in: log the line; the connection is yours.
+   */
+  onConnectionClosed?: (err: Error) => void;
 }
 
 export interface Service {
@@ -67,6 +76,8 @@ export interface Service {
    * connection if serve() opened it. Resolves when done.
    */
   drain(): Promise<void>;
+  /** Resolves with the reason if the connection closes for good while not draining (see `onConnectionClosed`). */
+  readonly closed: Promise<Error>;
 }
 
 const consoleLogger: ServiceLogger = {
@@ -135,12 +146,15 @@ class ServiceRuntime implements Service {
   private readonly relativeUrl: boolean;
   private readonly timeoutMs: number;
   private readonly log: ServiceLogger;
+  private readonly onConnectionClosed: ((err: Error) => void) | undefined;
   private readonly registry: MountRegistry;
   private readonly subs: Subscription[] = [];
   private readonly calls = new Set<Call>();
   private forwarding = 0;
   private timer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
+  private reportClosed!: (err: Error) => void;
+  readonly closed = new Promise<Error>((resolve) => (this.reportClosed = resolve));
   private idle: (() => void) | undefined;
 
   constructor(
@@ -154,6 +168,7 @@ class ServiceRuntime implements Service {
     this.relativeUrl = options.url === 'relative';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_SERVICE_TIMEOUT_MS;
     this.log = options.logger ?? consoleLogger;
+    this.onConnectionClosed = options.onConnectionClosed;
     this.registry = new MountRegistry(nc, this.subject, nuid.next(), {
       heartbeatMs: options.heartbeatMs ?? 5000,
       discoveryMs: options.discoveryMs ?? 100,
@@ -186,6 +201,17 @@ class ServiceRuntime implements Service {
     this.registry.announceUp();
     this.timer = setInterval(() => this.expire(), Math.min(1000, Math.max(10, this.timeoutMs / 20)));
     this.timer.unref();
+    void this.watchClosed();
+  }
+
+  private async watchClosed(): Promise<void> {
+    const err = (await this.nc.closed()) ?? new Error('the connection was closed');
+    if (this.draining !== undefined) return;
+    const exiting = this.onConnectionClosed === undefined && this.ownsConnection;
+    this.safeLog('error', { err, subject: this.subject }, `NATS connection closed for good (${err.message}); ${this.subject} can no longer be served${exiting ? '; exiting' : ''}`);
+    this.reportClosed(err);
+    if (this.onConnectionClosed !== undefined) this.onConnectionClosed(err);
+    else if (exiting) process.exit(1);
   }
 
   /** Logs through the user's logger, which must not be able to throw into NATS's reader either. */

@@ -206,6 +206,12 @@ async function serveCommand(argv: Record<string, unknown>): Promise<void> {
     process.stderr.write(`natsgw: cannot connect to NATS: ${(err as Error).message}\n`);
     void gateway.close(0).finally(() => exit(EXIT_FAILURE));
   });
+  // A connection nats.js gave up on (revoked or expired credentials) never
+  // comes back: exit, so a supervisor restarts the gateway with what it has now.
+  void gateway.failed.then((err) => {
+    process.stderr.write(`natsgw: NATS connection closed for good: ${err.message}; exiting\n`);
+    void gateway.close(0).finally(() => exit(EXIT_FAILURE));
+  });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) {

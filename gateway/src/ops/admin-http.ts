@@ -5,7 +5,7 @@
  *
  *   GET /status /routes /backends /circuits /stats   JSON
  *   GET /metrics                                      Prometheus text
- *   GET /healthz                                      200 while the process runs
+ *   GET /healthz                                      200 while the gateway can serve or recover by itself; 503 once its NATS connection closed for good
  *   GET /readyz                                       200 when listening, connected to NATS and not shutting down; 503 otherwise
  */
 import { createServer, type Server } from 'node:http';
@@ -34,7 +34,10 @@ export async function startAdminServer(host: string, port: number, token: AdminT
     if (req.method !== 'GET' && req.method !== 'HEAD') return problem(405, 'method-not-allowed', 'the admin API is read-only: use GET');
     const path = (req.url ?? '/').split('?')[0]!;
     const verb = path.slice(1);
-    if (verb === 'healthz') return send(200, 'application/json', JSON.stringify({ ok: true }));
+    if (verb === 'healthz') {
+      const failure = view.failure();
+      return failure === undefined ? send(200, 'application/json', JSON.stringify({ ok: true })) : send(503, 'application/json', JSON.stringify({ ok: false, reason: `NATS connection closed for good: ${failure}` }));
+    }
     if (verb === 'readyz') {
       const ready = view.ready();
       return send(ready ? 200 : 503, 'application/json', JSON.stringify({ ready, shuttingDown: view.shuttingDown(), natsConnected: view.nats().connected }));

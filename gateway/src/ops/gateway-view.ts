@@ -28,5 +28,7 @@ export interface GatewayView {
   overrides(): OverridesStatus;
   /** Listening, connected to NATS, not shutting down. */
   ready(): boolean;
+  /** Why the gateway can no longer serve (its NATS connection closed for good); undefined while it can. */
+  failure(): string | undefined;
   shuttingDown(): boolean;
 }
