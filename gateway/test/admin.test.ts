@@ -1,20 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import type { BackendView, CircuitView, GatewayStatus, RoutesView, StatsView } from '../src/ops/admin-data.js';
 import { putRoute, routesBucket, startBackends } from './backends.js';
-import { echo, eventually, respond, startStack, startTestGateway } from './helpers.js';
+import { echo, eventually, respond, runCli, startStack, startTestGateway } from './helpers.js';
 
-const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
-/** Runs the CLI without blocking this process: the gateways under test live here and must keep answering. */
-const cli = (args: string[]) =>
-  new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 }, (err, stdout, stderr) =>
-      resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
+const cli = (args: string[]) => runCli(args);
 const TOKEN = 'a-long-admin-token-0123456789';
 
 test('admin: every endpoint answers with what the gateway is doing', async () => {

@@ -3,7 +3,7 @@
  * logs captured, a plain NATS connection for hand-written responders, and a
  * raw-socket HTTP client for framing tests fetch cannot express.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { connect as netConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
@@ -230,6 +230,15 @@ export async function eventually(check: () => boolean | Promise<boolean>, ms = 5
 
 /** The natsgw command, as the tests run it. */
 export const NATSGW_BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
+
+/** Runs `natsgw <args>` without blocking this process (gateways under test live here and must keep answering). */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [NATSGW_BIN, ...args], { encoding: 'utf8', timeout: 20_000, env }, (err, stdout, stderr) =>
+      resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
 
 export interface GatewayProcess {
   child: ChildProcessWithoutNullStreams;

@@ -10,13 +10,14 @@
 import yargs, { type Argv } from 'yargs';
 import { connectOnce, openBucket } from './connect.js';
 import { askFleet, askGateway, render } from './fleet.js';
-import { CommandError, describeEntry, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './routes.js';
+import { CommandError, describeEntry, type RouteListing, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './routes.js';
 import { paint, table } from './table.js';
+import { jsonSafe, printable } from './safe-text.js';
 import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from '../config.js';
 import { startGateway, VERSION } from '../gateway.js';
 import { createLogger, flushLogs } from '../log.js';
 import type { AdminVerb } from '../ops/admin-data.js';
-import { BALANCING_POLICIES } from '../routes/route-schema.js';
+import { BALANCING_POLICIES, redactRoute } from '../routes/route-schema.js';
 
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
@@ -110,12 +111,19 @@ function configFrom(argv: Record<string, unknown>, keys: readonly string[] = OPT
   }
 }
 
+/** A stored value for the terminal: indented JSON, or the text as is; never raw control characters. */
 function pretty(raw: string): string {
   try {
-    return JSON.stringify(JSON.parse(raw), null, 2);
+    return jsonSafe(JSON.stringify(JSON.parse(raw), null, 2));
   } catch {
-    return raw;
+    return printable(raw);
   }
+}
+
+/** A listing as `ls` and `watch` show it: secrets redacted, no raw value (`get` shows that). */
+function shownListing(l: RouteListing): Omit<RouteListing, 'raw'> {
+  const { raw: _raw, ...rest } = l;
+  return l.route === undefined ? rest : { ...rest, route: redactRoute(l.route) };
 }
 
 async function routesCommand(verb: string, argv: Record<string, unknown>): Promise<void> {
@@ -132,19 +140,21 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
     switch (verb) {
       case 'put': {
         const revision = await putRoute(kv, subject, route!.value);
-        out(json ? JSON.stringify({ subject, revision, route: route!.config }) + '\n' : `put ${subject} (revision ${revision}): ${summarize({ valid: true, route: route!.config })}\n`);
+        const shown = redactRoute(route!.config);
+        out(json ? JSON.stringify({ subject, revision, route: shown }) + '\n' : `put ${subject} (revision ${revision}): ${printable(summarize({ valid: true, route: shown }))}\n`);
         return;
       }
       case 'get': {
+        // The stored value itself, as a read of the bucket returns it (secrets included).
         const l = await getRoute(kv, subject);
-        out(json ? JSON.stringify(l) + '\n' : `${subject}  revision ${l.revision}  ${l.valid ? paint.green('valid', color) : paint.red(`INVALID: ${l.reason}`, color)}\n${pretty(l.raw)}\n`);
+        out(json ? jsonSafe(JSON.stringify(l)) + '\n' : `${subject}  revision ${l.revision}  ${l.valid ? paint.green('valid', color) : paint.red(`INVALID: ${printable(l.reason ?? '')}`, color)}\n${pretty(l.raw)}\n`);
         return;
       }
       case 'ls': {
-        const all = await listRoutes(kv);
-        if (json) return out(JSON.stringify(all) + '\n');
+        const all = (await listRoutes(kv)).map(shownListing);
+        if (json) return out(jsonSafe(JSON.stringify(all)) + '\n');
         if (all.length === 0) return out(`no routes in bucket ${config.routesBucket}\n`);
-        const rows = all.map((l) => [l.subject, String(l.revision), l.valid ? paint.green('ok', color) : paint.red('invalid', color), summarize(l)]);
+        const rows = all.map((l) => [l.subject, String(l.revision), l.valid ? paint.green('ok', color) : paint.red('invalid', color), printable(summarize(l))]);
         return out(table(['SUBJECT', 'REV', 'STATUS', 'ROUTE'], rows, { color }));
       }
       case 'rm': {
@@ -164,8 +174,9 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
             out(json ? JSON.stringify({ subject: e.key, revision: e.revision, operation: e.operation }) + '\n' : `${time}  ${paint.yellow('DEL', color)}  ${e.key}  rev ${e.revision}\n`);
             continue;
           }
-          const l = describeEntry(e);
-          out(json ? JSON.stringify({ ...l, operation: 'PUT' }) + '\n' : `${time}  ${paint.green('PUT', color)}  ${e.key}  rev ${e.revision}  ${l.valid ? summarize(l) : paint.red(summarize(l), color)}\n`);
+          const l = shownListing(describeEntry(e));
+          const line = printable(summarize(l));
+          out(json ? jsonSafe(JSON.stringify({ ...l, operation: 'PUT' })) + '\n' : `${time}  ${paint.green('PUT', color)}  ${printable(e.key)}  rev ${e.revision}  ${l.valid ? line : paint.red(line, color)}\n`);
         }
         return;
       }
@@ -179,20 +190,22 @@ async function fleetCommand(verb: AdminVerb, argv: Record<string, unknown>): Pro
   const config = configFrom(argv, [...CONNECTION_KEYS, 'adminToken']);
   const wait = argv.wait === undefined ? 2000 : Number(argv.wait);
   if (!Number.isInteger(wait) || wait <= 0) throw new UsageError(`--wait must be a whole number of milliseconds (got ${JSON.stringify(argv.wait)})`);
-  let answers;
+  let result;
   if (typeof argv.gateway === 'string') {
-    answers = await askGateway(argv.gateway, verb, config.admin.token, wait);
+    result = await askGateway(argv.gateway, verb, config.admin.token, wait);
   } else {
     const nc = await connectOnce(config, `natsgw ${verb}`);
     try {
-      answers = await askFleet(nc, verb, config.admin.token, wait);
+      result = await askFleet(nc, verb, config.admin.token, wait);
     } finally {
       await nc.close();
     }
   }
-  if (argv.json === true) process.stdout.write(JSON.stringify(answers) + '\n');
+  const { answers, skipped } = result;
+  if (argv.json === true) process.stdout.write(jsonSafe(JSON.stringify(answers)) + '\n');
   else process.stdout.write(render(verb, answers, process.stdout.isTTY === true));
-  if (answers.every((a) => !a.ok)) throw new CommandError(`no gateway answered successfully: ${answers[0]!.error}`, 1);
+  if (skipped.length > 0) process.stderr.write(`natsgw: skipped ${skipped.length} answer${skipped.length === 1 ? '' : 's'} that ${skipped.length === 1 ? 'is' : 'are'} not a gateway's: ${printable(skipped.join('; ').slice(0, 500))}\n`);
+  if (answers.every((a) => !a.ok)) throw new CommandError(`no gateway answered successfully: ${printable(answers[0]!.error ?? 'error')}`, 1);
 }
 
 async function serveCommand(argv: Record<string, unknown>): Promise<void> {

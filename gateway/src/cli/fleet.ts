@@ -4,10 +4,13 @@
  * (scatter-gather on natsgw.admin.<verb>), or one gateway's admin API over
  * HTTP (--gateway http://host:8081).
  */
-import { headers as natsHeaders, type NatsConnection } from '@nats-io/transport-node';
+import { createInbox, headers as natsHeaders, type Msg, type NatsConnection } from '@nats-io/transport-node';
 import type { AdminVerb, BackendView, CircuitView, GatewayStatus, RoutesView, StatsView } from '../ops/admin-data.js';
 import { ADMIN_SUBJECT_PREFIX } from '../ops/admin-nats.js';
+import { checkAdminAnswer, checkAdminView } from '../ops/admin-schema.js';
+import { ADMIN_AUTH_HEADER, signAdminRequest } from '../ops/admin-token.js';
 import { CommandError } from './routes.js';
+import { printable, printableDeep, withoutTrailingSlashes } from './safe-text.js';
 import { paint, table } from './table.js';
 
 export interface FleetAnswer {
@@ -18,28 +21,86 @@ export interface FleetAnswer {
   error?: string;
 }
 
-/** Asks every gateway on the cluster; collects answers until none comes for a moment. */
-export async function askFleet(nc: NatsConnection, verb: AdminVerb, token: string | undefined, waitMs: number): Promise<FleetAnswer[]> {
-  const h = natsHeaders();
-  if (token) h.set('Authorization', `Bearer ${token}`);
+export interface FleetResult {
+  answers: FleetAnswer[];
+  /** Answers that were not a gateway's (garbage, wrong shape, a second answer from one id), with why. */
+  skipped: string[];
+}
+
+/** How long to wait after the last answer before deciding every gateway has answered. */
+const STALL_MS = 300;
+/** Largest answer read; a bigger one is skipped unparsed. */
+const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Asks every gateway on the cluster; collects answers until none comes for
+ * a moment (or `waitMs` pass). Anyone who may publish on NATS can answer,
+ * so each answer is checked against the admin schema and skipped, with the
+ * reason, when it is not a gateway's. With a token the request is signed
+ * (admin-token.ts): the token is never sent.
+ */
+export async function askFleet(nc: NatsConnection, verb: AdminVerb, token: string | undefined, waitMs: number): Promise<FleetResult> {
+  const subject = `${ADMIN_SUBJECT_PREFIX}.${verb}`;
+  const inbox = createInbox();
   const answers: FleetAnswer[] = [];
-  try {
-    const replies = await nc.requestMany(`${ADMIN_SUBJECT_PREFIX}.${verb}`, '', { strategy: 'stall', stall: 300, maxWait: waitMs, headers: h });
-    for await (const m of replies) {
-      if (m.data.length === 0) continue; // a no-responders status
-      const a = JSON.parse(Buffer.from(m.data).toString('utf8')) as { id: string; ok: boolean; data?: unknown; error?: string };
-      answers.push({ gateway: a.id, ok: a.ok, ...(a.ok ? { data: a.data } : { error: a.error ?? 'error' }) });
+  const skipped: string[] = [];
+  const seen = new Set<string>();
+  let noResponders = false;
+  let done!: () => void;
+  const finished = new Promise<void>((resolve) => (done = resolve));
+  let stall: NodeJS.Timeout | undefined;
+  const deadline = setTimeout(() => done(), waitMs);
+  const onAnswer = (m: Msg): void => {
+    if (m.data.length === 0) {
+      if (m.headers?.code === 503) noResponders = true;
+      return done();
     }
+    if (m.data.length > MAX_ANSWER_BYTES) return void skipped.push(`an answer of ${m.data.length} bytes`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.from(m.data).toString('utf8'));
+    } catch {
+      return void skipped.push('an answer that is not JSON');
+    }
+    const a = checkAdminAnswer(verb, parsed);
+    if (typeof a === 'string') return void skipped.push(`an answer that is ${a}`);
+    if (seen.has(a.id)) return void skipped.push(`a second answer from ${a.id}`);
+    seen.add(a.id);
+    answers.push({ gateway: a.id, ok: a.ok, ...(a.ok ? { data: a.data } : { error: a.error }) });
+  };
+  const sub = nc.subscribe(inbox, {
+    callback: (_err, m) => {
+      try {
+        onAnswer(m);
+      } catch {
+        skipped.push('an answer that could not be read');
+      }
+      clearTimeout(stall);
+      stall = setTimeout(() => done(), STALL_MS);
+    },
+  });
+  try {
+    const h = natsHeaders();
+    if (token) h.set(ADMIN_AUTH_HEADER, signAdminRequest(token, subject, inbox));
+    nc.publish(subject, '', { reply: inbox, headers: h });
+    await finished;
   } catch (err) {
-    if (!/no responders/i.test((err as Error).message)) throw new CommandError(`asking the gateways failed: ${(err as Error).message}`, 1);
+    throw new CommandError(`asking the gateways failed: ${(err as Error).message}`, 1);
+  } finally {
+    clearTimeout(stall);
+    clearTimeout(deadline);
+    sub.unsubscribe();
   }
-  if (answers.length === 0) throw new CommandError(`no gateway answered on ${ADMIN_SUBJECT_PREFIX}.${verb} (is one running on this NATS?)`, 1);
-  return answers.sort((a, b) => a.gateway.localeCompare(b.gateway));
+  if (answers.length === 0) {
+    const why = noResponders ? 'is one running on this NATS?' : skipped.length > 0 ? `${skipped.length} answer(s) skipped: ${skipped[0]}` : 'is one running on this NATS?';
+    throw new CommandError(`no gateway answered on ${subject} (${printable(why)})`, 1);
+  }
+  return { answers: answers.sort((a, b) => a.gateway.localeCompare(b.gateway)), skipped };
 }
 
 /** Asks one gateway's admin API over HTTP. */
-export async function askGateway(url: string, verb: AdminVerb, token: string | undefined, timeoutMs: number): Promise<FleetAnswer[]> {
-  const base = url.replace(/\/+$/, '');
+export async function askGateway(url: string, verb: AdminVerb, token: string | undefined, timeoutMs: number): Promise<FleetResult> {
+  const base = withoutTrailingSlashes(url);
   let r: Response;
   try {
     r = await fetch(`${base}/${verb}`, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(timeoutMs) });
@@ -49,7 +110,15 @@ export async function askGateway(url: string, verb: AdminVerb, token: string | u
   }
   if (r.status === 401) throw new CommandError(`the gateway at ${base} refused: unauthorized (check --admin-token)`, 1);
   if (!r.ok) throw new CommandError(`the gateway at ${base} answered ${r.status} for /${verb}`, 1);
-  return [{ gateway: base, ok: true, data: await r.json() }];
+  let data: unknown;
+  try {
+    data = await r.json();
+  } catch {
+    throw new CommandError(`the gateway at ${base} answered /${verb} with something that is not JSON`, 1);
+  }
+  const bad = checkAdminView(verb, data);
+  if (bad !== undefined) throw new CommandError(`the answer from ${base} is not a gateway's: ${printable(bad)}`, 1);
+  return { answers: [{ gateway: base, ok: true, data }], skipped: [] };
 }
 
 const ago = (iso: string | null | undefined) => {
@@ -62,7 +131,9 @@ const ms = (x: number | null) => (x === null ? '-' : x < 10 ? x.toFixed(2) : x.t
 const bytes = (n: number) => (n < 1024 ? `${n}B` : n < 1_048_576 ? `${(n / 1024).toFixed(1)}K` : n < 1_073_741_824 ? `${(n / 1_048_576).toFixed(1)}M` : `${(n / 1_073_741_824).toFixed(1)}G`);
 
 /** Human tables for each verb; one row per gateway (status) or per item. */
-export function render(verb: AdminVerb, answers: FleetAnswer[], color: boolean): string {
+export function render(verb: AdminVerb, raw: FleetAnswer[], color: boolean): string {
+  // Answers come from the network: nothing in them may act on the terminal.
+  const answers = printableDeep(raw);
   const failed = answers.filter((a) => !a.ok).map((a) => `${a.gateway}: ${a.error}\n`);
   const ok = answers.filter((a) => a.ok);
   const rows: string[][] = [];

@@ -3,30 +3,14 @@
  * /backends, /circuits and /stats answer, over HTTP and over NATS alike.
  */
 import { hostname } from 'node:os';
-import type { RouteOptions } from '../routes/route-schema.js';
+import { redactRoute, type RouteOptions } from '../routes/route-schema.js';
 import type { GatewayView } from './gateway-view.js';
 
-export const ADMIN_VERBS = ['status', 'routes', 'backends', 'circuits', 'stats'] as const;
-export type AdminVerb = (typeof ADMIN_VERBS)[number];
+import { ADMIN_VERBS, type AdminVerb, type BackendView, type CircuitView, type GatewayStatus, type RoutesView, type StatsView } from './admin-schema.js';
+
+export { ADMIN_VERBS, type AdminVerb, type BackendView, type CircuitView, type GatewayStatus, type RoutesView, type StatsView };
 const VERBS: ReadonlySet<string> = new Set(ADMIN_VERBS);
 export const isAdminVerb = (s: string): s is AdminVerb => VERBS.has(s);
-
-export interface GatewayStatus {
-  id: string;
-  host: string;
-  pid: number;
-  version: string;
-  startedAt: string;
-  uptimeS: number;
-  rootSubject: string;
-  ready: boolean;
-  shuttingDown: boolean;
-  nats: { connected: boolean; server: string | null; reconnects: number };
-  inFlight: number;
-  requestsPerSecond: number;
-  requestsTotal: number;
-  overrides: { available: boolean; state: string; bucket: string; reason?: string; routes: number; rejected: number };
-}
 
 export function status(view: GatewayView): GatewayStatus {
   const now = Date.now();
@@ -50,11 +34,6 @@ export function status(view: GatewayView): GatewayStatus {
   };
 }
 
-export interface RoutesView {
-  applied: Array<{ subject: string; revision: number; upstreams: Array<{ url: string; weight: number }>; balancing: string; config: RouteOptions }>;
-  rejected: Array<{ subject: string; revision: number; reason: string; at: string }>;
-}
-
 export function routes(view: GatewayView): RoutesView {
   return {
     applied: [...view.routes.entries()].map(([subject, r]) => ({
@@ -62,27 +41,10 @@ export function routes(view: GatewayView): RoutesView {
       revision: r.revision,
       upstreams: r.upstreams.map((u) => ({ url: u.url, weight: u.weight })),
       balancing: r.config.balancing,
-      config: r.config as RouteOptions,
+      config: redactRoute(r.config as RouteOptions),
     })),
     rejected: [...view.routes.rejected.entries()].map(([subject, r]) => ({ subject, ...r })),
   };
-}
-
-export interface BackendView {
-  route: string;
-  url: string;
-  weight: number;
-  available: boolean;
-  healthy: boolean;
-  activeChecks: boolean;
-  lastProbe: { at: string; ok: boolean; detail: string } | null;
-  ejected: boolean;
-  ejectedUntil: string | null;
-  ejections: number;
-  inFlight: number;
-  requests: number;
-  failures: number;
-  breaker: string | null;
 }
 
 export function backends(view: GatewayView): BackendView[] {
@@ -111,15 +73,6 @@ export function backends(view: GatewayView): BackendView[] {
   return out;
 }
 
-export interface CircuitView {
-  route: string;
-  url: string;
-  state: string;
-  consecutiveFailures: number;
-  trips: number;
-  nextTrialAt: string | null;
-}
-
 export function circuits(view: GatewayView): CircuitView[] {
   const now = Date.now();
   const out: CircuitView[] = [];
@@ -139,16 +92,6 @@ export function circuits(view: GatewayView): CircuitView[] {
     }
   }
   return out;
-}
-
-export interface StatsView {
-  route: string;
-  target: string;
-  requests: number;
-  byStatusClass: Record<string, number>;
-  clientAborts: number;
-  latencyMs: { p50: number | null; p90: number | null; p99: number | null };
-  bytes: number;
 }
 
 const round = (x: number | null) => (x === null ? null : Math.round(x * 100) / 100);

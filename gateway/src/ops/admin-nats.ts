@@ -5,13 +5,14 @@
  *   natsgw.admin.<verb>        every gateway answers (scatter-gather)
  *   natsgw.admin.<id>.<verb>   one gateway answers
  *
- * Requests carry the admin token, when one is set, in an `Authorization:
- * Bearer …` NATS header. Replies are JSON: {"id", "ok": true, "data"} or
- * {"id", "ok": false, "error"}.
+ * With --admin-token set, a request must be signed with it (header
+ * Natsgw-Admin-Auth, see admin-token.ts): the token itself never travels on
+ * these broadcast subjects, and a signature seen on them cannot be reused.
+ * Replies are JSON: {"id", "ok": true, "data"} or {"id", "ok": false, "error"}.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import { answer, isAdminVerb } from './admin-data.js';
-import type { AdminToken } from './admin-token.js';
+import { ADMIN_AUTH_HEADER, type AdminToken } from './admin-token.js';
 import type { GatewayView } from './gateway-view.js';
 import type { NatsFaults } from '../nats/nats-faults.js';
 
@@ -41,7 +42,7 @@ export function serveAdminOverNats(nc: NatsConnection, view: GatewayView, token:
   };
   const respond = (msg: Msg): object => {
     const verb = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
-    if (!token.allows(msg.headers?.get('Authorization') || undefined)) return { ok: false, error: 'unauthorized' };
+    if (!token.allowsSigned(msg.headers?.get(ADMIN_AUTH_HEADER) || undefined, msg.subject, msg.reply ?? '')) return { ok: false, error: 'unauthorized' };
     if (!isAdminVerb(verb)) return { ok: false, error: `unknown admin verb ${JSON.stringify(verb.slice(0, 32))}` };
     return { ok: true, data: answer(view, verb) };
   };

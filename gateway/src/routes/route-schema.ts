@@ -207,6 +207,20 @@ export function parseRoute(value: Uint8Array | string | unknown): { ok: true; co
   return { ok: true, config: deepFreeze(c) as RouteConfig };
 }
 
+/** What redacted values read as. */
+export const REDACTED = '[redacted]';
+
+/**
+ * A copy of a route for showing outside the routes bucket (admin API, logs,
+ * `natsgw routes ls`): the values of `requestHeaders.set` (backend API keys,
+ * say) are replaced by {@link REDACTED}; their names stay.
+ * @example redactRoute(config).requestHeaders.set // { authorization: '[redacted]' }
+ */
+export function redactRoute<T extends Pick<RouteOptions, 'requestHeaders'>>(route: T): T {
+  const set = route.requestHeaders?.set ?? {};
+  return { ...route, requestHeaders: { ...route.requestHeaders, set: Object.fromEntries(Object.keys(set).map((k) => [k, REDACTED])) } };
+}
+
 function deepFreeze<T>(o: T): T {
   if (o !== null && typeof o === 'object') {
     for (const v of Object.values(o)) deepFreeze(v);
