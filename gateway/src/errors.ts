@@ -32,6 +32,10 @@ export const FAILURES = {
   'upstream-error': 502,
   /** An override's backend did not answer in time. */
   'upstream-timeout': 504,
+  /** Every connection of the gateway's own pool to an override's backends stayed busy past the try's limit. */
+  'upstream-busy': 503,
+  /** A method the gateway does not forward on this path (CONNECT to HTTP backends). */
+  'unsupported-method': 501,
   /** The gateway is shutting down. */
   'shutting-down': 503,
   /** An unexpected error inside the gateway (a bug); logged with its stack. */

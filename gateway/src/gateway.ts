@@ -108,6 +108,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       if (event.type === 'bad-reply') log.warn({ subject: event.subject, requestId: event.requestId, reason: event.reason }, 'invalid reply from service');
       else if (event.type === 'upstream-try') {
         if (event.outcome !== 'success') log.debug({ route: event.route, upstream: event.upstream, outcome: event.outcome, detail: event.detail, requestId: event.requestId }, 'upstream try');
+      } else if (event.type === 'upstream-failed') {
+        // What the client is not told (backend addresses, OS errors, breaker states); /backends shows the same.
+        log.debug({ route: event.route, code: event.code, detail: event.detail, requestId: event.requestId }, 'override request failed');
       } else faults.record('internal-error', { err: event.error, requestId: event.requestId }, 'internal error while handling a request');
     },
     onComplete: access

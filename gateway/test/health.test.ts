@@ -101,7 +101,9 @@ test('health: probes mark a backend down after unhealthyThreshold failures and u
     await eventually(() => !u.healthy, 3000, 'marked unhealthy');
     const r = await request(`${s.base}/probe`);
     assert.equal(r.statusCode, 503);
-    assert.match(((await r.body.json()) as { detail: string }).detail, /unhealthy/);
+    const detail = ((await r.body.json()) as { detail: string }).detail;
+    assert.equal(detail, 'no backend of api.probe is available', 'the client learns no backend state');
+    assert.ok(s.logs.some((l) => l.msg === 'override request failed' && /unhealthy/.test(String(l.detail))), 'the log says why');
     healthStatus = 200;
     await eventually(() => changes.length === 2, 3000, 'healthy again');
     assert.deepEqual(changes, [false, true]);
@@ -133,7 +135,9 @@ test('health: the breaker cycle seen through the gateway', async () => {
   const hits = b!.hits;
   const fast = await get();
   assert.equal(fast.status, 503);
-  assert.match(fast.body, /no-backend.*breaker open/);
+  assert.match(fast.body, /"code":"no-backend"/);
+  assert.doesNotMatch(fast.body, /breaker|127\.0\.0\.1/, 'no breaker state or address for the client');
+  assert.ok(s.logs.some((l) => l.msg === 'override request failed' && /breaker open/.test(String(l.detail))), 'the log says why');
   assert.equal(b!.hits, hits, 'fails fast without touching the backend');
 
   // Half-open: one trial at a time; it fails → open again for twice as long.
@@ -143,7 +147,7 @@ test('health: the breaker cycle seen through the gateway', async () => {
   assert.equal(u.breaker!.state, 'open');
   assert.equal(u.breaker!.currentOpenMs, 800, 'the next wait is longer');
   await new Promise((r) => setTimeout(r, 450));
-  assert.match((await get()).body, /breaker open/, 'still open after the first wait');
+  assert.match((await get()).body, /"code":"no-backend"/, 'still open after the first wait');
   assert.equal(b!.hits, hits + 1);
 
   // It recovers: trials succeed, successThreshold closes the breaker.

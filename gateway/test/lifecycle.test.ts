@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { serve } from '@natsgw/service-sdk';
 import { freePort, startNatsServer } from '@natsgw/devkit';
-import { eventually } from './helpers.js';
+import { eventually, RawSession, respond, startStack } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
 
@@ -84,4 +84,27 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
     await service.drain();
     await ns.dispose();
   }
+});
+
+test('lifecycle: during shutdown, new requests on open connections get 503 with Connection: close', async () => {
+  const s = await startStack({ timeout: 5000 });
+  let release: (() => void) | undefined;
+  await respond(s.nc, 'api.slowly', () => new Promise((resolve) => (release = () => resolve({ status: 200, body: Buffer.from('done') }))));
+  await respond(s.nc, 'api.quick', () => ({ status: 200, body: Buffer.from('quick') }));
+  const kept = new RawSession(s.gw.port);
+  kept.send('GET /quick HTTP/1.1\r\nHost: x\r\n\r\n');
+  assert.equal((await kept.read()).status, 200, 'a keep-alive connection is open');
+  const inFlight = request(`${s.base}/slowly`);
+  await eventually(() => release !== undefined, 2000, 'a request in flight');
+  const closing = s.gw.close(5000);
+  await new Promise((r) => setTimeout(r, 50));
+  kept.send('GET /quick HTTP/1.1\r\nHost: x\r\n\r\n');
+  const refused = await kept.read();
+  assert.equal(refused.status, 503);
+  assert.deepEqual(refused.headers.connection, ['close']);
+  await eventually(() => kept.closed, 2000, 'the connection closed after the 503');
+  release!();
+  assert.equal((await inFlight).statusCode, 200, 'the request in flight still finishes');
+  await closing;
+  await s.close();
 });

@@ -6,7 +6,7 @@ import type { KV } from '@nats-io/kv';
 import { request } from 'undici';
 import { freePort } from '@natsgw/devkit';
 import { Backend, putRoute, routesBucket, startBackends } from './backends.js';
-import { eventually, RawSession, startStack, type Stack } from './helpers.js';
+import { eventually, parseResponses as parseResponsesOf, rawRequest, RawSession, startStack, type Stack } from './helpers.js';
 
 let s: Stack;
 let kv: KV;
@@ -268,7 +268,9 @@ test('proxy: connection refused everywhere → 502 after trying each; accepted b
   await putRoute(kv, s.gw, 'api.refused', { upstreams: [{ url: `http://127.0.0.1:${p1}` }, { url: `http://127.0.0.1:${p2}` }], retries: 3 });
   const r = await request(`${s.base}/refused`, { method: 'POST', body: 'x' });
   assert.equal(r.statusCode, 502);
-  assert.match(((await r.body.json()) as { detail: string }).detail, /ECONNREFUSED/);
+  const detail = ((await r.body.json()) as { detail: string }).detail;
+  assert.equal(detail, 'the backend of api.refused failed to answer', 'no address or OS error for the client');
+  assert.ok(s.logs.some((l) => l.msg === 'override request failed' && /ECONNREFUSED/.test(String(l.detail))), 'the log has the OS error');
   const route = s.gw.routes.match('api.refused')!;
   assert.deepEqual(route.upstreams.map((u) => u.failures), [1, 1], 'both tried once, even for POST: it never reached them');
 
@@ -362,7 +364,7 @@ test('proxy: a client that disconnects mid-response cancels the upstream request
   await eventually(() => s.gw.inFlight === 0, 2000, 'gateway in-flight released');
 });
 
-test('proxy: with every backend unavailable → 503 at once, saying why', async () => {
+test('proxy: with every backend unavailable → 503 at once; why (breaker open) is logged and in /backends, not in the body', async () => {
   const [a, b] = await backends(2, (_req, res) => {
     res.statusCode = 502;
     res.end();
@@ -380,7 +382,11 @@ test('proxy: with every backend unavailable → 503 at once, saying why', async 
   assert.ok(Date.now() - t0 < 200);
   const p = (await r.body.json()) as { code: string; detail: string };
   assert.equal(p.code, 'no-backend');
-  assert.match(p.detail, /no backend available for api\.alldown: .*breaker open.*breaker open/);
+  assert.equal(p.detail, 'no backend of api.alldown is available');
+  const logged = s.logs.filter((l) => l.msg === 'override request failed' && l.route === 'api.alldown').at(-1);
+  assert.match(String(logged?.detail), new RegExp(`${a!.url}/? breaker open, ${b!.url}/? breaker open`));
+  const view = (await (await request(`http://127.0.0.1:${s.gw.adminPort}/backends`)).body.json()) as Array<{ route: string; breaker: string }>;
+  assert.deepEqual(view.filter((v) => v.route === 'api.alldown').map((v) => v.breaker), ['open', 'open']);
 });
 
 test('proxy: an upstream that answers early (401 before reading the body) is passed on, not counted as a failure', async () => {
@@ -423,3 +429,130 @@ test('proxy: a backend that fails fast does not attract traffic from least-conne
   assert.ok(upstreamOf('api.fastfail', bad!.url).isEjected(Date.now()), 'it is ejected');
   assert.ok(statuses.every((x) => x === 200), 'retries hid its failures from clients');
 });
+
+test('proxy: dot segments never take a request outside its route: normalised before matching and forwarding, or 400; nothing else reaches the backend', async () => {
+  const [b] = await backends(1, (req, res) => res.end(`saw ${req.url}`));
+  await putRoute(kv, s.gw, 'api.legacy2', { upstreams: [{ url: `${b!.url}/base` }], stripPrefix: true });
+  const c = new RawSession(s.gw.port);
+  for (const [target, expected] of [
+    ['/legacy2/a/../b', 'saw /base/b'],
+    ['/legacy2/./x/%2e/y', 'saw /base/x/y'],
+    ['/legacy2/q?x=1', 'saw /base/q?x=1'],
+  ] as const) {
+    c.send(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const r = await c.read();
+    assert.deepEqual([r.status, r.body], [200, expected], target);
+  }
+  c.close();
+  const hits = b!.hits;
+  for (const target of ['/legacy2/../../internal', '/legacy2/%2e%2e/%2e%2e/internal', '/legacy2/..%2f..%2finternal', '/legacy2/..\\..\\internal', '/legacy2/x%2F..%2F..']) {
+    const r = parseOne(await rawText(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`));
+    assert.equal(r.status, 400, target);
+  }
+  // Climbing out of the route but not above the root is just another path: not this route's.
+  const elsewhere = parseOne(await rawText('GET /legacy2/../internal HTTP/1.1\r\nHost: x\r\n\r\n'));
+  assert.equal(elsewhere.status, 503, 'api.internal is on NATS, where nobody listens');
+  assert.equal(b!.hits, hits, 'the backend saw none of them');
+});
+
+test('proxy: failures the request itself causes are the client\'s: no breaker opens, no backend is ejected or counted, no retry budget is spent', async () => {
+  let release: (() => void) | undefined;
+  const [b] = await backends(1, (req, res) => {
+    if (req.url === '/busy/hold') {
+      // The head goes out at once, the body is held: the one connection stays busy.
+      res.writeHead(200, { 'content-length': '4' });
+      res.flushHeaders();
+      release = () => res.end('held');
+    }
+    else res.end(`ok ${req.method} ${req.url}`);
+  });
+  await putRoute(kv, s.gw, 'api.busy', {
+    upstreams: [{ url: b!.url }],
+    preserveHost: true,
+    maxConnections: 1,
+    tryTimeoutMs: 200,
+    timeoutMs: 5000,
+    retries: 1,
+    circuitBreaker: { failureThreshold: 2, openMs: 60_000 },
+    passiveHealth: { consecutiveFailures: 2 },
+  });
+  const u = s.gw.routes.match('api.busy')!.upstreams[0]!;
+  for (let i = 0; i < 5; i++) {
+    assert.equal(parseOne(await rawText(`GET /busy/del HTTP/1.1\r\nHost: x\r\nX-V: a\x7fb\r\n\r\n`)).status, 400, 'DEL in a header value');
+    assert.equal(parseOne(await rawText('GET /busy/host HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n')).status, 400, 'two Hosts on a preserveHost route');
+    assert.equal(parseOne(await rawText('CONNECT /busy/tunnel HTTP/1.1\r\nHost: x\r\n\r\n')).status, 501, 'CONNECT');
+    const nonAscii = parseOne(await rawText('GET /busy/\xc3\xbc HTTP/1.1\r\nHost: x\r\n\r\n'));
+    assert.deepEqual([nonAscii.status, nonAscii.body], [200, 'ok GET /busy/%C3%BC'], 'a raw non-ASCII path is percent-encoded and served');
+  }
+  // Our own pool is full: the one connection is held.
+  const held = request(`${s.base}/busy/hold`);
+  await eventually(() => release !== undefined, 2000, 'the held request reached the backend');
+  for (let i = 0; i < 5; i++) {
+    const r = await request(`${s.base}/busy/queued/${i}`);
+    assert.equal(r.statusCode, 503, 'our own queue: 503');
+    assert.equal(((await r.body.json()) as { code: string }).code, 'upstream-busy');
+  }
+  release!();
+  await (await held).body.dump();
+  assert.equal(u.breaker!.state, 'closed');
+  assert.deepEqual([u.failures, u.ejections, u.timeouts, u.retries], [0, 0, 0, 0]);
+  const after = await request(`${s.base}/busy/after`);
+  assert.equal(after.statusCode, 200);
+  await after.body.dump();
+});
+
+test('proxy: a try given up in our full pool moves to another backend without spending the retry budget', async () => {
+  let release: (() => void) | undefined;
+  const [busy] = await backends(1, (_req, res) => {
+    res.writeHead(200, { 'content-length': '4' });
+    res.flushHeaders();
+    release = () => res.end('held');
+  });
+  const [spare] = await backends(1, (req, res) => res.end(`spare ${req.method}`));
+  await putRoute(kv, s.gw, 'api.nobudget', {
+    upstreams: [{ url: busy!.url, weight: 100 }, { url: spare!.url, weight: 1 }],
+    balancing: 'round-robin',
+    maxConnections: 1,
+    tryTimeoutMs: 200,
+    retries: 1,
+    retryBudget: { percent: 0, minPerSecond: 0 }, // no retry budget at all
+  });
+  const held = request(`${s.base}/nobudget/hold`);
+  await eventually(() => release !== undefined, 2000, 'busy holds its one connection');
+  const moved = await request(`${s.base}/nobudget/post`, { method: 'POST', body: 'x' });
+  assert.equal(moved.statusCode, 200);
+  assert.equal(await moved.body.text(), 'spare POST');
+  release!();
+  await (await held).body.dump();
+});
+
+test('proxy: non-ASCII header bytes pass unchanged both ways; every Connection field from a backend counts', async () => {
+  const [b] = await backends(1, (req, res) => {
+    const raw = req.rawHeaders[req.rawHeaders.findIndex((h) => h.toLowerCase() === 'x-name') + 1]!;
+    res.setHeader('x-seen', Buffer.from(raw, 'latin1').toString('hex'));
+    res.setHeader('x-back', 'café ok'); // node:http writes header strings as UTF-8 bytes
+    res.setHeader('connection', ['x-one', 'x-two']);
+    res.setHeader('x-one', '1');
+    res.setHeader('x-two', '2');
+    res.setHeader('x-kept', '3');
+    res.end('ok');
+  });
+  await putRoute(kv, s.gw, 'api.bytes', { upstreams: [{ url: b!.url }] });
+  const text = await rawText('GET /bytes HTTP/1.1\r\nHost: x\r\nX-Name: Jos\xc3\xa9 \xe2\x82\xac ok\r\n\r\n');
+  const r = parseOne(text);
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['x-seen']?.[0], Buffer.from('José € ok', 'utf8').toString('hex'), 'the backend got the client\'s bytes');
+  assert.equal(r.headers['x-back']?.[0], Buffer.from('café ok', 'utf8').toString('latin1'), 'the client got the backend\'s bytes');
+  assert.equal(r.headers['x-one'], undefined);
+  assert.equal(r.headers['x-two'], undefined);
+  assert.deepEqual(r.headers['x-kept'], ['3']);
+});
+
+async function rawText(raw: string): Promise<string> {
+  return (await rawRequest(s.gw.port, raw)).text;
+}
+function parseOne(text: string): { status: number; headers: Record<string, string[]>; body: string } {
+  const [first] = parseResponsesOf(text);
+  assert.ok(first, `a response: ${JSON.stringify(text.slice(0, 200))}`);
+  return first;
+}

@@ -53,6 +53,10 @@ test('route schema: invalid values are rejected with a reason that names the fie
     [{ upstreams: [{ url: 'http://x' }], requestHeaders: { set: { 'bad name': 'v' } } }, /requestHeaders\.set/],
     [{ upstreams: [{ url: 'http://x' }], requestHeaders: { set: { 'x-a': 'line\r\nbreak' } } }, /requestHeaders\.set/],
     [{ upstreams: [{ url: 'http://x' }], passiveHealth: { failureStatuses: [404] } }, /failureStatuses/],
+    [{ upstreams: [{ url: 'http://x' }], requestHeaders: { set: { 'Transfer-Encoding': 'chunked' } } }, /requestHeaders\.set: transfer-encoding cannot be set/],
+    [{ upstreams: [{ url: 'http://x' }], requestHeaders: { set: { expect: '100-continue' } } }, /requestHeaders\.set: expect cannot be set/],
+    [{ upstreams: [{ url: 'http://x' }], responseHeaders: { set: { 'content-length': '5' } } }, /responseHeaders\.set: content-length cannot be set/],
+    [{ upstreams: [{ url: 'http://x' }], requestHeaders: { set: { connection: 'close' } } }, /connection cannot be set/],
   ];
   for (const [value, reason] of cases) {
     const r = parseRoute(typeof value === 'string' ? value : JSON.stringify(value));

@@ -11,12 +11,22 @@ export class Exchange implements PendingRequest {
   muxKey = '';
   deadline = 0;
   method = '';
+  /** The path as the client sent it (uWS's getUrl). */
+  rawPath = '';
+  rawQuery = '';
+  /** The path as used from here on: dot segments removed, raw non-ASCII percent-encoded (request-path.ts). */
   path = '';
   query = '';
   /** Forwardable request headers, flattened; hop-by-hop and rewritten ones are kept out. */
   headers: string[] = [];
   headerBytes = 0;
   host = '';
+  /** Host fields seen: more than one is a 400. */
+  hostCount = 0;
+  /** The first header whose value held bytes that are not UTF-8. */
+  badHeaderValue: string | undefined = undefined;
+  /** Forwarded, X-Real-IP, X-Forwarded-Port, X-Forwarded-Prefix as received, flattened; forwarded only from trusted proxies. */
+  forwardedOther: string[] | undefined = undefined;
   requestId = '';
   subject = '';
   contentLength = -1;

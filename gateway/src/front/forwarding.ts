@@ -1,12 +1,15 @@
 /**
  * X-Forwarded-For/-Proto/-Host: a trusted proxy's values are extended (its
  * chain plus its own address), anyone else's replaced — a client must not be
- * able to claim another address or scheme.
+ * able to claim another address or scheme. Forwarded, X-Real-IP and
+ * X-Forwarded-Port/-Prefix pass only from a trusted proxy (http-front.ts).
  */
 import { BlockList, isIPv6 } from 'node:net';
 import type { Exchange } from './exchange.js';
 
 export interface Forwarded {
+  /** The client is one of --trusted-proxies: its own forwarding headers are kept. */
+  trusted: boolean;
   forwardedFor: string;
   scheme: string;
   host: string;
@@ -31,11 +34,12 @@ export class ForwardingPolicy {
   compute(ex: Exchange, remote: string): Forwarded {
     if (this.trusted !== undefined && this.trusted.check(remote, isIPv6(remote) ? 'ipv6' : 'ipv4')) {
       return {
+        trusted: true,
         forwardedFor: ex.forwardedFor !== undefined ? ex.forwardedFor + ', ' + remote : remote,
         scheme: ex.forwardedProto === 'https' || ex.forwardedProto === 'http' ? ex.forwardedProto : 'http',
         host: ex.forwardedHost ?? ex.host,
       };
     }
-    return { forwardedFor: remote, scheme: 'http', host: ex.host };
+    return { trusted: false, forwardedFor: remote, scheme: 'http', host: ex.host };
   }
 }

@@ -9,7 +9,7 @@
  * after the callback); writes from outside a uWS callback happen in cork().
  */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { decodeReply, encodeRequest, pathToSubject, PROTOCOL_VERSION, type ReplyEnvelope, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
+import { decodeReply, encodeRequest, normalizePath, normalizeQuery, pathToSubject, PROTOCOL_VERSION, type PathRefusal, type ReplyEnvelope, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
 import { performance } from 'node:perf_hooks';
 import { nuid } from '@nats-io/transport-node';
 import type { FailureCode } from '../errors.js';
@@ -44,7 +44,8 @@ export interface HttpFrontOptions {
 export type FrontEvent =
   | { type: 'bad-reply'; subject: string; reason: string; requestId: string }
   | { type: 'internal-error'; error: unknown; requestId: string }
-  | { type: 'upstream-try'; route: string; upstream: string; outcome: TryOutcome | 'retry'; detail: string; requestId: string };
+  | { type: 'upstream-try'; route: string; upstream: string; outcome: TryOutcome | 'retry'; detail: string; requestId: string }
+  | { type: 'upstream-failed'; route: string; code: FailureCode; detail: string; requestId: string };
 
 /** Largest body a NATS request may carry: --max-body, and room for the envelope within the server's max_payload. */
 export function natsBodyLimit(maxBodyBytes: number, maxHeaderBytes: number, maxPayload: number): number {
@@ -71,6 +72,8 @@ const enum H {
   ForwardedFor,
   ForwardedProto,
   ForwardedHost,
+  /** Forwarded, X-Real-IP, X-Forwarded-Port, X-Forwarded-Prefix: kept only from trusted proxies. */
+  ForwardedOther,
   Connection,
 }
 const REQUEST_HEADER_KIND = new Map<string, H>([
@@ -89,14 +92,33 @@ const REQUEST_HEADER_KIND = new Map<string, H>([
   ['x-forwarded-for', H.ForwardedFor],
   ['x-forwarded-proto', H.ForwardedProto],
   ['x-forwarded-host', H.ForwardedHost],
+  ['forwarded', H.ForwardedOther],
+  ['x-real-ip', H.ForwardedOther],
+  ['x-forwarded-port', H.ForwardedOther],
+  ['x-forwarded-prefix', H.ForwardedOther],
 ]);
 
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,200}$/;
+
+/** What a client is told for each refused request target (always 400). */
+const PATH_REFUSALS: Record<PathRefusal, string> = {
+  'bad-percent-encoding': 'the path has malformed percent-encoding',
+  'dot-segment-above-root': 'the path climbs above the root with ..',
+  'hidden-dot-segment': 'a path segment hides a . or .. behind an encoded slash or a backslash',
+  fragment: 'a request target has no fragment (#)',
+  'not-utf8': 'the path or query holds bytes that are not UTF-8',
+};
 
 let collecting: Exchange;
 function collectHeader(name: string, value: string): void {
   const ex = collecting;
   ex.headerBytes += name.length + value.length + 4;
+  // uWS decodes values as UTF-8 and hands over bytes that are not UTF-8 as
+  // U+FFFD; those cannot be carried on losslessly. (A one-byte string, every
+  // ASCII value, answers that without looking at its characters.) uWS
+  // refuses other controls itself but lets DEL through, which RFC 9110 §5.5
+  // does not allow in a field value either.
+  if (value.indexOf('\uFFFD') !== -1 || value.indexOf('\x7f') !== -1) ex.badHeaderValue ??= name;
   switch (REQUEST_HEADER_KIND.get(name) ?? H.Forward) {
     case H.Forward:
       ex.headers.push(name, value);
@@ -111,7 +133,8 @@ function collectHeader(name: string, value: string): void {
       ex.transferEncoding = ex.transferEncoding === undefined ? value : ex.transferEncoding + ',' + value;
       return;
     case H.Host:
-      ex.host = value;
+      // RFC 9112 §3.2: more than one Host is a 400 (uWS refuses it too; this does not depend on that).
+      if (ex.hostCount++ === 0) ex.host = value;
       ex.headers.push(name, value);
       return;
     case H.RequestId:
@@ -127,7 +150,11 @@ function collectHeader(name: string, value: string): void {
       ex.forwardedHost = value;
       return;
     case H.Connection:
-      ex.connectionTokens = value;
+      // Several Connection fields: every token of every one counts (RFC 9110 §7.6.1).
+      ex.connectionTokens = ex.connectionTokens === undefined ? value : ex.connectionTokens + ',' + value;
+      return;
+    case H.ForwardedOther:
+      (ex.forwardedOther ??= []).push(name, value);
       return;
     case H.Drop:
       return;
@@ -155,9 +182,11 @@ function writeReply(ex: Exchange, r: ReplyEnvelope): void {
   const h = r.headers;
   let reportedLength = -1;
   let skipNamed: Set<string> | undefined;
+  let connection: string | undefined;
   for (let i = 0; i < h.length; i += 2) {
-    if (h[i]!.toLowerCase() === 'connection') skipNamed = connectionNamed(h[i + 1]!);
+    if (h[i]!.toLowerCase() === 'connection') connection = connection === undefined ? h[i + 1]! : connection + ',' + h[i + 1]!;
   }
+  if (connection !== undefined) skipNamed = connectionNamed(connection);
   for (let i = 0; i < h.length; i += 2) {
     const name = h[i]!;
     const lower = name.toLowerCase();
@@ -207,8 +236,8 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   readonly handle = (res: HttpResponse, req: HttpRequest): void => {
     const ex = new Exchange(res);
     ex.method = req.getCaseSensitiveMethod();
-    ex.path = req.getUrl();
-    ex.query = req.getQuery() ?? '';
+    ex.rawPath = req.getUrl();
+    ex.rawQuery = req.getQuery() ?? '';
     collecting = ex;
     req.forEach(collectHeader);
     this.inFlight++;
@@ -242,6 +271,16 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     if (ex.headerBytes > opts.maxHeaderBytes) {
       return this.fail(ex, 'headers-too-large', `request headers exceed ${opts.maxHeaderBytes} bytes`, hasBody);
     }
+    if (ex.hostCount > 1) return this.fail(ex, 'bad-request', 'more than one Host header (RFC 9112 §3.2)', true);
+    if (ex.badHeaderValue !== undefined) return this.fail(ex, 'bad-request', `header ${ex.badHeaderValue} holds bytes that are not UTF-8, or DEL`, hasBody);
+
+    const path = normalizePath(ex.rawPath);
+    const query = normalizeQuery(ex.rawQuery);
+    if (path.charCodeAt(0) !== 47 || query === 'fragment' || query === 'not-utf8') {
+      return this.fail(ex, 'bad-request', PATH_REFUSALS[(path.charCodeAt(0) !== 47 ? path : query) as PathRefusal], hasBody);
+    }
+    ex.path = path;
+    ex.query = query;
 
     const subject = pathToSubject(opts.rootSubject, ex.path);
     switch (subject) {
@@ -254,7 +293,8 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     }
     ex.subject = subject;
 
-    if (this.closing) return this.fail(ex, 'shutting-down', 'the gateway is shutting down', hasBody);
+    // Connection: close as well, so clients stop sending here.
+    if (this.closing) return this.fail(ex, 'shutting-down', 'the gateway is shutting down', true);
     // An override wins over NATS; the request keeps this route version to the end.
     const route = opts.routes?.match(subject);
     if (route !== undefined) {
@@ -310,6 +350,8 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     const remote = formatAddress(ex.res.getRemoteAddress());
     if (ex.connectionTokens !== undefined) stripConnectionNamed(ex.headers, ex.connectionTokens);
     const forwarded = this.forwarding.compute(ex, remote);
+    // A trusted proxy's Forwarded / X-Real-IP / X-Forwarded-Port|Prefix pass; anyone else's are dropped.
+    if (forwarded.trusted && ex.forwardedOther !== undefined) ex.headers.push(...ex.forwardedOther);
     if (ex.route !== undefined) {
       const proxy = new ProxyRequest(ex, ex.route, forwarded, this);
       ex.proxy = proxy;
@@ -426,6 +468,10 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
       traffic.tick(performance.timeOrigin + now); // wall time from the same clock read
     }
     this.opts.onComplete?.(ex, durationMs, aborted);
+  }
+
+  onFailed(ex: Exchange, code: FailureCode, detail: string): void {
+    this.opts.onEvent?.({ type: 'upstream-failed', route: ex.route!.key, code, detail, requestId: ex.requestId });
   }
 
   onTry(ex: Exchange, upstream: Upstream, outcome: TryOutcome | 'retry', detail: string): void {

@@ -42,6 +42,8 @@ export interface ProxyOwner {
   failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean): void;
   /** Notes one try for stats and logs. */
   onTry?(ex: Exchange, upstream: Upstream, outcome: TryOutcome | 'retry', detail: string): void;
+  /** The request failed; `detail` says why in full (addresses, OS errors, backend states), for the log only. */
+  onFailed?(ex: Exchange, code: FailureCode, detail: string): void;
 }
 
 /** Abort reasons we give undici, so we know our own aborts when they come back. */
@@ -61,25 +63,55 @@ const timeLimits = new CoarseTicker<ProxyRequest>(TIME_LIMIT_TICK_MS);
 const NOT_SENT = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED']);
 const TIMEOUTS = new Set([HEADERS_TIMEOUT.code, BODY_TIMEOUT.code, QUEUE_TIMEOUT.code, 'UND_ERR_CONNECT_TIMEOUT']);
 
+/** undici's codes for a request it refuses to send (a header value, path or method it rejects): the client's doing. */
+const REFUSED_BY_CLIENT = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED']);
+
 interface Classified {
   code: FailureCode;
+  /**
+   * Whose failure it is. Only `backend` counts against a backend (ejection,
+   * breaker, failures); `client` (a request undici refuses to send) and
+   * `busy` (our own pool had no free connection in time) are neutral, and
+   * neither spends the retry budget.
+   */
+  fault: 'backend' | 'client' | 'busy';
   /** The request never reached the backend: any method may be retried. */
   notSent: boolean;
   /** Counted as a connect error (refused, connect timeout, unreachable). */
   connectError: boolean;
+  /** For the log and /backends: may name addresses and OS errors, so never for the client. */
   detail: string;
 }
 
 function classify(err: Error & { code?: string }): Classified {
   const code = err.code ?? '';
   const detail = code ? `${code}: ${err.message}` : err.message;
+  if (REFUSED_BY_CLIENT.has(code)) return { code: 'bad-request', fault: 'client', notSent: true, connectError: false, detail };
+  if (code === QUEUE_TIMEOUT.code) return { code: 'upstream-busy', fault: 'busy', notSent: true, connectError: false, detail };
   if (TIMEOUTS.has(code)) {
     const connectTimeout = code === 'UND_ERR_CONNECT_TIMEOUT';
-    return { code: 'upstream-timeout', notSent: connectTimeout || code === QUEUE_TIMEOUT.code, connectError: connectTimeout, detail };
+    return { code: 'upstream-timeout', fault: 'backend', notSent: connectTimeout, connectError: connectTimeout, detail };
   }
   const notSent = NOT_SENT.has(code);
-  return { code: 'upstream-error', notSent, connectError: notSent, detail };
+  return { code: 'upstream-error', fault: 'backend', notSent, connectError: notSent, detail };
 }
+
+/** What a client is told about a failed override request: the route, never a backend's address or an OS error. */
+function clientDetail(route: string, c: Classified, err: Error): string {
+  switch (c.code) {
+    case 'bad-request':
+      return `the request cannot be forwarded to ${route}: ${err.message}`;
+    case 'upstream-busy':
+      return `every connection to the backends of ${route} is busy`;
+    case 'upstream-timeout':
+      return `no response from the backend of ${route} in time`;
+    default:
+      return `the backend of ${route} failed to answer`;
+  }
+}
+
+/** Header values travel as latin1 in undici and as UTF-8 in uWS: non-ASCII ones are converted so their bytes arrive unchanged. */
+const NON_ASCII = /[^\x00-\x7f]/;
 
 // cork() takes a callback; module-level slots let one static function serve every call.
 let corkRequest: ProxyRequest;
@@ -137,6 +169,19 @@ class UpstreamTry implements Dispatcher.DispatchHandler {
   onResponseError(controller: Dispatcher.DispatchController, err: Error): void {
     if (this.req.currentTry === this) this.req.onResponseError(controller, err);
   }
+}
+
+/**
+ * A request header value (UTF-8 text, as uWS decoded it) in the form undici
+ * writes unchanged: undici sends each character as one latin1 byte.
+ */
+function latin1Wire(value: string): string {
+  return NON_ASCII.test(value) ? Buffer.from(value, 'utf8').toString('latin1') : value;
+}
+
+/** A response header value (undici decodes bytes as latin1) as bytes for uWS, which would write a string as UTF-8. */
+function bytesOf(value: string): string | Buffer {
+  return NON_ASCII.test(value) ? Buffer.from(value, 'latin1') : value;
 }
 
 export class ProxyRequest implements Ticking {
@@ -211,27 +256,34 @@ export class ProxyRequest implements Ticking {
         continue;
       }
       if ((remove.length > 0 && remove.includes(name)) || set[name] !== undefined) continue;
-      out.push(name, h[i + 1]!);
+      out.push(name, latin1Wire(h[i + 1]!));
     }
     out.push('x-forwarded-for', f.forwardedFor, 'x-forwarded-proto', f.scheme, 'x-forwarded-host', f.host, 'via', via + '1.1 natsgw', 'x-request-id', this.ex.requestId);
-    for (const name in set) out.push(name, set[name]!);
+    for (const name in set) out.push(name, latin1Wire(set[name]!));
     return out;
   }
 
   start(): void {
+    // undici would open a tunnel; a reverse proxy has nothing to tunnel to.
+    if (this.ex.method === 'CONNECT') return this.fail('unsupported-method', `CONNECT is not forwarded to HTTP backends (${this.route.key})`);
     this.route.budget.recordRequest(Date.now());
     this.tryNext(undefined);
   }
 
   /** Sends the request to the next backend, or answers the client when none is left. */
-  private tryNext(last: Classified | undefined): void {
+  private tryNext(last: { c: Classified; err: Error } | undefined): void {
     const now = Date.now();
     const remaining = this.deadline - now;
     if (remaining <= 0) return this.fail('upstream-timeout', `no response from ${this.route.key} within ${this.route.config.timeoutMs} ms`);
     const upstream = this.route.balancer.pick(now, this.tried);
     if (upstream === undefined) {
-      if (last !== undefined) return this.fail(last.code, `${this.route.key}: ${last.detail}`);
-      return this.fail('no-backend', `no backend available for ${this.route.key}: ${this.whyNone(now)}`);
+      if (last !== undefined) return this.fail(last.c.code, clientDetail(this.route.key, last.c, last.err), last.c.detail);
+      return this.fail('no-backend', `no backend of ${this.route.key} is available`, this.whyNone(now));
+    }
+    if (last !== undefined && this.upstream !== undefined) {
+      // Counted only now that another backend takes it.
+      this.upstream.retries++;
+      this.owner.onTry?.(this.ex, this.upstream, 'retry', last.c.detail);
     }
     (this.tried ??= new Set()).add(upstream);
     this.tries++;
@@ -257,8 +309,10 @@ export class ProxyRequest implements Ticking {
     } catch (err) {
       // undici refused the request itself (an argument it rejects, a pool
       // closed under us): not the backend's fault, and nothing was sent.
-      this.settle('neutral', (err as Error).message);
-      this.fail('upstream-error', `${this.route.key}: could not send to ${upstream.url}: ${(err as Error).message}`);
+      const c = classify(err as Error);
+      this.settle('neutral', c.detail);
+      if (c.fault === 'client') this.fail(c.code, clientDetail(this.route.key, c, err as Error), c.detail);
+      else this.fail('upstream-error', `the request could not be sent to the backend of ${this.route.key}`, `${upstream.url}: ${c.detail}`);
     }
   }
 
@@ -271,10 +325,11 @@ export class ProxyRequest implements Ticking {
       .join(', ');
   }
 
-  private canRetry(notSent: boolean): boolean {
+  /** Whether the try may be repeated elsewhere; `spendBudget` false for a try that failed through no backend's fault. */
+  private canRetry(notSent: boolean, spendBudget = true): boolean {
     if (this.headWritten || this.ex.aborted || this.tries > this.route.config.retries || !(notSent || this.idempotent)) return false;
     const now = Date.now();
-    return now < this.deadline && this.route.budget.tryAcquire(now);
+    return now < this.deadline && (!spendBudget || this.route.budget.tryAcquire(now));
   }
 
   /** Counts a failed try by kind on its backend (for metrics). */
@@ -293,9 +348,11 @@ export class ProxyRequest implements Ticking {
     this.owner.onTry?.(this.ex, this.upstream, outcome, detail);
   }
 
-  private fail(code: FailureCode, detail: string): void {
+  /** Answers the client with `clientDetail`; `logDetail` (addresses, OS errors, backend states) goes to the log only. */
+  private fail(code: FailureCode, clientDetail: string, logDetail?: string): void {
     this.clientDone = true;
-    this.owner.failCorked(this.ex, code, detail, false);
+    if (logDetail !== undefined) this.owner.onFailed?.(this.ex, code, logDetail);
+    this.owner.failCorked(this.ex, code, clientDetail, false);
   }
 
   /** The client went away: stop the backend request; not the backend's fault. */
@@ -342,11 +399,10 @@ export class ProxyRequest implements Ticking {
     if (this.route.failureStatuses.has(statusCode)) {
       this.settle('failure', `status ${statusCode}`);
       if (this.canRetry(false)) {
-        this.upstream!.retries++;
-        this.owner.onTry?.(this.ex, this.upstream!, 'retry', `status ${statusCode}`);
         this.controller = undefined;
         controller.abort(RETRYING);
-        return this.tryNext({ code: 'upstream-error', notSent: false, connectError: false, detail: `status ${statusCode}` });
+        const detail = `status ${statusCode}`;
+        return this.tryNext({ c: { code: 'upstream-error', fault: 'backend', notSent: false, connectError: false, detail }, err: new Error(detail) });
       }
     }
     this.inBody = true;
@@ -416,16 +472,13 @@ export class ProxyRequest implements Ticking {
   private tryFailed(err: Error): void {
     if (err === CLIENT_GONE || this.ex.aborted) return this.settle('neutral', 'client went away');
     const c = classify(err);
-    this.count(c);
-    this.settle('failure', c.detail);
+    if (c.fault === 'backend') this.count(c);
+    this.settle(c.fault === 'backend' ? 'failure' : 'neutral', c.detail);
     this.headPending = false; // a head never written can still become a clean 502/504
     if (!this.headWritten) {
-      if (this.canRetry(c.notSent)) {
-        this.upstream!.retries++;
-        this.owner.onTry?.(this.ex, this.upstream!, 'retry', c.detail);
-        return this.tryNext(c);
-      }
-      return this.fail(c.code, `${this.route.key}: ${c.detail}`);
+      // A request undici refuses fails the same way on every backend.
+      if (c.fault !== 'client' && this.canRetry(c.notSent, c.fault === 'backend')) return this.tryNext({ c, err });
+      return this.fail(c.code, clientDetail(this.route.key, c, err), c.detail);
     }
     // Headers (and maybe part of the body) are with the client: cut the response off.
     if (!this.clientDone) {
@@ -442,8 +495,10 @@ export class ProxyRequest implements Ticking {
     const remove = config.responseHeaders.remove;
     const set = config.responseHeaders.set;
     // Connection usually says only keep-alive or close; it names other fields rarely.
-    const conn = headers.connection;
-    const named = typeof conn === 'string' && conn !== 'keep-alive' && conn !== 'close' ? connectionNamed(conn) : undefined;
+    // Several Connection fields arrive as an array: every token of every one counts (RFC 9110 §7.6.1).
+    const raw = headers.connection;
+    const conn = Array.isArray(raw) ? raw.join(',') : raw;
+    const named = conn !== undefined && conn !== 'keep-alive' && conn !== 'close' ? connectionNamed(conn) : undefined;
     res.writeStatus(STATUS_LINES[status] ?? `${status} `);
     let via = '';
     for (const name in headers) {
@@ -453,8 +508,8 @@ export class ProxyRequest implements Ticking {
         via = String(value) + ', ';
         continue;
       }
-      if (typeof value === 'string') res.writeHeader(name, value);
-      else for (const v of value) res.writeHeader(name, v);
+      if (typeof value === 'string') res.writeHeader(name, bytesOf(value));
+      else for (const v of value) res.writeHeader(name, bytesOf(v));
     }
     for (const name in set) res.writeHeader(name, set[name]!);
     res.writeHeader('via', via + '1.1 natsgw');

@@ -204,8 +204,17 @@ export function parseRoute(value: Uint8Array | string | unknown): { ok: true; co
     h.set = Object.fromEntries(Object.entries(h.set).map(([k, v]) => [k.toLowerCase(), v]));
     h.remove = h.remove.map((k) => k.toLowerCase());
   }
+  // Framing and hop-by-hop fields are the gateway's to write: set on a route,
+  // the HTTP client would refuse every request, or the framing would lie.
+  for (const [where, h] of [['requestHeaders', c.requestHeaders], ['responseHeaders', c.responseHeaders]] as const) {
+    const name = Object.keys(h.set).find((k) => FRAMING_HEADERS.has(k));
+    if (name !== undefined) return { ok: false, reason: `${where}.set: ${name} cannot be set (the gateway writes framing and hop-by-hop fields itself)` };
+  }
   return { ok: true, config: deepFreeze(c) as RouteConfig };
 }
+
+/** Header fields a route may not set: hop-by-hop (RFC 9110 §7.6.1) and message framing. */
+const FRAMING_HEADERS: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'content-length']);
 
 /** What redacted values read as. */
 export const REDACTED = '[redacted]';

@@ -4,6 +4,7 @@
  */
 export * from './envelope.js';
 export * from './subject.js';
+export * from './request-path.js';
 export * from './problem.js';
 export * from './http-syntax.js';
 export { MsgpackError } from './msgpack-reader.js';
