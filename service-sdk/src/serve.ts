@@ -56,6 +56,12 @@ export interface ServeOptions {
   /** How long to collect existing mounts at start, in ms (default 100). */
   discoveryMs?: number;
   /**
+   * Longest wait, in ms, for the running mounts above this one (`api.foo` for
+   * `api.foo.bar`) to acknowledge it before serve() resolves (default 2000).
+   * Once they have, none of them runs a request meant for this mount.
+   */
+  readyTimeoutMs?: number;
+  /**
    * Called once when the NATS connection closes for good while the service
    * is not draining (nats.js gives up after repeated authorization errors: a
    * revoked user, expired or rotated credentials), so it will never serve
@@ -172,6 +178,8 @@ class ServiceRuntime implements Service {
     this.registry = new MountRegistry(nc, this.subject, nuid.next(), {
       heartbeatMs: options.heartbeatMs ?? 5000,
       discoveryMs: options.discoveryMs ?? 100,
+      readyTimeoutMs: options.readyTimeoutMs ?? 2000,
+      onRefused: (subject, why) => this.safeLog('warn', { subject, why }, 'ignored a mount message'),
     });
   }
 
@@ -197,8 +205,13 @@ class ServiceRuntime implements Service {
     this.subs.push(this.nc.subscribe(this.subject + '.>', { queue: this.queue, callback: onRequest }));
     this.subs.push(this.nc.subscribe(HANDOFF_PREFIX + this.subject, { queue: this.queue, callback: (_e, msg) => this.contained(msg, true) }));
     await this.nc.flush();
-    // Announce only once subscribed: whoever hands us a request finds us listening.
-    this.registry.announceUp();
+    // Announce only once subscribed: whoever hands us a request finds us
+    // listening. Resolve only once the mounts above know us, so "the most
+    // specific mount runs it" holds from the moment serve() returns.
+    const unacknowledged = await this.registry.announceUp();
+    if (unacknowledged.length > 0) {
+      this.safeLog('warn', { subject: this.subject, instances: unacknowledged }, 'mounts above this one did not acknowledge it in time; they may still run some of its requests until they hear its next announcement');
+    }
     this.timer = setInterval(() => this.expire(), Math.min(1000, Math.max(10, this.timeoutMs / 20)));
     this.timer.unref();
     void this.watchClosed();
