@@ -26,6 +26,7 @@ export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 export const DEFAULT_ADMIN_HOST = '127.0.0.1';
 export const DEFAULT_ADMIN_PORT = 8081;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+export const DEFAULT_INBOX_PREFIX = '_INBOX';
 
 /** Per-key help, shown by `--help` and used in error messages. `hint` explains a pattern in words. */
 interface Meta {
@@ -79,6 +80,11 @@ export const GatewayOptionsSchema = Type.Object(
       description: 'Addresses or CIDRs of proxies in front of the gateway whose X-Forwarded-* headers are trusted (comma-separated)',
       placeholder: 'CIDR[,CIDR...]',
     }),
+    inboxPrefix: opt(Type.String({ pattern: ROOT_SUBJECT_PATTERN, default: DEFAULT_INBOX_PREFIX }), {
+      description: 'Prefix of the subjects replies come back on; give each NATS user its own (e.g. _INBOX_gw) so one cannot read another\'s replies',
+      placeholder: 'PREFIX',
+      hint: 'must be subject tokens of A-Z a-z 0-9 - _ separated by dots, e.g. _INBOX_gw',
+    }),
     creds: opt(Type.String({ minLength: 1 }), { description: 'NATS credentials file (JWT + NKey)', placeholder: 'FILE' }),
     user: opt(Type.String({ minLength: 1 }), { description: 'NATS user name (with --pass)', placeholder: 'USER' }),
     pass: opt(Type.String(), { description: 'NATS password (with --user)', placeholder: 'PASS', secret: true }),
@@ -131,6 +137,7 @@ export interface GatewayConfig {
   readonly trustedProxies: readonly string[];
   readonly routesBucket: string;
   readonly routesReplicas: number;
+  readonly inboxPrefix: string;
   readonly auth: Readonly<{ creds?: string; user?: string; pass?: string; token?: string }>;
   readonly tls: Readonly<{ ca?: string; cert?: string; key?: string }> | undefined;
   readonly logLevel: (typeof LOG_LEVELS)[number];
@@ -214,7 +221,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     throw new ConfigError(describe(validate.errors![0]!, merged, origin));
   }
   const o = merged as Required<
-    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'routesReplicas' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
+    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'routesReplicas' | 'inboxPrefix' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
   > &
     GatewayOptions;
   checkCombinations(o, origin);
@@ -229,6 +236,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     trustedProxies: Object.freeze([...o.trustedProxies]),
     routesBucket: o.routesBucket,
     routesReplicas: o.routesReplicas,
+    inboxPrefix: o.inboxPrefix,
     auth: Object.freeze({ creds: o.creds, user: o.user, pass: o.pass, token: o.token }),
     tls: o.tlsCa || o.tlsCert || o.tlsKey ? Object.freeze({ ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey }) : undefined,
     logLevel: o.logLevel,

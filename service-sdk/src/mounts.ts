@@ -61,6 +61,11 @@ function ancestors(mount: string): string[] {
 
 const ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** A new inbox under the connection's own prefix (its NATS user may read only those). */
+function inboxOf(nc: NatsConnection): string {
+  return createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+}
+
 export class MountRegistry {
   /** mount → (instance id → expiry time), only for mounts below ours. */
   private readonly deeper = new Map<string, Map<string, number>>();
@@ -91,7 +96,7 @@ export class MountRegistry {
     // Mounts above ours ask too: they need to know us.
     for (const a of ancestors(this.mount)) this.subs.push(this.nc.subscribe(`${QUERY_PREFIX}${a}`, { callback: (_e, m) => this.contained(m, () => answer(m)) }));
 
-    const inbox = createInbox();
+    const inbox = inboxOf(this.nc);
     const answers = this.nc.subscribe(inbox, { callback: (_e, m) => this.contained(m, () => this.onQueryAnswer(m)) });
     this.nc.publish(`${QUERY_PREFIX}${this.mount}`, '', { reply: inbox });
     await this.nc.flush();
@@ -115,7 +120,7 @@ export class MountRegistry {
       await this.nc.flush();
       return [];
     }
-    const inbox = createInbox();
+    const inbox = inboxOf(this.nc);
     let done!: () => void;
     const all = new Promise<void>((r) => (done = r));
     const acks = this.nc.subscribe(inbox, {

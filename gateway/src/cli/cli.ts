@@ -27,7 +27,7 @@ const EXIT_FAILURE = 1;
 class UsageError extends Error {}
 
 /** Options that say how to reach NATS and the routes bucket (shared by every command that talks to NATS). */
-const CONNECTION_KEYS = ['nats', 'creds', 'user', 'pass', 'token', 'tlsCa', 'tlsCert', 'tlsKey', 'routesBucket', 'routesReplicas'] as const;
+const CONNECTION_KEYS = ['nats', 'creds', 'user', 'pass', 'token', 'tlsCa', 'tlsCert', 'tlsKey', 'inboxPrefix', 'routesBucket', 'routesReplicas'] as const;
 
 function declareSchemaOptions(y: Argv, keys: readonly (typeof OPTION_KEYS)[number][]): Argv {
   for (const key of keys) {

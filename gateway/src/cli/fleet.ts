@@ -41,7 +41,7 @@ const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
  */
 export async function askFleet(nc: NatsConnection, verb: AdminVerb, token: string | undefined, waitMs: number): Promise<FleetResult> {
   const subject = `${ADMIN_SUBJECT_PREFIX}.${verb}`;
-  const inbox = createInbox();
+  const inbox = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
   const answers: FleetAnswer[] = [];
   const skipped: string[] = [];
   const seen = new Set<string>();

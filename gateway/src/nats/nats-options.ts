@@ -15,6 +15,7 @@ export function natsConnectionOptions(config: GatewayConfig, name: string): Node
   const opts: NodeConnectionOptions = {
     servers: [...config.natsServers],
     name,
+    inboxPrefix: config.inboxPrefix,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 1000,
     waitOnFirstConnect: true,

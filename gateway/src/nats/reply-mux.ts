@@ -18,7 +18,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { nuid, type Msg, type NatsConnection, type PublishOptions, type Subscription } from '@nats-io/transport-node';
+import { createInbox, type Msg, type NatsConnection, type PublishOptions, type Subscription } from '@nats-io/transport-node';
 
 /** What the mux needs on each request; the gateway's request context implements it. */
 export interface PendingRequest {
@@ -72,7 +72,8 @@ export class ReplyMux<P extends PendingRequest> {
     private readonly handler: ReplyHandler<P>,
     private readonly timeoutMs: number,
   ) {
-    this.prefix = `_INBOX.${nuid.next()}.`;
+    // Under the connection's inbox prefix, the one subject space its NATS user may read replies on.
+    this.prefix = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix) + '.';
     this.prefixLength = this.prefix.length;
     this.sub = nc.subscribe(this.prefix + '*', { callback: (_err, msg) => this.onMessage(msg) });
     // Coarse: a request expires within one tick after its deadline.

@@ -1,0 +1,101 @@
+/**
+ * The NATS trust model (RELIABILITY.md 29): a nats-server configured with the
+ * least-privilege permission set this repository ships
+ * (examples/nats-permissions/nats-server.conf, the very file) lets each role
+ * do its job, and keeps a service or any other user from answering requests
+ * it never received, forging mount announcements or hand-offs, reading
+ * admin data or writing routes.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { request } from 'undici';
+import { connectRaw, startNatsServer, type NatsServer } from '@natsgw/devkit';
+import type { Service } from '@natsgw/service-sdk';
+import { serve } from '@natsgw/service-sdk';
+import type { Gateway } from '../src/gateway.js';
+import { eventually, runCli, startTestGateway } from './helpers.js';
+
+const CONFIG = new URL('../../../examples/nats-permissions/nats-server.conf', import.meta.url);
+
+let ns: NatsServer;
+let gw: Gateway;
+let base: string;
+const services: Service[] = [];
+const as = (user: string, pass: string, inboxPrefix: string) => ({ servers: ns.url, user, pass, inboxPrefix });
+
+before(async () => {
+  ns = await startNatsServer({ config: `authorization {\n${readFileSync(CONFIG, 'utf8')}\n}` });
+  ({ gw, base } = await startTestGateway({ nats: ns.url, user: 'natsgw-gateway', pass: 'change-me-gateway', inboxPrefix: '_INBOX_gw' }));
+  await gw.connected;
+  services.push(await serve((req, res) => res.end(`foo ${req.url}`), { nats: as('svc-foo', 'change-me-foo', '_INBOX_foo'), subject: 'api.foo' }));
+  services.push(await serve((req, res) => res.end(`bar ${req.url}`), { nats: as('svc-bar', 'change-me-bar', '_INBOX_bar'), subject: 'api.bar' }));
+  await eventually(() => gw.overrides.state === 'watching', 10_000, 'the gateway watches the routes bucket');
+});
+after(async () => {
+  for (const s of services) await s.drain();
+  await gw.close(100);
+  await ns.dispose();
+});
+
+const routesEditor = ['--nats', '', '--user', 'routes-editor', '--pass', 'change-me-routes', '--inbox-prefix', '_INBOX_routes'];
+const fleetReader = ['--nats', '', '--user', 'fleet-reader', '--pass', 'change-me-fleet', '--inbox-prefix', '_INBOX_fleet'];
+const withUrl = (args: string[]) => args.map((a, i) => (i === 1 ? ns.url : a));
+
+test('permissions: with the shipped least-privilege config every role does its job', async () => {
+  for (const [path, by] of [['/foo/x', 'foo /foo/x'], ['/bar/y', 'bar /bar/y']]) {
+    const r = await request(`${base}${path}`);
+    assert.deepEqual([r.statusCode, await r.body.text()], [200, by]);
+  }
+  const put = await runCli(['routes', 'put', 'api.legacy', '--upstream', 'http://127.0.0.1:9', ...withUrl(routesEditor)]);
+  assert.equal(put.status, 0, put.stderr);
+  await eventually(() => gw.routes.match('api.legacy') !== undefined, 5000, 'the gateway applied the route');
+  for (const verb of [['ls'], ['get', 'api.legacy']]) {
+    const r = await runCli(['routes', ...verb, ...withUrl(routesEditor)]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /api\.legacy/);
+  }
+  assert.equal((await runCli(['routes', 'rm', 'api.legacy', ...withUrl(routesEditor)])).status, 0);
+  await eventually(() => gw.routes.match('api.legacy') === undefined, 5000, 'removed');
+  const status = await runCli(['status', '--json', ...withUrl(fleetReader)]);
+  assert.equal(status.status, 0, status.stderr);
+  assert.equal((JSON.parse(status.stdout) as Array<{ gateway: string; ok: boolean }>)[0]!.gateway, gw.id);
+});
+
+for (const [role, user, pass] of [
+  ['a service (svc-bar)', 'svc-bar', 'change-me-bar'],
+  ['any other user (app)', 'app', 'change-me-app'],
+] as const) {
+  test(`permissions: ${role} cannot answer another service's requests, forge announcements or hand-offs, read admin data or write routes`, async () => {
+    const raw = await connectRaw(ns.url, { user, pass });
+    try {
+      const attempts: Array<[string, () => void]> = [
+        ['take requests for api.foo', () => raw.subscribe('api.foo.>', () => undefined, 'natsgw')],
+        ['sniff the gateway\'s replies', () => raw.subscribe('_INBOX_gw.>', () => undefined)],
+        ['answer as the gateway to admin requests', () => raw.subscribe('natsgw.admin.>', () => undefined)],
+        ['answer on a guessed gateway reply subject', () => raw.publish('_INBOX_gw.guess.1_abc', 'x')],
+        ['forge a mount announcement for api.foo', () => raw.publish('_NATSGW.mounts.announce.api.foo.deep', JSON.stringify({ v: 1, mount: 'api.foo.deep', id: 'x', state: 'up', ttlMs: 60_000 }))],
+        ['hand a request to api.foo', () => raw.publish('_NATSGW.handoff.api.foo', 'x', { reply: 'app.reply' })],
+        ['read admin data', () => raw.publish('natsgw.admin.status', '', { reply: 'app.reply' })],
+        ['write a route', () => raw.publish('$KV.natsgw-routes.api.evil', JSON.stringify({ upstreams: [{ url: 'http://127.0.0.1:9' }] }))],
+        ['open the routes bucket', () => raw.publish('$JS.API.STREAM.INFO.KV_natsgw-routes', '', { reply: 'app.reply' })],
+      ];
+      for (const [what, attempt] of attempts) {
+        const before = raw.errors.length;
+        attempt();
+        await raw.flush();
+        assert.equal(raw.errors.length, before + 1, `refused: ${what}`);
+        assert.match(raw.errors.at(-1)!, /Permissions Violation/, what);
+      }
+      // And nothing of it had an effect.
+      for (let i = 0; i < 20; i++) {
+        const r = await request(`${base}/foo/${i}`);
+        assert.equal(await r.body.text(), `foo /foo/${i}`, 'every request still reaches api.foo');
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(gw.routes.match('api.evil'), undefined);
+    } finally {
+      raw.close();
+    }
+  });
+}
