@@ -5,9 +5,9 @@ import { request } from 'undici';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
 import { openRoutesBucket } from '../src/routes/routes-bucket.js';
 import { startBackends } from './backends.js';
-import { echo, eventually, respond, startTestGateway } from './helpers.js';
+import { echo, eventually, startLoad, respond, startTestGateway } from './helpers.js';
 
-test('cluster: a node of a 3-node JetStream cluster dies under traffic — the gateway fails over and the replicated bucket keeps serving and updating overrides', { timeout: 180_000 }, async () => {
+test('cluster: a node of a 3-node JetStream cluster dies under traffic — the gateway fails over and the replicated bucket keeps serving and updating overrides', { timeout: 180_000 }, async (t) => {
   const clusterPorts = [await freePort(), await freePort(), await freePort()];
   const nodes: NatsServer[] = [];
   for (let i = 0; i < 3; i++) {
@@ -22,7 +22,6 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
   const [a, b] = await startBackends(2);
   const { gw, base } = await startTestGateway({ nats: urls.join(','), routesReplicas: 3, timeout: 3000 });
   const service = await connect({ servers: urls, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-  let running = true; // the traffic loop; stopped in `finally` too, or a failed run never ends
   try {
     await gw.connected;
     await respond(service, 'api.core', (req) => echo(req));
@@ -35,8 +34,9 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
     await eventually(() => gw.routes.match('api.legacy') !== undefined, 5000, 'override applied');
 
     const results = { overrideFailures: 0, override: 0, nats: 0, nats503: 0, other: [] as string[] };
-    const traffic = (async () => {
-      while (running) {
+    const load = startLoad(
+      t,
+      async () => {
         const [o, n] = await Promise.all([
           request(`${base}/legacy/x`).then(async (r) => (await r.body.text(), r.statusCode), (e: Error) => `override: ${e.message}`),
           request(`${base}/core`).then(async (r) => (await r.body.text(), r.statusCode), (e: Error) => `nats: ${e.message}`),
@@ -49,9 +49,9 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
         if (n === 200) results.nats++;
         else if (n === 503) results.nats503++;
         else results.other.push(String(n));
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    })();
+      },
+      { pauseMs: 10, maxMs: 150_000 },
+    );
     await eventually(() => results.nats > 20, 5000, 'traffic');
     // Kill the node the gateway is connected to.
     const victim = nodes.find((n) => gw.nats!.getServer().endsWith(`:${n.port}`))!;
@@ -73,13 +73,11 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
       }
     }, 30_000, 'bucket writable with a node down');
     await eventually(() => gw.routes.match('api.legacy')?.upstreams[0]?.url === new URL(b!.url).href, 45_000, 'update reached the gateway');
-    running = false;
-    await traffic;
+    await load.stop();
     assert.equal(results.overrideFailures, 0, `overrides never stopped serving: ${results.other.slice(0, 5).join('; ')}`);
     assert.deepEqual(results.other, [], 'NATS path: only 200s and brief 503s while reconnecting');
     await admin.close();
   } finally {
-    running = false;
     {
       await service.close().catch(() => undefined);
       await gw.close(500);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { KV } from '@nats-io/kv';
 import { request } from 'undici';
 import { Backend, putRoute, routesBucket, startBackends } from './backends.js';
-import { eventually, startStack, type Stack } from './helpers.js';
+import { eventually, startLoad, startStack, type Stack } from './helpers.js';
 
 let s: Stack;
 let kv: KV;
@@ -23,7 +23,7 @@ async function backends(n: number): Promise<Backend[]> {
 }
 const upstream = (key: string, b: Backend) => s.gw.routes.match(key)!.upstreams.find((u) => u.url === new URL(b.url).href)!;
 
-test('health: a backend dies mid-traffic — requests are retried, no client sees an error; it is ejected, then readmitted after healthy probes', async () => {
+test('health: a backend dies mid-traffic — requests are retried, no client sees an error; it is ejected, then readmitted after healthy probes', async (t) => {
   const [a, b] = await backends(2);
   await putRoute(kv, s.gw, 'api.ha', {
     upstreams: [{ url: a!.url }, { url: b!.url }],
@@ -33,15 +33,15 @@ test('health: a backend dies mid-traffic — requests are retried, no client see
     passiveHealth: { consecutiveFailures: 2, baseEjectionMs: 60_000 },
   });
   const failures: string[] = [];
-  let running = true;
-  const workers = Array.from({ length: 4 }, async () => {
-    while (running) {
+  const load = startLoad(
+    t,
+    async () => {
       const r = await request(`${s.base}/ha/item`);
       const text = await r.body.text();
       if (r.statusCode !== 200) failures.push(`${r.statusCode} ${text}`);
-      await new Promise((res) => setTimeout(res, 5));
-    }
-  });
+    },
+    { workers: 4, pauseMs: 5 },
+  );
   await eventually(() => a!.hits > 20 && b!.hits > 20, 5000, 'both serving');
   await a!.stop();
   const ua = upstream('api.ha', a!);
@@ -61,9 +61,8 @@ test('health: a backend dies mid-traffic — requests are retried, no client see
   assert.ok((ua.lastProbe?.at ?? 0) > probesBefore && ua.lastProbe?.ok);
   const served = a!.hits;
   await eventually(() => a!.hits > served + 10, 5000, 'a serving again');
-  running = false;
-  await Promise.all(workers);
-  assert.deepEqual(failures, [], 'no client saw an error');
+  await load.stop();
+  assert.deepEqual([...failures, ...load.errors.map(String)], [], 'no client saw an error');
 });
 
 test('health: probes mark a backend down after unhealthyThreshold failures and up after healthyThreshold successes; flapping does not oscillate', async () => {

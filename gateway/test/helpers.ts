@@ -265,3 +265,50 @@ export function spawnGateway(args: string[], ready: (stdout: string) => boolean,
     child.once('exit', onExit);
   });
 }
+
+export interface Load {
+  /** Calls of `fn` finished so far. */
+  readonly done: number;
+  /** What `fn` threw, if anything (a worker goes on after a throw). */
+  readonly errors: unknown[];
+  /** Stops the workers and waits for the calls in progress. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `fn` in a loop on `workers` concurrent workers until stop(), which
+ * `t.after` calls too: a failing assertion ends the test at once instead of
+ * leaving the loop to run into the test timeout. Bounded by `maxMs` anyway.
+ * @example const load = startLoad(t, async () => { const r = await request(url); statuses.push(r.statusCode); await r.body.dump(); });
+ */
+export function startLoad(t: { after(fn: () => unknown): void }, fn: (worker: number) => Promise<void>, opts: { workers?: number; pauseMs?: number; maxMs?: number } = {}): Load {
+  const { workers = 1, pauseMs = 0, maxMs = 60_000 } = opts;
+  let running = true;
+  let done = 0;
+  const errors: unknown[] = [];
+  const until = Date.now() + maxMs;
+  const loops = Array.from({ length: workers }, async (_, worker) => {
+    while (running && Date.now() < until) {
+      try {
+        await fn(worker);
+      } catch (err) {
+        errors.push(err);
+      }
+      done++;
+      if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  });
+  const all = Promise.all(loops).then(() => undefined);
+  const load: Load = {
+    get done() {
+      return done;
+    },
+    errors,
+    stop() {
+      running = false;
+      return all;
+    },
+  };
+  t.after(() => load.stop());
+  return load;
+}

@@ -5,11 +5,11 @@ import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { serve } from '@natsgw/service-sdk';
 import { freePort, startNatsServer } from '@natsgw/devkit';
-import { eventually, RawSession, respond, startStack } from './helpers.js';
+import { eventually, startLoad, RawSession, respond, startStack } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
 
-test('lifecycle: SIGTERM under load — readiness drops at once, every accepted request is answered, exit 0', async () => {
+test('lifecycle: SIGTERM under load — readiness drops at once, every accepted request is answered, exit 0', async (t) => {
   const ns = await startNatsServer();
   const service = await serve((_req, res) => setTimeout(() => res.end('done'), 150), { nats: ns.url, subject: 'api.work' });
   const [port, adminPort] = [await freePort(), await freePort()];
@@ -33,9 +33,9 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
     // must get an answer.
     type Outcome = { startedAt: number; status?: number; code?: string; error?: string };
     const outcomes: Outcome[] = [];
-    let running = true;
-    const workers = Array.from({ length: 10 }, async () => {
-      while (running) {
+    const load = startLoad(
+      t,
+      async () => {
         const o: Outcome = { startedAt: Date.now() };
         outcomes.push(o);
         try {
@@ -47,8 +47,9 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
           o.error = (err as { code?: string }).code ?? (err as Error).message;
           await new Promise((r) => setTimeout(r, 20));
         }
-      }
-    });
+      },
+      { workers: 10 },
+    );
     await eventually(() => outcomes.filter((o) => o.status === 200).length > 30, 10_000, 'load running');
 
     const signalledAt = Date.now();
@@ -64,8 +65,7 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
 
     assert.equal(await exited, 0, `clean exit:\n${log.slice(-2000)}`);
     const exitedAt = Date.now();
-    running = false;
-    await Promise.all(workers);
+    await load.stop();
 
     const inFlightAtSignal = outcomes.filter((o) => o.startedAt < signalledAt - 20);
     assert.ok(inFlightAtSignal.every((o) => o.status === 200), 'every request in flight when the signal came was answered 200');

@@ -5,7 +5,7 @@ import { request } from 'undici';
 import { Packr } from 'msgpackr';
 import { freePort, startNatsServer } from '@natsgw/devkit';
 import { encodeReply } from '@natsgw/service-sdk/protocol';
-import { echo, eventually, respond, startStack, startTestGateway } from './helpers.js';
+import { echo, eventually, startLoad, respond, startStack, startTestGateway } from './helpers.js';
 
 const pack = (x: unknown) => new Packr({ useRecords: false }).pack(x);
 
@@ -117,7 +117,7 @@ test('nats: the gateway starts while NATS is down, answers 503, and serves once 
   }
 });
 
-test('nats: nats-server restarted under traffic → 503 while down, automatic recovery, no leak', async () => {
+test('nats: nats-server restarted under traffic → 503 while down, automatic recovery, no leak', async (t) => {
   const s = await startStack({ timeout: 5000 });
   const service = await connect({ servers: s.ns.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   try {
@@ -128,16 +128,16 @@ test('nats: nats-server restarted under traffic → 503 while down, automatic re
     await new Promise((r) => setTimeout(r, 100));
 
     const outcomes: Array<{ status: number; ms: number }> = [];
-    let running = true;
-    const traffic = (async () => {
-      while (running) {
+    const load = startLoad(
+      t,
+      async () => {
         const t0 = Date.now();
         const r = await request(`${s.base}/svc`);
         await r.body.dump();
         outcomes.push({ status: r.statusCode, ms: Date.now() - t0 });
-        await new Promise((res) => setTimeout(res, 20));
-      }
-    })();
+      },
+      { pauseMs: 20 },
+    );
     await eventually(() => outcomes.length > 5, 3000, 'traffic before the outage');
     await s.ns.stop();
     const h = await hanging;
@@ -148,8 +148,8 @@ test('nats: nats-server restarted under traffic → 503 while down, automatic re
     await s.ns.restart();
     const mark = outcomes.length;
     await eventually(() => outcomes.slice(mark).some((o) => o.status === 200), 10_000, 'recovery after restart');
-    running = false;
-    await traffic;
+    await load.stop();
+    assert.deepEqual(load.errors, []);
     const statuses = new Set(outcomes.map((o) => o.status));
     assert.deepEqual([...statuses].sort(), [200, 503], 'only successes and fast 503s');
     assert.ok(outcomes.every((o) => o.ms < 2000), 'no request waited for the timeout');

@@ -4,8 +4,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { type RequestListener, type Service, type ServiceLogger } from '@natsgw/service-sdk';
-import { decodeReply } from '@natsgw/service-sdk/protocol';
-import { eventually, startStack, type Stack } from './helpers.js';
+import { decodeReply, encodeRequest } from '@natsgw/service-sdk/protocol';
+import { eventually, startLoad, startStack, type Stack } from './helpers.js';
 
 function recordingLogger(): ServiceLogger & { lines: Array<{ level: string; msg: string; obj: object }> } {
   const lines: Array<{ level: string; msg: string; obj: object }> = [];
@@ -125,13 +125,27 @@ test("sdk: req.url is the full path by default, or relative to the mount with ur
   });
 });
 
-test('sdk: an envelope it cannot read gets a 400 problem reply and the service carries on', async () => {
+test('sdk: an envelope it cannot read, or one with an illegal header, method or path, gets a 400 and a log line and never reaches the handler', async () => {
   await withStack({}, undefined, async (s) => {
-    const svc = await s.serve((_req, res) => text(res, 200, 'ok'), { nats: s.ns.url, subject: 'api.strict', logger: recordingLogger() });
-    const reply = await s.nc.request('api.strict', Buffer.from('not an envelope'), { timeout: 2000 });
-    const r = decodeReply(reply.data);
-    assert.notEqual(typeof r, 'string');
-    assert.equal((r as { status: number }).status, 400);
+    let calls = 0;
+    const logger = recordingLogger();
+    const svc = await s.serve((_req, res) => (calls++, text(res, 200, 'ok')), { nats: s.ns.url, subject: 'api.strict', logger });
+    const good = { v: 1, id: 'r', method: 'GET', path: '/strict', query: '', headers: ['host', 'h'], body: new Uint8Array(0), remote: '', scheme: 'http', host: '', root: 'api', subject: 'api.strict', timeoutMs: 1000 };
+    const bad = [
+      Buffer.from('not an envelope'),
+      encodeRequest({ ...good, headers: ['x-a', 'v\r\nset-cookie: x=1'] }),
+      encodeRequest({ ...good, headers: ['bad name', 'v'] }),
+      encodeRequest({ ...good, method: 'GET /x HTTP/1.1\r\n' }),
+      encodeRequest({ ...good, path: '/a b' }),
+    ];
+    for (const data of bad) {
+      const reply = await s.nc.request('api.strict', data, { timeout: 2000 });
+      const r = decodeReply(reply.data);
+      assert.notEqual(typeof r, 'string');
+      assert.equal((r as { status: number }).status, 400);
+    }
+    assert.equal(calls, 0, 'the handler never saw them');
+    assert.equal(logger.lines.filter((l) => l.msg === 'rejected a request that is not a v1 envelope').length, bad.length, 'each logged');
     assert.equal((await request(`${s.base}/strict`)).statusCode, 200);
     await svc.drain();
   });
@@ -214,7 +228,7 @@ test('sdk: when the inner mount dies without draining, the outer one takes over 
   });
 });
 
-test('sdk: restarting one of two copies under steady traffic fails no request', async () => {
+test('sdk: restarting one of two copies under steady traffic fails no request', async (t) => {
   await withStack({ timeout: 10_000 }, undefined, async (s) => {
     const handler: RequestListener = (_req, res) => {
       // A little work in flight, so draining has something to finish.
@@ -223,28 +237,22 @@ test('sdk: restarting one of two copies under steady traffic fails no request', 
     let a = await s.serve(handler, { nats: s.ns.url, subject: 'api.steady' });
     const b = await s.serve(handler, { nats: s.ns.url, subject: 'api.steady' });
     const failures: string[] = [];
-    let done = 0;
-    let running = true;
-    const workers = Array.from({ length: 8 }, async () => {
-      while (running) {
-        try {
-          const r = await request(`${s.base}/steady/work`);
-          const body = await r.body.text();
-          if (r.statusCode !== 200) failures.push(`${r.statusCode} ${body}`);
-        } catch (err) {
-          failures.push(String(err));
-        }
-        done++;
-      }
-    });
-    await eventually(() => done > 100, 5000, 'traffic flowing');
+    const load = startLoad(
+      t,
+      async () => {
+        const r = await request(`${s.base}/steady/work`);
+        const body = await r.body.text();
+        if (r.statusCode !== 200) failures.push(`${r.statusCode} ${body}`);
+      },
+      { workers: 8 },
+    );
+    await eventually(() => load.done > 100, 5000, 'traffic flowing');
     await a.drain(); // stop copy A while B carries the load
-    const mark = done;
+    const mark = load.done;
     a = await s.serve(handler, { nats: s.ns.url, subject: 'api.steady' }); // start it again
-    await eventually(() => done > mark + 100, 5000, 'traffic after restart');
-    running = false;
-    await Promise.all(workers);
-    assert.deepEqual(failures, [], `no failed requests out of ${done}`);
+    await eventually(() => load.done > mark + 100, 5000, 'traffic after restart');
+    await load.stop();
+    assert.deepEqual([...failures, ...load.errors.map(String)], [], `no failed requests out of ${load.done}`);
     await a.drain();
     await b.drain();
   });

@@ -8,7 +8,7 @@
  * serving; on every (re)start of the watch, keys that disappeared meanwhile
  * are dropped.
  */
-import type { KvWatchEntry } from '@nats-io/kv';
+import type { KV, KvWatchEntry } from '@nats-io/kv';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { Logger } from '../log.js';
 import type { RouteTable } from './route-table.js';
@@ -23,6 +23,20 @@ export interface OverridesStatus {
 
 export type ReloadResult = 'applied' | 'rejected' | 'removed';
 
+/** Longest wait for a retry while the bucket is unreachable (the wait doubles from 500 ms up to this). */
+const MAX_RETRY_DELAY_MS = 5_000;
+/** Longest the key listing that precedes a watch may take. */
+const LIST_TIMEOUT_MS = 10_000;
+/**
+ * How often a running watch is checked against the bucket. nats.js's KV
+ * watch is an ordered consumer that notices a lost consumer only after two
+ * missed 30 s heartbeats; a consumer lost while a JetStream cluster elects
+ * a new leader would leave updates unseen for a minute. A watch that stays
+ * behind the bucket's last sequence, without progress, for two checks is
+ * set up again.
+ */
+const LIVENESS_CHECK_MS = 2_000;
+
 export class RoutesWatcher {
   status: OverridesStatus;
   private stopped = false;
@@ -30,6 +44,9 @@ export class RoutesWatcher {
   private wake: (() => void) | undefined;
   private running: Promise<void> | undefined;
   private restarting = false;
+  /** The highest revision (stream sequence) the watch has delivered. */
+  private lastRevision = 0;
+  private delayMs = 500;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -49,13 +66,12 @@ export class RoutesWatcher {
   }
 
   private async loop(): Promise<void> {
-    let delayMs = 500;
     while (!this.stopped) {
+      let liveness: NodeJS.Timeout | undefined;
       try {
         const kv = await openRoutesBucket(this.nc, this.bucket, this.replicas);
         if (this.stopped) break;
-        const present = new Set<string>();
-        for await (const key of await kv.keys()) present.add(key);
+        const present = await listKeys(kv);
         if (this.stopped) break;
         for (const key of this.table.keys()) if (!present.has(key)) this.remove(key);
         for (const key of [...this.table.rejected.keys()]) if (!present.has(key)) this.table.rejected.delete(key);
@@ -71,11 +87,14 @@ export class RoutesWatcher {
           break;
         }
         this.setStatus('watching');
-        delayMs = 500;
+        this.delayMs = 500;
+        liveness = this.checkLiveness(kv, iter);
         for await (const entry of iter) this.apply(entry);
       } catch (err) {
         if (this.stopped) break;
         this.setStatus('unavailable', (err as Error).message);
+      } finally {
+        clearInterval(liveness);
       }
       if (this.stopped) break;
       if (this.restarting) {
@@ -84,11 +103,38 @@ export class RoutesWatcher {
       }
       await new Promise<void>((resolve) => {
         this.wake = resolve;
-        setTimeout(resolve, delayMs).unref();
+        setTimeout(resolve, this.delayMs).unref();
       });
-      delayMs = Math.min(delayMs * 2, 30_000);
+      this.delayMs = Math.min(this.delayMs * 2, MAX_RETRY_DELAY_MS);
     }
     this.setStatus('stopped');
+  }
+
+  /** Every LIVENESS_CHECK_MS: if the bucket is ahead of the watch twice in a row, watch again. */
+  private checkLiveness(kv: KV, iter: QueuedIterator<KvWatchEntry>): NodeJS.Timeout {
+    let behind = 0;
+    let checking = false;
+    let seen = this.lastRevision;
+    const timer = setInterval(() => {
+      if (checking || this.stopped) return;
+      checking = true;
+      kv.status()
+        .then((s) => {
+          const last = s.streamInfo.state.last_seq;
+          // Behind and not moving: a watch still delivering a large backlog is fine.
+          const progressed = this.lastRevision !== seen;
+          seen = this.lastRevision;
+          behind = last > this.lastRevision && !progressed ? behind + 1 : 0;
+          if (behind >= 2 && this.iter === iter) {
+            this.log.warn({ bucket: this.bucket, lastSeen: this.lastRevision, bucketLast: last }, 'the routes watch fell behind the bucket; watching again');
+            this.restart();
+          }
+        })
+        .catch(() => undefined) // unreachable now: the watch itself will say so
+        .finally(() => (checking = false));
+    }, LIVENESS_CHECK_MS);
+    timer.unref();
+    return timer;
   }
 
   /**
@@ -99,6 +145,7 @@ export class RoutesWatcher {
   restart(): void {
     if (this.stopped) return;
     this.restarting = true;
+    this.delayMs = 500;
     this.iter?.stop();
     this.wake?.();
   }
@@ -126,6 +173,7 @@ export class RoutesWatcher {
    * again at the same entry, forever.
    */
   private apply(e: KvWatchEntry): void {
+    if (e.revision > this.lastRevision) this.lastRevision = e.revision;
     try {
       this.applyEntry(e);
     } catch (err) {
@@ -179,4 +227,22 @@ export class RoutesWatcher {
     if (state === 'watching') this.log.info({ bucket: this.bucket }, 'overrides: watching the routes bucket');
     else if (state === 'unavailable') this.log.warn({ bucket: this.bucket, reason }, 'overrides unavailable (JetStream not reachable); serving NATS only, retrying');
   }
+}
+
+/** The keys in the bucket, or a throw when listing them takes longer than LIST_TIMEOUT_MS (a consumer lost mid-listing never ends). */
+async function listKeys(kv: KV): Promise<Set<string>> {
+  const present = new Set<string>();
+  const iter = await kv.keys();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    iter.stop();
+  }, LIST_TIMEOUT_MS);
+  try {
+    for await (const key of iter) present.add(key);
+  } finally {
+    clearTimeout(timer);
+  }
+  if (timedOut) throw new Error(`listing the routes bucket's keys took longer than ${LIST_TIMEOUT_MS} ms`);
+  return present;
 }
