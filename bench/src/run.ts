@@ -17,9 +17,12 @@
  * access log; logging every request costs both of them alike.
  *
  * Environment: BENCH_DURATION (s, default 5), BENCH_CONNECTIONS (50),
- * BENCH_ROUNDS (3), BENCH_TOOL (wrk|autocannon).
+ * BENCH_ROUNDS (3), BENCH_TOOL (wrk|autocannon), BENCH_COMPARE (the path
+ * of another built checkout: its gateway joins the same run as contenders
+ * (c') and (d'), on the same NATS, service and backend, for before/after
+ * figures from one run).
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,7 +37,7 @@ const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const RESULTS_DIR = here('../../results');
 
 interface Contender {
-  key: 'direct' | 'nginx' | 'gateway' | 'override';
+  key: 'direct' | 'nginx' | 'gateway' | 'override' | 'compareGateway' | 'compareOverride';
   label: string;
   url: string;
   /** The process doing the contender's proxying work, whose CPU is counted. */
@@ -45,6 +48,11 @@ async function main(): Promise<void> {
   const toolChoice = process.env.BENCH_TOOL;
   if (toolChoice !== undefined && toolChoice !== '' && toolChoice !== 'wrk' && toolChoice !== 'autocannon') {
     process.stderr.write(`bench: BENCH_TOOL must be wrk or autocannon (got ${JSON.stringify(toolChoice)})\n`);
+    process.exit(2);
+  }
+  const compare = process.env.BENCH_COMPARE || undefined;
+  if (compare !== undefined && !existsSync(join(compare, 'gateway', 'dist', 'src', 'cli', 'cli.js')) && !existsSync(join(compare, 'gateway', 'dist', 'src', 'cli.js'))) {
+    process.stderr.write(`bench: BENCH_COMPARE=${compare} is not a built natsgw checkout (run npm run build there)\n`);
     process.exit(2);
   }
   const wrk = toolChoice === 'autocannon' ? undefined : which('wrk');
@@ -81,9 +89,20 @@ async function main(): Promise<void> {
     gatewayPid = gateway.child.pid!;
     contenders.push({ key: 'gateway', label: 'natsgw → NATS → service', url: `http://127.0.0.1:${gateway.port}/hello`, pid: gatewayPid });
 
+    // (c') another checkout's gateway on the same NATS and service
+    const other = compare === undefined ? undefined : await startGateway(nats.url, compare);
+    if (other !== undefined) {
+      await waitForLog(other, 'connected to NATS', 'connect to NATS');
+      contenders.push({ key: 'compareGateway', label: 'compare: natsgw → NATS', url: `http://127.0.0.1:${other.port}/hello`, pid: other.child.pid! });
+    }
+
     // (d) gateway → HTTP override → the same node:http server as (a)
     await putProxiedOverride(nats.url, directPort, gateway);
     contenders.push({ key: 'override', label: 'natsgw → HTTP override', url: `http://127.0.0.1:${gateway.port}/proxied/hello`, pid: gatewayPid });
+    if (other !== undefined) {
+      await waitForLog(other, 'override applied', 'apply the override');
+      contenders.push({ key: 'compareOverride', label: 'compare: natsgw → override', url: `http://127.0.0.1:${other.port}/proxied/hello`, pid: other.child.pid! });
+    }
 
     const measure = (url: string, seconds: number) => (wrk ? Promise.resolve(runWrk(wrk, url, seconds, CONNECTIONS)) : runAutocannon(url, seconds, CONNECTIONS));
     const rounds: Record<string, Measurement[]> = {};
@@ -98,6 +117,7 @@ async function main(): Promise<void> {
       }
     }
     const mem = memoryKb(gatewayPid);
+    const compareMem = compare !== undefined ? memoryKb(contenders.find((c) => c.key === 'compareGateway')!.pid) : undefined;
 
     // Best round of each: the same rule for every contender.
     const best = Object.fromEntries(Object.entries(rounds).map(([k, ms]) => [k, ms.reduce((a, b) => (b.requestsPerSec > a.requestsPerSec ? b : a))])) as Record<string, Measurement>;
@@ -112,6 +132,7 @@ async function main(): Promise<void> {
       results: Object.fromEntries(contenders.map((c) => [c.key, { label: c.label, best: best[c.key], rounds: rounds[c.key] }])),
       gatewayMemory: mem,
       ratios: { gatewayVsNginx: ratio('gateway', 'nginx'), gatewayVsDirect: ratio('gateway', 'direct'), overrideVsNginx: ratio('override', 'nginx') },
+      ...(compare !== undefined ? { compare: { checkout: compare, gatewayVsCompare: ratio('gateway', 'compareGateway'), overrideVsCompare: ratio('override', 'compareOverride') } } : {}),
       target: { gatewayVsNginx: 1.0, overrideVsNginx: 0.8 },
     };
 
@@ -128,6 +149,18 @@ async function main(): Promise<void> {
       console.log(`  gateway / nginx→node:http  = ${r.toFixed(2)}×  (target ≥ 1.00×: ${r >= 1 ? 'met' : 'NOT met'})`);
     }
     console.log(`  gateway / node:http direct = ${result.ratios.gatewayVsDirect!.toFixed(2)}×`);
+    if (compare !== undefined) {
+      // CPU per request moves far less than req/s here: compare medians over the rounds.
+      const medianCpu = (key: string) => {
+        const xs = (rounds[key] ?? []).map((m) => m.proxyCpuUsPerReq!).sort((a, b) => a - b);
+        return xs[Math.floor(xs.length / 2)] ?? NaN;
+      };
+      console.log(`\n  this checkout vs ${compare} (same run):`);
+      for (const [mine, theirs, what] of [['gateway', 'compareGateway', 'NATS path'], ['override', 'compareOverride', 'override path']] as const) {
+        console.log(`    ${what.padEnd(14)} req/s ${ratio(mine, theirs)!.toFixed(2)}×   CPU µs/req (median of rounds) ${medianCpu(mine).toFixed(1)} vs ${medianCpu(theirs).toFixed(1)}`);
+      }
+      console.log(`    gateway memory RSS ${(mem.rssKb / 1024).toFixed(1)} MiB vs ${(compareMem!.rssKb / 1024).toFixed(1)} MiB`);
+    }
     if (result.ratios.overrideVsNginx !== undefined) {
       const r = result.ratios.overrideVsNginx;
       console.log(`  override / nginx→node:http = ${r.toFixed(2)}×  (target ≥ 0.80×: ${r >= 0.8 ? 'met' : 'NOT met'})`);

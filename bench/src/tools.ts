@@ -164,8 +164,9 @@ export interface BenchGateway {
 }
 
 /** Starts natsgw (root subject `api`, no access log, like nginx's `access_log off`) and waits until it listens. */
-export async function startGateway(natsUrl: string): Promise<BenchGateway> {
-  const bin = fileURLToPath(new URL('../../../gateway/bin/natsgw.js', import.meta.url));
+/** Starts `natsgw serve` from this checkout, or from `checkout` (another built clone, for BENCH_COMPARE). */
+export async function startGateway(natsUrl: string, checkout?: string): Promise<BenchGateway> {
+  const bin = checkout === undefined ? fileURLToPath(new URL('../../../gateway/bin/natsgw.js', import.meta.url)) : join(checkout, 'gateway', 'bin', 'natsgw.js');
   const child = start(process.execPath, [bin, 'serve', '--nats', natsUrl, '--subject', 'api', '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info', '--access-log', 'false']);
   let log = '';
   child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
