@@ -263,3 +263,34 @@ test('hostile: in a service, a logger that throws while a bad request is rejecte
     await s.close();
   }
 });
+
+test('hostile: a reply subject says nothing about the next one: a party that saw one cannot answer another request', async () => {
+  const s = await startStack({ timeout: 1500 });
+  const raw = await connectRaw(s.ns.url);
+  try {
+    const seen: string[] = [];
+    raw.subscribe('api.seen', (m) => {
+      seen.push(m.reply!);
+      raw.publish(m.reply!, ok('seen'));
+    });
+    await respond(s.nc, 'api.other', () => undefined); // never answers by itself
+    await raw.flush();
+    assert.equal(await (await request(`${s.base}/seen`)).body.text(), 'seen');
+    const first = seen[0]!;
+    const prefix = first.slice(0, first.lastIndexOf('.') + 1);
+    const key = first.slice(prefix.length);
+    assert.match(key, /^[0-9a-z]+_[A-Za-z0-9_-]{11}$/, 'a sequence number and 66 random bits');
+    const seq = parseInt(key.split('_')[0]!, 36);
+    // Guess the next request's reply subject every way a sequence allows.
+    const other = request(`${s.base}/other`);
+    await new Promise((r) => setTimeout(r, 100));
+    for (const n of [seq + 1, seq + 2]) for (const guess of [`${prefix}${n.toString(36)}`, `${prefix}${n.toString(36)}_${key.split('_')[1]}`]) raw.publish(guess, ok('forged'));
+    await raw.flush();
+    const r = await other;
+    assert.equal(r.statusCode, 504, 'the forged answers reached nothing; the request timed out as it should');
+    await r.body.dump();
+  } finally {
+    raw.close();
+    await s.close();
+  }
+});

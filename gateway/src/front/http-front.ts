@@ -274,7 +274,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     if (ex.hostCount > 1) return this.fail(ex, 'bad-request', 'more than one Host header (RFC 9112 §3.2)', true);
     if (ex.badHeaderValue !== undefined) return this.fail(ex, 'bad-request', `header ${ex.badHeaderValue} holds bytes that are not UTF-8, or DEL`, hasBody);
 
-    const path = normalizePath(ex.rawPath);
+    const path = normalizePath(ex.rawPath === '' ? '/' : ex.rawPath);
     const query = normalizeQuery(ex.rawQuery);
     if (path.charCodeAt(0) !== 47 || query === 'fragment' || query === 'not-utf8') {
       return this.fail(ex, 'bad-request', PATH_REFUSALS[(path.charCodeAt(0) !== 47 ? path : query) as PathRefusal], hasBody);
