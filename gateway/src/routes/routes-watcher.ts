@@ -9,6 +9,7 @@
  * are dropped.
  */
 import type { KV, KvWatchEntry } from '@nats-io/kv';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection, QueuedIterator } from '@nats-io/transport-node';
 import type { Logger } from '../log.js';
 import type { RouteTable } from './route-table.js';
@@ -36,6 +37,17 @@ const LIST_TIMEOUT_MS = 10_000;
  * set up again.
  */
 const LIVENESS_CHECK_MS = 2_000;
+/**
+ * While no watch can be set up, how often what was written since the last
+ * revision applied is read with direct gets. Those are answered by any of
+ * the stream's replicas and need no consumer, so no JetStream meta leader:
+ * when a cluster loses the node that led it, the stream keeps taking writes
+ * at once, but a new consumer waits for the election (measured here: 5 to
+ * over 45 s on nats-server 2.9). Updates keep arriving meanwhile.
+ */
+const CATCH_UP_MS = 1_000;
+/** Most entries read per catch-up round (the next round goes on). */
+const CATCH_UP_BATCH = 1_000;
 
 export class RoutesWatcher {
   status: OverridesStatus;
@@ -47,6 +59,9 @@ export class RoutesWatcher {
   /** The highest revision (stream sequence) the watch has delivered. */
   private lastRevision = 0;
   private delayMs = 500;
+  private catchUpTimer: NodeJS.Timeout | undefined;
+  private catchingUp = false;
+  private watchedOnce = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -86,6 +101,8 @@ export class RoutesWatcher {
           for await (const _ of iter) void _;
           break;
         }
+        this.stopCatchUp();
+        this.watchedOnce = true;
         this.setStatus('watching');
         this.delayMs = 500;
         liveness = this.checkLiveness(kv, iter);
@@ -93,6 +110,7 @@ export class RoutesWatcher {
       } catch (err) {
         if (this.stopped) break;
         this.setStatus('unavailable', (err as Error).message);
+        this.startCatchUp();
       } finally {
         clearInterval(liveness);
       }
@@ -107,7 +125,44 @@ export class RoutesWatcher {
       });
       this.delayMs = Math.min(this.delayMs * 2, MAX_RETRY_DELAY_MS);
     }
+    this.stopCatchUp();
     this.setStatus('stopped');
+  }
+
+  /** Reads, every CATCH_UP_MS, what the bucket holds beyond the last revision applied (see CATCH_UP_MS). */
+  private startCatchUp(): void {
+    // Only after a watch has run: lastRevision is then where it left the bucket (0: empty).
+    if (this.catchUpTimer !== undefined || !this.watchedOnce) return;
+    this.catchUpTimer = setInterval(() => void this.catchUp(), CATCH_UP_MS);
+    this.catchUpTimer.unref();
+  }
+
+  private stopCatchUp(): void {
+    clearInterval(this.catchUpTimer);
+    this.catchUpTimer = undefined;
+  }
+
+  private async catchUp(): Promise<void> {
+    if (this.catchingUp || this.stopped) return;
+    this.catchingUp = true;
+    try {
+      // checkAPI: false skips $JS.API.INFO, which needs the meta leader too.
+      const jsm = await jetstreamManager(this.nc, { checkAPI: false, timeout: 2000 });
+      const prefix = `$KV.${this.bucket}.`;
+      for (let i = 0; i < CATCH_UP_BATCH && !this.stopped && this.catchUpTimer !== undefined; i++) {
+        const m = await jsm.direct.getMessage(`KV_${this.bucket}`, { seq: this.lastRevision + 1, next_by_subj: `${prefix}>` });
+        if (m === null) break;
+        // The watch may be back, and have applied newer entries, while this read was on its way.
+        if (this.catchUpTimer === undefined || m.seq <= this.lastRevision) break;
+        const operation = m.header?.get('KV-Operation') || 'PUT';
+        // The shape apply() reads from a watch entry.
+        this.apply({ key: m.subject.slice(prefix.length), value: m.data, revision: m.seq, operation } as unknown as KvWatchEntry);
+      }
+    } catch {
+      // Not reachable this way either; the next round tries again.
+    } finally {
+      this.catchingUp = false;
+    }
   }
 
   /** Every LIVENESS_CHECK_MS: if the bucket is ahead of the watch twice in a row, watch again. */
@@ -146,6 +201,8 @@ export class RoutesWatcher {
     if (this.stopped) return;
     this.restarting = true;
     this.delayMs = 500;
+    // Until the new watch is up, which may wait for a JetStream election.
+    this.startCatchUp();
     this.iter?.stop();
     this.wake?.();
   }
