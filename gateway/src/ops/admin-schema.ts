@@ -97,24 +97,36 @@ export const AdminAnswerSchema = Type.Union([
 ]);
 export type AdminAnswer = Static<typeof AdminAnswerSchema>;
 
-const ajv = new Ajv({ allErrors: false, strict: false });
-const checkAnswer = ajv.compile(AdminAnswerSchema);
-const checkView = Object.fromEntries(Object.entries(VIEW_SCHEMAS).map(([verb, schema]) => [verb, ajv.compile(schema)])) as Record<AdminVerb, ReturnType<typeof ajv.compile>>;
+type Check = ((x: unknown) => boolean) & { errors?: Array<{ instancePath?: string; message?: string }> | null };
+let compiled: { answer: Check; views: Record<AdminVerb, Check> } | undefined;
+/** Compiled on first use: only the CLI checks answers, so a gateway never pays for it at start-up. */
+function checks(): { answer: Check; views: Record<AdminVerb, Check> } {
+  if (compiled === undefined) {
+    const ajv = new Ajv({ allErrors: false, strict: false });
+    compiled = {
+      answer: ajv.compile(AdminAnswerSchema),
+      views: Object.fromEntries(Object.entries(VIEW_SCHEMAS).map(([verb, schema]) => [verb, ajv.compile(schema)])) as unknown as Record<AdminVerb, Check>,
+    };
+  }
+  return compiled;
+}
 
 /**
  * Checks an answer to `verb`; returns it, or why it is not a gateway's.
  * @example checkAdminAnswer('status', JSON.parse(text))
  */
 export function checkAdminAnswer(verb: AdminVerb, answer: unknown): AdminAnswer | string {
+  const { answer: checkAnswer, views } = checks();
   if (!checkAnswer(answer)) return `not an admin answer (${describe(checkAnswer.errors?.[0])})`;
   const a = answer as AdminAnswer;
-  if (a.ok && !checkView[verb](a.data)) return `its ${verb} view does not have the expected shape (${describe(checkView[verb].errors?.[0])})`;
+  if (a.ok && !views[verb](a.data)) return `its ${verb} view does not have the expected shape (${describe(views[verb].errors?.[0])})`;
   return a;
 }
 
 /** Checks the data of `verb` from one gateway's HTTP admin API. */
 export function checkAdminView(verb: AdminVerb, data: unknown): string | undefined {
-  return checkView[verb](data) ? undefined : `its ${verb} view does not have the expected shape (${describe(checkView[verb].errors?.[0])})`;
+  const check = checks().views[verb];
+  return check(data) ? undefined : `its ${verb} view does not have the expected shape (${describe(check.errors?.[0])})`;
 }
 
 function describe(e: { instancePath?: string; message?: string } | null | undefined): string {

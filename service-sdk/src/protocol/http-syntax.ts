@@ -1,8 +1,9 @@
 /**
  * Character rules from RFC 9110 for what crosses the boundary: header names,
- * header values, methods, request ids. Table lookups in one pass, so every
- * check is linear in its input whatever the input is (no regular
- * expression that could backtrack).
+ * header values, methods, paths. One table lookup per character, done by
+ * the decoders in the same pass that reads each string, so every check is
+ * linear in its input whatever the input is (no regular expression that
+ * could backtrack).
  */
 
 // RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
@@ -38,45 +39,4 @@ export function classOf(s: string): number {
     k |= c < 256 ? CHAR_CLASS[c]! : NOT_TCHAR | NOT_VISIBLE;
   }
   return k;
-}
-
-/**
- * True for an RFC 9110 token: a header name or a method.
- * @example isToken('x-request-id') // true
- * @example isToken('bad name')     // false
- */
-export function isToken(s: string): boolean {
-  const n = s.length;
-  if (n === 0) return false;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 128 || TCHAR[c] !== 1) return false;
-  }
-  return true;
-}
-
-/**
- * True for a legal field value (RFC 9110 §5.5): no CR, LF, NUL or other
- * control character except HTAB. Characters from 0x80 up (obs-text, or
- * UTF-8 text) are allowed.
- * @example isFieldValue('text/plain; charset=utf-8') // true
- * @example isFieldValue('a\r\nset-cookie: x=1')     // false
- */
-export function isFieldValue(s: string): boolean {
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return false;
-  }
-  return true;
-}
-
-/** True when every character is visible ASCII (0x21–0x7e): paths, queries and ids as the gateway sends them. */
-export function isVisibleAscii(s: string): boolean {
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x21 || c > 0x7e) return false;
-  }
-  return true;
 }
