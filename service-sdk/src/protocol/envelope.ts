@@ -1,11 +1,13 @@
 /**
- * Wire protocol v1: the msgpack envelopes exchanged between the gateway and
- * services. PROTOCOL.md is the specification; this file is its only
- * implementation, imported by both the gateway and the service SDK.
+ * Wire protocol: the msgpack envelopes exchanged between the gateway and
+ * services (v1, and the stream heads of v2; the frames that follow a stream
+ * head are in stream.ts). PROTOCOL.md is the specification; this file is its
+ * only implementation, imported by both the gateway and the service SDK.
  */
 import { Packr } from 'msgpackr';
 import { CONTROL, NOT_TCHAR, NOT_VISIBLE } from './http-syntax.js';
 import * as R from './msgpack-reader.js';
+import { decodeFrame, isValidInbox, STREAM_VERSION } from './stream.js';
 
 /** The protocol's major version, carried as `v` in every envelope. */
 export const PROTOCOL_VERSION = 1;
@@ -15,7 +17,7 @@ export const DEFAULT_QUEUE = 'natsgw';
 
 /** An HTTP request as the gateway sends it to a service. */
 export interface RequestEnvelope {
-  /** Protocol major version, always 1 here. */
+  /** Protocol major version: 1, or 2 when the body streams (`more`). */
   v: number;
   /** Request id: the client's `x-request-id`, or one the gateway made up. Echoed on the response. */
   id: string;
@@ -41,16 +43,27 @@ export interface RequestEnvelope {
   subject: string;
   /** How long the gateway waits for the reply, in milliseconds. */
   timeoutMs: number;
+  /** Capabilities the gateway accepts in the reply (`stream`); absent from a v1 gateway. */
+  caps?: string[];
+  /** Response body bytes the service may send in data frames before it waits for more credit (v2). */
+  credit?: number;
+  /** The body continues in data frames (v2 only). */
+  more?: boolean;
 }
 
 /** A service's answer. */
 export interface ReplyEnvelope {
+  /** 1 for a complete reply, 2 for a stream head. */
   v: number;
   /** HTTP status, 200–599. */
   status: number;
   /** Header fields, flattened like the request's; repeated names (`set-cookie`) stay repeated. */
   headers: string[];
   body: Uint8Array;
+  /** The body continues in data frames (v2 only). */
+  more?: boolean;
+  /** The service's private stream inbox, where credit and cancel go (v2). */
+  inbox?: string;
 }
 
 // useRecords: false keeps the output plain msgpack that any implementation
@@ -153,6 +166,34 @@ function isIntType(t: number): boolean {
   return t <= 0x7f || t >= 0xe0 || (t >= 0xcc && t <= 0xd3);
 }
 
+/** Capabilities listed in a request: at most this many, each at most 32 characters. */
+const MAX_CAPS = 16;
+
+function readCaps(): string[] {
+  if (R.nil()) return [];
+  const n = R.arrayHeader();
+  if (n > MAX_CAPS) throw new R.MsgpackError(`request lists more than ${MAX_CAPS} capabilities`);
+  const caps = new Array<string>(n);
+  for (let i = 0; i < n; i++) {
+    const c = R.strOrUndefined();
+    if (c === undefined || c.length > 32) throw new R.MsgpackError('request caps must be short strings');
+    caps[i] = c;
+  }
+  return caps;
+}
+
+function readBool(what: 'reply' | 'request', field: string): boolean {
+  const t = R.peek();
+  if (t !== 0xc2 && t !== 0xc3) throw new R.MsgpackError(`${what} field ${field} must be a bool`);
+  return R.bool();
+}
+
+/**
+ * What {@link decodeReply} returns for a message that is a stream frame
+ * (it has a `t` field) rather than a reply: decode it with decodeFrame.
+ */
+export const REPLY_IS_FRAME = 'the message is a stream frame';
+
 function versionOf(what: 'reply' | 'request'): number {
   if (isIntType(R.peek())) return R.int();
   throw new R.MsgpackError(`${what} has a protocol version that is not an integer`);
@@ -172,6 +213,8 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
   let status = -1;
   let headers: string[] = [];
   let body: Uint8Array = EMPTY;
+  let more = false;
+  let inbox: string | undefined;
   R.begin(data);
   try {
     const n = openMap('reply');
@@ -200,6 +243,17 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
         case 3:
           body = readBody('reply');
           break;
+        case 4:
+          more = readBool('reply', 'more');
+          break;
+        case 5: {
+          const s = R.strOrUndefined();
+          if (s === undefined || !isValidInbox(s)) throw new R.MsgpackError('reply inbox must be a literal subject outside $ and _NATSGW.');
+          inbox = s;
+          break;
+        }
+        case 6: // t: a frame, not a reply
+          return REPLY_IS_FRAME;
       }
     }
     closeMap('reply');
@@ -209,25 +263,33 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
   } finally {
     R.finish();
   }
-  if (v !== PROTOCOL_VERSION) return `reply has unsupported protocol version ${v === -1 ? 'undefined' : v}`;
+  if (v !== PROTOCOL_VERSION && v !== STREAM_VERSION) return `reply has unsupported protocol version ${v === -1 ? 'undefined' : v}`;
   if (!Number.isInteger(status) || status < 200 || status > 599) return `reply has invalid status ${status === -1 ? 'undefined' : status === -2 ? '(not an integer)' : status}`;
-  return { v: PROTOCOL_VERSION, status, headers, body };
+  if (v === PROTOCOL_VERSION) {
+    if (more || inbox !== undefined) return 'reply uses more or inbox with protocol version 1';
+    return { v, status, headers, body };
+  }
+  if (more && inbox === undefined) return 'reply head with more has no inbox';
+  return { v, status, headers, body, more, inbox };
 }
 
 /** The request envelope's fields, in the order of their bits for duplicate detection. */
-const REQUEST_FIELDS = ['v', 'id', 'method', 'path', 'query', 'headers', 'body', 'remote', 'scheme', 'host', 'root', 'subject', 'timeoutMs'] as const;
+const REQUEST_FIELDS = ['v', 'id', 'method', 'path', 'query', 'headers', 'body', 'remote', 'scheme', 'host', 'root', 'subject', 'timeoutMs', 'caps', 'credit', 'more'] as const;
 const REQUEST_KEYS = R.keyTable(REQUEST_FIELDS);
 const F_V = REQUEST_FIELDS.indexOf('v');
 const F_HEADERS = REQUEST_FIELDS.indexOf('headers');
 const F_BODY = REQUEST_FIELDS.indexOf('body');
 const F_TIMEOUT = REQUEST_FIELDS.indexOf('timeoutMs');
+const F_CAPS = REQUEST_FIELDS.indexOf('caps');
+const F_CREDIT = REQUEST_FIELDS.indexOf('credit');
+const F_MORE = REQUEST_FIELDS.indexOf('more');
 const F_ID = REQUEST_FIELDS.indexOf('id');
 const F_METHOD = REQUEST_FIELDS.indexOf('method');
 const F_PATH = REQUEST_FIELDS.indexOf('path');
 const F_QUERY = REQUEST_FIELDS.indexOf('query');
 const CONTROL_FREE_FIELDS = (['remote', 'host', 'root', 'subject'] as const).map((f) => REQUEST_FIELDS.indexOf(f));
 const requestClasses = new Uint8Array(REQUEST_FIELDS.length);
-const REPLY_FIELDS = ['v', 'status', 'headers', 'body'] as const;
+const REPLY_FIELDS = ['v', 'status', 'headers', 'body', 'more', 'inbox', 't'] as const;
 const REPLY_KEYS = R.keyTable(REPLY_FIELDS);
 
 /**
@@ -260,8 +322,13 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
       else if (k === F_TIMEOUT) {
         if (!isIntType(R.peek())) throw new R.MsgpackError('request field timeoutMs must be an integer');
         env.timeoutMs = R.int();
-      } else {
-        const name = REQUEST_FIELDS[k] as Exclude<(typeof REQUEST_FIELDS)[number], 'v' | 'headers' | 'body' | 'timeoutMs'>;
+      } else if (k === F_CAPS) env.caps = readCaps();
+      else if (k === F_CREDIT) {
+        if (!isIntType(R.peek())) throw new R.MsgpackError('request field credit must be an integer');
+        env.credit = R.int();
+      } else if (k === F_MORE) env.more = readBool('request', 'more');
+      else {
+        const name = REQUEST_FIELDS[k] as Exclude<(typeof REQUEST_FIELDS)[number], 'v' | 'headers' | 'body' | 'timeoutMs' | 'caps' | 'credit' | 'more'>;
         const value = R.strOrUndefined();
         if (value === undefined) throw new R.MsgpackError(`request field ${name} must be a string`);
         env[name] = value;
@@ -275,7 +342,7 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
   } finally {
     R.finish();
   }
-  if (env.v !== PROTOCOL_VERSION) throw new ProtocolError('unsupported-version', `request has unsupported protocol version ${env.v === -1 ? 'undefined' : env.v}`);
+  if (env.v !== PROTOCOL_VERSION && env.v !== STREAM_VERSION) throw new ProtocolError('unsupported-version', `request has unsupported protocol version ${env.v === -1 ? 'undefined' : env.v}`);
   const bad = (why: string): never => {
     throw new ProtocolError('bad-envelope', why);
   };
@@ -286,6 +353,22 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
   if (env.scheme !== 'http' && env.scheme !== 'https') bad(`request scheme ${shown(env.scheme)} is not http or https`);
   for (const k of CONTROL_FREE_FIELDS) if ((classes[k]! & CONTROL) !== 0) bad(`request field ${REQUEST_FIELDS[k]} holds control characters`);
   if (env.timeoutMs < 0) bad('request timeoutMs must not be negative');
-  env.v = PROTOCOL_VERSION;
+  if (env.credit !== undefined && env.credit < 0) bad('request credit must not be negative');
+  if (env.more === true && env.v !== STREAM_VERSION) bad('request uses more with protocol version 1');
   return env;
+}
+
+/**
+ * True when `data` is the last message a service sends for a request: a v1
+ * reply, a v2 head without `more`, a data frame without `more`, or a cancel.
+ * Credit frames and probes are not; what does not decode counts as last
+ * (the gateway refuses it and the exchange ends). Used to end a relay.
+ */
+export function isLastMessage(data: Uint8Array): boolean {
+  const reply = decodeReply(data);
+  if (typeof reply !== 'string') return reply.more !== true;
+  if (reply !== REPLY_IS_FRAME) return true;
+  const frame = decodeFrame(data);
+  if (typeof frame === 'string') return true;
+  return frame.t === 'cancel' || (frame.t === 'data' && !frame.more);
 }

@@ -8,3 +8,4 @@ export * from './request-path.js';
 export * from './problem.js';
 export * from './http-syntax.js';
 export { MsgpackError } from './msgpack-reader.js';
+export * from './stream.js';

@@ -105,6 +105,14 @@ export function nil(): boolean {
   return false;
 }
 
+/** A bool (0xc2 false, 0xc3 true). */
+export function bool(): boolean {
+  const t = byte();
+  if (t === 0xc2) return false;
+  if (t === 0xc3) return true;
+  return fail('not a bool');
+}
+
 /** A map header: the number of entries (each needs at least two bytes). */
 export function mapHeader(): number {
   const t = byte();
