@@ -11,25 +11,26 @@
  * own (setHeader, getHeader, validation), so names and values are checked
  * exactly as node:http checks them.
  *
- * A v1 reply is one message: the body is collected and sent whole at `end()`.
+ * What the handler writes goes to a {@link ResponseSink} (call.ts), which
+ * sends it as one reply or as a stream; a streamed request body is fed in
+ * with {@link feedBody} as it arrives.
  */
 import { IncomingMessage, ServerResponse, type OutgoingHttpHeaders } from 'node:http';
 import type { RequestEnvelope } from './protocol/envelope.js';
 
-/** What the adapter reports when the handler ends the response. */
+/** Where the handler's response goes. */
 export interface ResponseSink {
-  /** Called once, when the handler calls `res.end()`. */
-  onEnd(res: ServerResponse, status: number, headers: string[], body: Buffer): void;
-  /** Largest body to keep; beyond it the body is dropped and `overflow` reported via `bodyOverflow`. */
-  maxBodyBytes: number;
+  /** A body chunk (the head is written: see {@link responseHead}); returns what `res.write()` returns. */
+  onWrite(res: ServerResponse, chunk: Buffer): boolean;
+  /** `res.end()`, with its last chunk if any; called once. */
+  onEnd(res: ServerResponse, chunk: Buffer | undefined): void;
+  /** The handler's `req` wants more body (it read what it had): the place to grant credit. */
+  onBodyRead(): void;
 }
 
 /** Per-response state, stored on the response under a symbol. */
 interface Collected {
   sink: ResponseSink;
-  chunks: Buffer[];
-  size: number;
-  overflow: boolean;
   discardBody: boolean;
   ended: boolean;
 }
@@ -48,14 +49,16 @@ class EnvelopeSocket {
   readonly localPort = 0;
   // Live as far as frameworks can tell: on-finished (used by body-parser and
   // finalhandler) treats a non-readable socket as a request already consumed.
-  readonly readable = true;
+  readable = true;
   readonly writable = true;
-  readonly destroyed = false;
+  // Set when the client went away: IncomingMessage#_destroy then skips the socket.
+  destroyed = false;
   readonly remoteFamily: string;
   readonly encrypted: true | undefined;
   constructor(
     readonly remoteAddress: string,
     https: boolean,
+    private readonly sink: ResponseSink,
   ) {
     this.remoteFamily = remoteAddress.includes(':') ? 'IPv6' : 'IPv4';
     this.encrypted = https ? true : undefined;
@@ -78,7 +81,9 @@ class EnvelopeSocket {
   emit(): boolean {
     return false;
   }
+  /** IncomingMessage#_read calls this when the handler wants more body. */
   resume(): this {
+    this.sink.onBodyRead();
     return this;
   }
   pause(): this {
@@ -152,9 +157,35 @@ export function headersObject(raw: readonly string[]): IncomingMessage['headers'
   return dest as IncomingMessage['headers'];
 }
 
-function pushBody(req: IncomingMessage, body: Uint8Array): void {
-  if (body.length > 0) req.push(Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.length));
-  req.push(null);
+function asBuffer(body: Uint8Array): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.length);
+}
+
+/**
+ * Adds a chunk of a streamed request body to `req`; `last` ends it. Returns
+ * the bytes `req` holds unread, which the sink keeps within its window.
+ */
+export function feedBody(req: IncomingMessage, chunk: Uint8Array, last: boolean): number {
+  if (req.destroyed) return 0;
+  if (chunk.length > 0) req.push(asBuffer(chunk));
+  if (last) {
+    req.complete = true;
+    req.push(null);
+  }
+  return req.readableLength;
+}
+
+/**
+ * The client went away (or the stream broke) while the handler ran: `req`
+ * emits `aborted` and `close` (and `error` ECONNRESET only if someone
+ * listens, as node:http does), `res` emits `close`; later writes are dropped.
+ */
+export function clientGone(req: IncomingMessage, res: ServerResponse | undefined): void {
+  const socket = req.socket as unknown as EnvelopeSocket;
+  socket.destroyed = true;
+  socket.readable = false;
+  if (!req.destroyed) req.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+  if (res !== undefined) abandon(res);
 }
 
 /**
@@ -162,7 +193,7 @@ function pushBody(req: IncomingMessage, body: Uint8Array): void {
  * `req.url` (see {@link requestUrl}).
  */
 export function createExchange(env: RequestEnvelope, url: string, sink: ResponseSink): { req: IncomingMessage; res: ServerResponse } {
-  const socket = new EnvelopeSocket(env.remote, env.scheme === 'https');
+  const socket = new EnvelopeSocket(env.remote, env.scheme === 'https', sink);
   const req = new IncomingMessage(socket as never);
   // Set before ServerResponse reads them (it checks the version to decide keep-alive).
   req.httpVersionMajor = 1;
@@ -172,18 +203,14 @@ export function createExchange(env: RequestEnvelope, url: string, sink: Response
   req.url = url;
   req.rawHeaders = env.headers;
   req.headers = headersObject(env.headers);
-  req.complete = true;
-  pushBody(req, env.body);
+  // A streamed body (more) is fed in later with feedBody.
+  const streamed = env.more === true;
+  req.complete = !streamed;
+  if (env.body.length > 0) req.push(asBuffer(env.body));
+  if (!streamed) req.push(null);
 
   const res = new ServerResponse(req) as AdaptedResponse;
-  res[kCollected] = {
-    sink,
-    chunks: [],
-    size: 0,
-    overflow: false,
-    discardBody: env.method === 'HEAD',
-    ended: false,
-  };
+  res[kCollected] = { sink, discardBody: env.method === 'HEAD', ended: false };
   // Own properties: they outlive Express's Object.setPrototypeOf(res, app.response).
   res.writeHead = writeHead as never;
   res.write = write as never;
@@ -247,33 +274,24 @@ function toBuffer(chunk: unknown, encoding: unknown): Buffer {
   throw new TypeError('The "chunk" argument must be of type string or an instance of Buffer or Uint8Array');
 }
 
-function collect(res: AdaptedResponse, chunk: unknown, encoding: unknown): void {
-  const c = res[kCollected];
-  if (c.discardBody || chunk === undefined || chunk === null) return;
-  const buf = toBuffer(chunk, encoding);
-  if (buf.length === 0) return;
-  c.size += buf.length;
-  if (c.size > c.sink.maxBodyBytes) {
-    c.overflow = true;
-    c.chunks.length = 0;
-    return;
-  }
-  if (!c.overflow) c.chunks.push(buf);
-}
-
 function write(this: AdaptedResponse, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
   const c = this[kCollected];
+  const callback = typeof encoding === 'function' ? encoding : cb;
   if (c.ended) {
+    // After the client went away (res.destroyed), writes are dropped as node:http drops them.
+    if (this.destroyed) return false;
     const err = Object.assign(new Error('write after end'), { code: 'ERR_STREAM_WRITE_AFTER_END' });
-    if (typeof cb === 'function') process.nextTick(cb, err);
-    else if (typeof encoding === 'function') process.nextTick(encoding as (e: Error) => void, err);
+    if (typeof callback === 'function') process.nextTick(callback as (e: Error) => void, err);
     return false;
   }
   if (!this.headersSent) this.writeHead(this.statusCode);
-  collect(this, chunk, encoding);
-  const callback = typeof encoding === 'function' ? encoding : cb;
+  let ok = true;
+  if (!c.discardBody && chunk !== undefined && chunk !== null) {
+    const buf = toBuffer(chunk, encoding);
+    if (buf.length > 0) ok = c.sink.onWrite(this, buf);
+  }
   if (typeof callback === 'function') process.nextTick(callback as () => void);
-  return true;
+  return ok;
 }
 
 function end(this: AdaptedResponse, chunk?: unknown, encoding?: unknown, cb?: unknown): AdaptedResponse {
@@ -290,35 +308,38 @@ function end(this: AdaptedResponse, chunk?: unknown, encoding?: unknown, cb?: un
     return this;
   }
   if (!this.headersSent) this.writeHead(this.statusCode);
-  collect(this, chunk, encoding);
+  let last: Buffer | undefined;
+  if (!c.discardBody && chunk !== undefined && chunk !== null) {
+    last = toBuffer(chunk, encoding);
+    if (last.length === 0) last = undefined;
+  }
   c.ended = true;
   this.finished = true;
-  const body = c.overflow ? OVERFLOW : c.chunks.length === 1 ? c.chunks[0]! : Buffer.concat(c.chunks, c.size);
-  c.chunks = [];
-  c.sink.onEnd(this, this.statusCode, flattenHeaders(this), body);
-  process.nextTick(emitFinish, this, cb);
+  if (typeof cb === 'function') this.once('finish', cb as () => void);
+  c.sink.onEnd(this, last);
   return this;
 }
 
-/** Marker body for a response that outgrew `maxBodyBytes`. */
-const OVERFLOW = Buffer.alloc(0);
-
-/** True when the handler's body was dropped for being too large. */
-export function bodyOverflowed(res: ServerResponse): boolean {
-  return (res as AdaptedResponse)[kCollected]?.overflow === true;
+/** The response left completely (sent as one reply, or its last frame published): `finish`, then `close`. */
+export function responseFinished(res: ServerResponse): void {
+  process.nextTick(emitFinish, res);
 }
 
-/** Size the handler tried to send, in bytes. */
-export function bodySize(res: ServerResponse): number {
-  return (res as AdaptedResponse)[kCollected]?.size ?? 0;
-}
-
-function emitFinish(res: AdaptedResponse, cb: unknown): void {
-  if (typeof cb === 'function') (cb as () => void)();
+function emitFinish(res: ServerResponse): void {
   res.emit('prefinish');
   res.emit('finish');
   res.emit('close');
   res.req.emit('close');
+}
+
+/** Status and flattened headers of a response whose head is written. */
+export function responseHead(res: ServerResponse): { status: number; headers: string[] } {
+  return { status: res.statusCode, headers: flattenHeaders(res) };
+}
+
+/** Tells a response that waited on `write()` returning false that it can write again. */
+export function responseDrained(res: ServerResponse): void {
+  if (!res.destroyed) res.emit('drain');
 }
 
 function flattenHeaders(res: ServerResponse): string[] {
@@ -338,12 +359,13 @@ function flattenHeaders(res: ServerResponse): string[] {
  */
 export function abandon(res: ServerResponse): void {
   const c = (res as AdaptedResponse)[kCollected];
-  if (c === undefined || c.ended) return;
+  if (c === undefined || res.destroyed) return;
   c.ended = true;
   c.discardBody = true;
   res.destroyed = true;
   process.nextTick(() => {
     res.emit('close');
-    res.req.emit('close');
+    // A destroyed req emits its own close.
+    if (!res.req.destroyed) res.req.emit('close');
   });
 }

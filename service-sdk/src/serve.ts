@@ -2,19 +2,25 @@
  * serve(): mounts a plain Node `(req, res)` handler on a NATS subject.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { connect, nuid, type Msg, type NatsConnection, type NodeConnectionOptions, type Subscription } from '@nats-io/transport-node';
+import { connect, createInbox, headers as natsHeaders, nuid, type Msg, type NatsConnection, type NodeConnectionOptions, type Subscription } from '@nats-io/transport-node';
 import {
+  decodeFrame,
   decodeRequest,
   DEFAULT_QUEUE,
   encodeReply,
+  InboxKeys,
+  isNoResponders,
+  isLastMessage,
   isValidRoot,
+  PROBE_INTERVAL_MS,
   PROBLEM_CONTENT_TYPE,
   problemJson,
   ProtocolError,
   PROTOCOL_VERSION,
   type RequestEnvelope,
 } from './protocol/index.js';
-import { abandon, bodyOverflowed, bodySize, createExchange, requestUrl, type ResponseSink } from './node-adapter.js';
+import { abandon, createExchange, requestUrl } from './node-adapter.js';
+import { Call, type CallHost } from './call.js';
 import { HANDOFF_PREFIX, MountRegistry } from './mounts.js';
 import { guardConnection } from './nats-guard.js';
 
@@ -127,35 +133,32 @@ export async function serve(handler: RequestListener, options: ServeOptions): Pr
   return service;
 }
 
-/** One handler invocation; also the adapter's sink for its response. */
-class Call implements ResponseSink {
-  done = false;
-  res: ServerResponse | undefined = undefined;
-  constructor(
-    readonly runtime: ServiceRuntime,
-    readonly reply: string,
-    readonly env: RequestEnvelope,
-    readonly timeoutMs: number,
-    readonly maxBodyBytes: number,
-  ) {
-    this.deadline = Date.now() + timeoutMs;
-  }
-  readonly deadline: number;
-  onEnd(res: ServerResponse, status: number, headers: string[], body: Buffer): void {
-    this.runtime.complete(this, res, status, headers, body);
-  }
-}
+/**
+ * A hand-off carrying this header is relayed: the mount that took the
+ * request passes every message the deeper mount sends to the reply subject
+ * it listens on, so the deeper mount may stream. Without it (an older SDK
+ * handing off) exactly one reply is expected.
+ */
+const RELAY_HEADER = 'Natsgw-Relay';
 
-class ServiceRuntime implements Service {
+/** A relayed stream with no message for this long is given up (the deeper mount probes every 2 s). */
+const RELAY_IDLE_MS = 30_000;
+
+class ServiceRuntime implements Service, CallHost {
   readonly subject: string;
   private readonly queue: string;
   private readonly relativeUrl: boolean;
   private readonly timeoutMs: number;
-  private readonly log: ServiceLogger;
+  private readonly logger: ServiceLogger;
   private readonly onConnectionClosed: ((err: Error) => void) | undefined;
   private readonly registry: MountRegistry;
   private readonly subs: Subscription[] = [];
+  private streamSub: Subscription | undefined;
   private readonly calls = new Set<Call>();
+  /** Calls that stream, by the key of their private inbox. */
+  private readonly streams = new Map<string, Call>();
+  private readonly keys = new InboxKeys();
+  private readonly streamPrefix: string;
   private forwarding = 0;
   private timer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
@@ -173,8 +176,10 @@ class ServiceRuntime implements Service {
     this.queue = options.queue ?? DEFAULT_QUEUE;
     this.relativeUrl = options.url === 'relative';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_SERVICE_TIMEOUT_MS;
-    this.log = options.logger ?? consoleLogger;
+    this.logger = options.logger ?? consoleLogger;
     this.onConnectionClosed = options.onConnectionClosed;
+    // Under the connection's inbox prefix, which NATS permissions let it read.
+    this.streamPrefix = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix) + '.';
     this.registry = new MountRegistry(nc, this.subject, nuid.next(), {
       heartbeatMs: options.heartbeatMs ?? 5000,
       discoveryMs: options.discoveryMs ?? 100,
@@ -187,7 +192,7 @@ class ServiceRuntime implements Service {
     return this.calls.size + this.forwarding;
   }
 
-  private get maxPayload(): number {
+  get maxPayload(): number {
     return this.nc.info?.max_payload ?? 1024 * 1024;
   }
 
@@ -204,6 +209,8 @@ class ServiceRuntime implements Service {
     this.subs.push(this.nc.subscribe(this.subject, { queue: this.queue, callback: onRequest }));
     this.subs.push(this.nc.subscribe(this.subject + '.>', { queue: this.queue, callback: onRequest }));
     this.subs.push(this.nc.subscribe(HANDOFF_PREFIX + this.subject, { queue: this.queue, callback: (_e, msg) => this.contained(msg, true) }));
+    // Frames of open streams, and no-responders for what they sent.
+    this.streamSub = this.nc.subscribe(this.streamPrefix + '*', { callback: (_e, msg) => this.onStreamMessage(msg) });
     await this.nc.flush();
     // Announce only once subscribed: whoever hands us a request finds us
     // listening. Resolve only once the mounts above know us, so "the most
@@ -227,10 +234,14 @@ class ServiceRuntime implements Service {
     else if (exiting) process.exit(1);
   }
 
+  log(level: 'error' | 'warn', obj: object, msg: string): void {
+    this.safeLog(level, obj, msg);
+  }
+
   /** Logs through the user's logger, which must not be able to throw into NATS's reader either. */
   private safeLog(level: 'error' | 'warn', obj: object, msg: string): void {
     try {
-      this.log[level](obj, msg);
+      this.logger[level](obj, msg);
     } catch {
       // nowhere left to report it
     }
@@ -266,6 +277,8 @@ class ServiceRuntime implements Service {
       this.respondProblem(reply, 400, code, (err as Error).message, msg.subject, undefined);
       return;
     }
+    // A hand-off is relayed message by message only when it says so (see RELAY_HEADER).
+    const canStream = !handedOff || msg.headers?.get(RELAY_HEADER) === '1';
     if (handedOff && env.subject !== this.subject && !env.subject.startsWith(this.subject + '.')) {
       // A hand-off is for a subject of this mount; anything else was forged or misrouted.
       this.safeLog('warn', { subject: msg.subject, claimed: env.subject.slice(0, 200) }, 'rejected a hand-off for a subject outside this mount');
@@ -277,47 +290,118 @@ class ServiceRuntime implements Service {
       const subject = msg.subject;
       const deeper = this.registry.deeperMountFor(subject);
       if (deeper !== undefined) {
-        void this.handOff(reply, msg.data, env, deeper, subject);
+        this.handOff(reply, msg.data, env, deeper, subject);
         return;
       }
     }
-    this.execute(reply, env);
+    this.execute(reply, env, canStream);
   }
 
-  /** Passes a request to the more specific mount that owns it, and relays its answer. */
-  private async handOff(reply: string, data: Uint8Array, env: RequestEnvelope, mount: string, subject: string): Promise<void> {
-    this.forwarding++;
+  /** A message on the stream inbox: a frame from the gateway for one call, or no-responders for one it sent. */
+  private onStreamMessage(msg: Msg): void {
     try {
-      const timeout = env.timeoutMs > 0 ? Math.min(env.timeoutMs, this.timeoutMs) : this.timeoutMs;
-      const answer = await this.nc.request(HANDOFF_PREFIX + mount, data, { timeout });
-      this.publish(reply, answer.data);
+      const call = this.streams.get(msg.subject.substring(this.streamPrefix.length));
+      if (call === undefined) return; // over already, or a guess
+      if (isNoResponders(msg)) return call.onPeerGone();
+      const frame = decodeFrame(msg.data);
+      if (typeof frame === 'string') return call.broken(frame);
+      call.onFrame(frame);
     } catch (err) {
-      if ((err as { isNoResponders?: () => boolean }).isNoResponders?.() === true) {
-        // Nobody received it, so it is safe to run elsewhere: the next best mount, or here.
-        this.registry.forget(mount);
-        const next = this.registry.deeperMountFor(subject);
-        if (next !== undefined) void this.handOff(reply, data, env, next, subject);
-        else this.execute(reply, env);
-      } else {
-        // It may have run there: never run it again here.
-        this.safeLog('warn', { subject, mount, requestId: env.id, err }, 'hand-off to a more specific mount failed');
-        this.respondProblem(reply, 504, 'handoff-timeout', `mount ${mount} did not answer for ${subject}`, subject, env.id);
-      }
-    } finally {
-      this.forwarding--;
-      this.checkIdle();
+      this.safeLog('error', { err, subject: msg.subject }, 'failed to handle a stream frame');
     }
   }
 
-  private execute(reply: string, env: RequestEnvelope): void {
+  // CallHost
+
+  openStream(call: Call): string {
+    call.key = this.keys.next();
+    this.streams.set(call.key, call);
+    return this.streamPrefix + call.key;
+  }
+
+  problem(call: Call, status: number, code: string, detail: string): void {
+    if (call.done) return;
+    this.settle(call);
+    this.respondProblem(call.reply, status, code, detail, call.env.subject, call.env.id, call.inbox || undefined);
+  }
+
+  /**
+   * Passes a request to the more specific mount that owns it and relays what
+   * it sends back, message by message, until the last one of its reply
+   * (PROTOCOL.md §6). Replies go to a relay inbox of this service's own, so
+   * "nobody received it" (no-responders) is still seen here and the request
+   * can run elsewhere.
+   */
+  private handOff(reply: string, data: Uint8Array, env: RequestEnvelope, mount: string, subject: string): void {
+    this.forwarding++;
+    const relay = this.streamPrefix + this.keys.next();
+    const firstTimeout = env.timeoutMs > 0 ? Math.min(env.timeoutMs, this.timeoutMs) : this.timeoutMs;
+    let first = true;
+    let finished = false;
+    const end = (): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      if (!sub.isClosed()) sub.unsubscribe();
+      this.forwarding--;
+      this.checkIdle();
+    };
+    const onTimeout = (): void => {
+      if (finished) return;
+      if (first) {
+        // It may have run there: never run it again here.
+        this.safeLog('warn', { subject, mount, requestId: env.id }, 'hand-off to a more specific mount failed');
+        this.respondProblem(reply, 504, 'handoff-timeout', `mount ${mount} did not answer for ${subject}`, subject, env.id, undefined);
+      }
+      end();
+    };
+    let timer = setTimeout(onTimeout, firstTimeout);
+    const sub = this.nc.subscribe(relay, {
+      callback: (_err, msg) => {
+        try {
+          if (finished) return;
+          if (first && isNoResponders(msg)) {
+            // Nobody received it, so it is safe to run elsewhere: the next best mount, or here.
+            end();
+            this.registry.forget(mount);
+            const next = this.registry.deeperMountFor(subject);
+            if (next !== undefined) this.handOff(reply, data, env, next, subject);
+            else this.execute(reply, env, true);
+            return;
+          }
+          first = false;
+          // The deeper mount's private inbox rides along as the reply subject, so the gateway's frames go straight to it.
+          this.publish(reply, msg.data, msg.reply || undefined);
+          if (isLastMessage(msg.data)) return end();
+          clearTimeout(timer);
+          timer = setTimeout(onTimeout, RELAY_IDLE_MS);
+        } catch (err) {
+          this.safeLog('error', { err, subject }, 'failed to relay a hand-off message');
+        }
+      },
+    });
+    const h = natsHeaders();
+    h.set(RELAY_HEADER, '1');
+    try {
+      this.nc.publish(HANDOFF_PREFIX + mount, data, { reply: relay, headers: h });
+    } catch (err) {
+      this.safeLog('error', { err, subject }, 'could not hand a request off');
+      this.respondProblem(reply, 503, 'handoff-failed', `could not hand the request for ${subject} to ${mount}`, subject, env.id, undefined);
+      end();
+    }
+  }
+
+  private execute(reply: string, env: RequestEnvelope, canStream: boolean): void {
     const timeout = env.timeoutMs > 0 ? Math.min(env.timeoutMs, this.timeoutMs) : this.timeoutMs;
-    const call = new Call(this, reply, env, timeout, this.maxPayload);
+    const call = new Call(this, reply, env, timeout, canStream);
     this.calls.add(call);
     let res: ServerResponse;
     try {
       const exchange = createExchange(env, requestUrl(env, this.subject, this.relativeUrl), call);
       res = exchange.res;
+      call.req = exchange.req;
       call.res = res;
+      call.acceptBody();
       const ret = this.handler(exchange.req, res) as { then?: unknown } | undefined;
       if (ret !== undefined && ret !== null && typeof ret.then === 'function') {
         (ret as Promise<unknown>).then(undefined, (err: unknown) => this.handlerFailed(call, err));
@@ -329,58 +413,37 @@ class ServiceRuntime implements Service {
 
   private handlerFailed(call: Call, err: unknown): void {
     this.safeLog('error', { err, subject: call.env.subject, requestId: call.env.id }, 'handler failed');
-    if (call.done) return;
-    this.settle(call);
-    if (call.res) abandon(call.res);
-    this.respondProblem(call.reply, 500, 'handler-error', `the service for ${call.env.subject} failed while handling the request`, call.env.subject, call.env.id);
+    call.failed();
   }
 
-  /** The adapter's callback when the handler ends its response. */
-  complete(call: Call, res: ServerResponse, status: number, headers: string[], body: Buffer): void {
+  settle(call: Call): void {
     if (call.done) return;
-    this.settle(call);
-    const env = call.env;
-    if (bodyOverflowed(res)) {
-      this.safeLog('error', { subject: env.subject, requestId: env.id, bytes: bodySize(res), maxPayload: this.maxPayload }, 'response too large for one NATS message');
-      return this.respondProblem(call.reply, 502, 'response-too-large', `the response from ${env.subject} (${bodySize(res)} bytes) exceeds the NATS max_payload of ${this.maxPayload} bytes`, env.subject, env.id);
-    }
-    if (!Number.isInteger(status) || status < 200 || status > 599) {
-      this.safeLog('error', { subject: env.subject, requestId: env.id, status }, 'handler answered with a status outside 200-599');
-      return this.respondProblem(call.reply, 500, 'invalid-status', `the service for ${env.subject} answered with status ${status}`, env.subject, env.id);
-    }
-    const data = encodeReply({ v: PROTOCOL_VERSION, status, headers, body });
-    if (data.length > this.maxPayload) {
-      this.safeLog('error', { subject: env.subject, requestId: env.id, bytes: data.length, maxPayload: this.maxPayload }, 'response too large for one NATS message');
-      return this.respondProblem(call.reply, 502, 'response-too-large', `the response from ${env.subject} (${data.length} bytes) exceeds the NATS max_payload of ${this.maxPayload} bytes`, env.subject, env.id);
-    }
-    this.publish(call.reply, data);
-  }
-
-  private settle(call: Call): void {
     call.done = true;
     this.calls.delete(call);
+    if (call.key !== '') this.streams.delete(call.key);
     this.checkIdle();
   }
 
   private expire(): void {
     const now = Date.now();
     for (const call of this.calls) {
-      if (call.deadline > now) continue;
-      this.settle(call);
-      if (call.res) abandon(call.res);
+      call.probe(now, PROBE_INTERVAL_MS);
+      if (call.deadline > now || call.exempt) continue;
       this.safeLog('warn', { subject: call.env.subject, requestId: call.env.id }, 'handler did not finish in time; request abandoned');
-      this.respondProblem(call.reply, 504, 'handler-timeout', `the service for ${call.env.subject} did not finish within ${call.timeoutMs} ms`, call.env.subject, call.env.id);
+      this.problem(call, 504, 'handler-timeout', `the service for ${call.env.subject} did not start its response within ${call.timeoutMs} ms`);
+      if (call.res) abandon(call.res);
     }
   }
 
-  private respondProblem(reply: string, status: number, code: string, detail: string, subject: string | undefined, requestId: string | undefined): void {
+  private respondProblem(reply: string, status: number, code: string, detail: string, subject: string | undefined, requestId: string | undefined, inbox?: string): void {
     const body = Buffer.from(problemJson({ status, code, detail, subject, requestId }));
-    this.publish(reply, encodeReply({ v: PROTOCOL_VERSION, status, headers: ['content-type', PROBLEM_CONTENT_TYPE], body }));
+    this.publish(reply, encodeReply({ v: PROTOCOL_VERSION, status, headers: ['content-type', PROBLEM_CONTENT_TYPE], body }), inbox);
   }
 
-  private publish(reply: string, data: Uint8Array): void {
+  publish(reply: string, data: Uint8Array, replyTo?: string): void {
     try {
-      this.nc.publish(reply, data);
+      if (replyTo === undefined) this.nc.publish(reply, data);
+      else this.nc.publish(reply, data, { reply: replyTo });
     } catch (err) {
       this.safeLog('error', { err, reply }, 'could not publish a reply');
     }
@@ -408,8 +471,16 @@ class ServiceRuntime implements Service {
     await step('announcing down', () => this.registry.announceDown());
     // Unsubscribe; messages the server already sent are still handled.
     await step('unsubscribing', () => Promise.all(this.subs.map((s) => (s.isClosed() ? undefined : s.drain()))));
-    if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    if (this.inFlight > 0) {
+      // Streams (server-sent events) may never end by themselves: they get the handler timeout, then are cancelled.
+      const grace = setTimeout(() => {
+        for (const call of [...this.calls]) call.gone('the service is shutting down', true);
+      }, this.timeoutMs);
+      await new Promise<void>((resolve) => (this.idle = resolve));
+      clearTimeout(grace);
+    }
     clearInterval(this.timer);
+    if (this.streamSub !== undefined && !this.streamSub.isClosed()) this.streamSub.unsubscribe();
     this.registry.stop();
     if (this.ownsConnection && !this.nc.isClosed()) await step('closing the connection', () => this.nc.drain());
   }
