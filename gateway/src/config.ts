@@ -19,7 +19,9 @@ export const DEFAULT_SUBJECT = 'api';
 export const DEFAULT_PORT = 8080;
 export const DEFAULT_HOST = '0.0.0.0';
 export const DEFAULT_TIMEOUT_MS = 30_000;
-export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+/** 1 GiB: bodies larger than one NATS message stream (protocol v2), so the limit is about what a service should accept, not about NATS. */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024;
+export const DEFAULT_STREAM_IDLE_MS = 60_000;
 export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
@@ -59,9 +61,13 @@ export const GatewayOptionsSchema = Type.Object(
       description: 'How long to wait for a service reply before answering 504, in milliseconds',
       placeholder: 'MS',
     }),
-    maxBody: opt(Type.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, default: DEFAULT_MAX_BODY_BYTES }), {
-      description: "Largest request body in bytes (413 beyond); never above the NATS server's max_payload minus the envelope",
+    maxBody: opt(Type.Integer({ minimum: 0, maximum: 2 ** 50, default: DEFAULT_MAX_BODY_BYTES }), {
+      description: 'Largest request body in bytes (413 beyond); bodies larger than one NATS message stream to the service',
       placeholder: 'BYTES',
+    }),
+    streamIdleTimeout: opt(Type.Integer({ minimum: 100, maximum: 3_600_000, default: DEFAULT_STREAM_IDLE_MS }), {
+      description: "A streamed request or response is cut off when its service sends nothing for this long while it is the service's turn, in milliseconds",
+      placeholder: 'MS',
     }),
     maxHeaderSize: opt(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: DEFAULT_MAX_HEADER_BYTES }), {
       description: 'Largest total size of request headers in bytes (431 beyond)',
@@ -133,6 +139,7 @@ export interface GatewayConfig {
   readonly host: string;
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
+  readonly streamIdleMs: number;
   readonly maxHeaderBytes: number;
   readonly trustedProxies: readonly string[];
   readonly routesBucket: string;
@@ -221,7 +228,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     throw new ConfigError(describe(validate.errors![0]!, merged, origin));
   }
   const o = merged as Required<
-    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'routesReplicas' | 'inboxPrefix' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
+    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'streamIdleTimeout' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'routesReplicas' | 'inboxPrefix' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
   > &
     GatewayOptions;
   checkCombinations(o, origin);
@@ -232,6 +239,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     host: o.host,
     timeoutMs: o.timeout,
     maxBodyBytes: o.maxBody,
+    streamIdleMs: o.streamIdleTimeout,
     maxHeaderBytes: o.maxHeaderSize,
     trustedProxies: Object.freeze([...o.trustedProxies]),
     routesBucket: o.routesBucket,

@@ -14,6 +14,10 @@ export const FAILURES = {
   timeout: 504,
   /** The reply broke the protocol: not msgpack, bad version, status or header. */
   'bad-reply': 502,
+  /** A streamed exchange broke before the response head: the service went away (NATS no-responders on its inbox), cancelled, or broke the protocol. After the head, the connection is closed instead. */
+  'stream-broken': 502,
+  /** A stream had no message from its service for --stream-idle-timeout while it was the service's turn. */
+  'stream-idle': 504,
   /** Handling the reply failed inside the gateway (logged with its cause); the request is released. */
   'reply-failed': 502,
   /** Body larger than --max-body (or than NATS max_payload allows). */

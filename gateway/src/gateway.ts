@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { connect, nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { us_listen_socket } from 'uWebSockets.js';
 import type { GatewayConfig } from './config.js';
-import { HttpFront, natsBodyLimit, type Exchange, type NatsLink } from './front/http-front.js';
+import { HttpFront, type Exchange, type NatsLink } from './front/http-front.js';
 import { createLogger, type Logger } from './log.js';
 import { natsConnectionOptions } from './nats/nats-options.js';
 import { startAdminServer, type AdminServer } from './ops/admin-http.js';
@@ -101,6 +101,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     timeoutMs: config.timeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     maxHeaderBytes: config.maxHeaderBytes,
+    streamIdleMs: config.streamIdleMs,
     trustedProxies: config.trustedProxies,
     routes,
     traffic,
@@ -193,10 +194,6 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     natsState.connected = true;
     natsState.server = nc.getServer();
     log.info({ server: nc.getServer(), maxPayload: link.maxPayload }, 'connected to NATS');
-    const usable = natsBodyLimit(config.maxBodyBytes, config.maxHeaderBytes, link.maxPayload);
-    if (usable < config.maxBodyBytes) {
-      log.info({ maxBody: config.maxBodyBytes, usable, maxPayload: link.maxPayload }, `request bodies limited to ${usable} bytes by the NATS server's max_payload`);
-    }
     void watchStatus(nc);
     void watchClosed(nc);
     adminSubs = serveAdminOverNats(nc, view, token, faults);
@@ -273,6 +270,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       await watcher?.stop();
       routes.clear();
       link?.mux.close();
+      front.close();
       for (const s of adminSubs) if (!s.isClosed()) s.unsubscribe();
       if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
       await admin.close();

@@ -155,6 +155,8 @@ test('hostile: a reply-mux handler that throws ends its own request (502 path) a
         },
         onConnectionLost: (p) => outcomes.push(`lost ${p.n}`),
         onPublishFailed: (p) => outcomes.push(`publish failed ${p.n}`),
+        onStreamMessage: () => undefined,
+        onStreamPeerGone: () => undefined,
         onHandlerError: (p, err) => outcomes.push(`handler error ${p.n}: ${(err as Error).message}`),
       },
       200,

@@ -160,17 +160,39 @@ test('nats: nats-server restarted under traffic → 503 while down, automatic re
   }
 });
 
-test('nats: bodies are limited to what fits in the server max_payload', async () => {
-  const s = await startStack({ maxBody: 1024 * 1024 }, { config: 'max_payload: 65536' });
+test('nats: a body larger than one message streams to a v2 service; a v1 service gets 413 with the reason; --max-body still applies', async () => {
+  const s = await startStack({ maxBody: 100_000 }, { config: 'max_payload: 65536' });
   try {
-    await respond(s.nc, 'api.up', (req) => ({ status: 200, body: Buffer.from(String(req.body.length)) }));
-    const small = await request(`${s.base}/up`, { method: 'POST', body: Buffer.alloc(30_000, 1) });
+    // A v1 service as PROTOCOL.md §7 asks: it refuses a version it does not speak.
+    s.nc.subscribe('api.v1', {
+      callback: (_e, msg) => {
+        const req = new Packr({ useRecords: false }).unpack(msg.data) as { v: number; body: Uint8Array };
+        const problem = { status: 400, code: 'unsupported-version' };
+        msg.respond(req.v === 1 ? encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from(String(req.body.length)) }) : encodeReply({ v: 1, status: 400, headers: [], body: Buffer.from(JSON.stringify(problem)) }));
+      },
+    });
+    await s.nc.flush();
+    const small = await request(`${s.base}/v1`, { method: 'POST', body: Buffer.alloc(30_000, 1) });
     assert.equal(small.statusCode, 200);
     assert.equal(await small.body.text(), '30000');
-    const big = await request(`${s.base}/up`, { method: 'POST', body: Buffer.alloc(60_000, 1) });
+    const big = await request(`${s.base}/v1`, { method: 'POST', body: Buffer.alloc(90_000, 1) });
     assert.equal(big.statusCode, 413);
-    assert.match(((await big.body.json()) as { detail: string }).detail, /exceeds the limit of \d+ bytes/);
-    assert.ok(s.logs.some((l) => /limited to \d+ bytes by the NATS server's max_payload/.test(l.msg)), 'the clamp is logged');
+    assert.match(((await big.body.json()) as { detail: string }).detail, /only up to one NATS message \(it speaks protocol v1\)/);
+    // The SDK (v2) takes it, streamed.
+    await s.serve(
+      (req, res) => {
+        let n = 0;
+        req.on('data', (c: Buffer) => (n += c.length));
+        req.on('end', () => res.end(String(n)));
+      },
+      { nats: s.ns.url, subject: 'api.v2' },
+    );
+    const streamed = await request(`${s.base}/v2`, { method: 'POST', body: Buffer.alloc(90_000, 1) });
+    assert.equal(streamed.statusCode, 200);
+    assert.equal(await streamed.body.text(), '90000');
+    const tooBig = await request(`${s.base}/v2`, { method: 'POST', body: Buffer.alloc(100_001, 1) });
+    assert.equal(tooBig.statusCode, 413);
+    assert.match(((await tooBig.body.json()) as { detail: string }).detail, /exceeds the limit of 100000 bytes/);
   } finally {
     await s.close();
   }

@@ -57,13 +57,13 @@ test('sdk: a handler that throws or rejects → 500, logged, and the service kee
   });
 });
 
-test('sdk: a handler that never finishes is freed after the SDK timeout with 504', async () => {
+test('sdk: a handler that never starts its response is freed after the SDK timeout with 504', async () => {
   await withStack({ timeout: 5000 }, undefined, async (s) => {
     let closed = false;
     const svc = await s.serve(
       (_req: IncomingMessage, res: ServerResponse) => {
         res.on('close', () => (closed = true));
-        res.write('partial'); // and never end
+        // and never writes
       },
       { nats: s.ns.url, subject: 'api.stuck', timeoutMs: 300, logger: recordingLogger() },
     );
@@ -78,24 +78,57 @@ test('sdk: a handler that never finishes is freed after the SDK timeout with 504
   });
 });
 
-test('sdk: a response larger than the NATS payload limit → a clear 502, not a hang', async () => {
+test('sdk: a handler that stops writing mid-response is cut off after --stream-idle-timeout, and sees close', async () => {
+  await withStack({ timeout: 5000, streamIdleTimeout: 600 }, undefined, async (s) => {
+    let closed = false;
+    const svc = await s.serve(
+      (_req: IncomingMessage, res: ServerResponse) => {
+        res.on('close', () => (closed = true));
+        res.write('partial'); // and never ends
+      },
+      { nats: s.ns.url, subject: 'api.stalls', logger: recordingLogger() },
+    );
+    const t0 = Date.now();
+    const r = await request(`${s.base}/stalls`);
+    assert.equal(r.statusCode, 200, 'the head left with the first write');
+    const got: Buffer[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const chunk of r.body) got.push(chunk as Buffer);
+      })(),
+      'the body is cut off, not ended',
+    );
+    const took = Date.now() - t0;
+    assert.equal(Buffer.concat(got).toString(), 'partial');
+    assert.ok(took >= 500 && took < 3000, `cut off after the idle limit (${took} ms)`);
+    await eventually(() => closed, 2000, 'the handler sees close (the gateway cancelled the stream)');
+    assert.equal(svc.inFlight, 0);
+    await eventually(() => s.gw.inFlight === 0, 1000, 'nothing left in flight at the gateway');
+    await svc.drain();
+  });
+});
+
+test('sdk: a response larger than one NATS message streams through, bytes intact; a v1-only gateway gets a clear 502', async () => {
   await withStack({ timeout: 5000 }, 'max_payload: 65536', async (s) => {
     const log = recordingLogger();
-    const svc = await s.serve((req, res) => text(res, 200, req.url === '/big/huge' ? 'x'.repeat(200_000) : 'y'.repeat(65_500)), {
-      nats: s.ns.url,
-      subject: 'api.big',
-      logger: log,
-    });
-    for (const path of ['/big/huge', '/big/just-over']) {
-      const t0 = Date.now();
+    const huge = Buffer.alloc(200_000);
+    for (let i = 0; i < huge.length; i++) huge[i] = (i * 7) & 0xff;
+    const svc = await s.serve((req, res) => res.end(req.url === '/big/huge' ? huge : 'y'.repeat(65_500)), { nats: s.ns.url, subject: 'api.big', logger: log });
+    for (const [path, expected] of [['/big/huge', huge], ['/big/just-over', Buffer.from('y'.repeat(65_500))]] as const) {
       const r = await request(`${s.base}${path}`);
-      assert.equal(r.statusCode, 502, path);
-      assert.ok(Date.now() - t0 < 2000);
-      const p = (await r.body.json()) as { code: string; detail: string };
-      assert.equal(p.code, 'response-too-large');
-      assert.match(p.detail, /max_payload of 65536 bytes/);
+      assert.equal(r.statusCode, 200, path);
+      assert.ok(Buffer.from(await r.body.arrayBuffer()).equals(expected), `${path}: bytes intact`);
     }
-    assert.equal(log.lines.filter((l) => l.msg === 'response too large for one NATS message').length, 2);
+    // A gateway that does not offer streaming (no caps: a v1 gateway) gets one reply, bounded by max_payload.
+    const v1 = encodeRequest({ v: 1, id: 'v1gw', method: 'GET', path: '/big/huge', query: '', headers: [], body: Buffer.alloc(0), remote: '127.0.0.1', scheme: 'http', host: 'x', root: 'api', subject: 'api.big.huge', timeoutMs: 5000 });
+    const answer = decodeReply((await s.nc.request('api.big.huge', v1, { timeout: 5000 })).data);
+    assert.ok(typeof answer !== 'string');
+    assert.equal(answer.v, 1);
+    assert.equal(answer.status, 502);
+    const p = JSON.parse(Buffer.from(answer.body).toString()) as { code: string; detail: string };
+    assert.equal(p.code, 'response-too-large');
+    assert.match(p.detail, /max_payload of 65536 bytes/);
+    assert.equal(log.lines.filter((l) => l.msg === 'response too large for one NATS message').length, 1);
     await svc.drain();
   });
 });

@@ -6,6 +6,7 @@
 import type { HttpResponse } from 'uWebSockets.js';
 import type { RouteRuntime } from '../routes/route.js';
 import type { PendingRequest } from '../nats/reply-mux.js';
+import type { NatsStream } from '../nats/nats-stream.js';
 
 export class Exchange implements PendingRequest {
   muxKey = '';
@@ -43,6 +44,10 @@ export class Exchange implements PendingRequest {
   bodyLimit = 0;
   /** Set when an override sends this request to HTTP backends (the version it started with). */
   route: RouteRuntime | undefined = undefined;
+  /** The v2 stream of this exchange, when its request body or its response streams over NATS. */
+  stream: NatsStream | undefined = undefined;
+  /** Why a stream was cut off, for the access log. */
+  streamFailure: string | undefined = undefined;
   /** The proxying in progress, for the override path. */
   proxy: { clientGone(): void } | undefined = undefined;
   /** When the request arrived (performance.now(), ms), for latency. */

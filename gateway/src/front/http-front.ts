@@ -9,7 +9,22 @@
  * after the callback); writes from outside a uWS callback happen in cork().
  */
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { decodeReply, encodeRequest, normalizePath, normalizeQuery, pathToSubject, PROTOCOL_VERSION, type PathRefusal, type ReplyEnvelope, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
+import {
+  CAP_STREAM,
+  decodeFrame,
+  decodeReply,
+  DEFAULT_STREAM_WINDOW,
+  encodeRequest,
+  normalizePath,
+  normalizeQuery,
+  pathToSubject,
+  PROTOCOL_VERSION,
+  REPLY_IS_FRAME,
+  STREAM_VERSION,
+  type PathRefusal,
+  type ReplyEnvelope,
+  type RequestEnvelope,
+} from '@natsgw/service-sdk/protocol';
 import { performance } from 'node:perf_hooks';
 import { nuid } from '@nats-io/transport-node';
 import type { FailureCode } from '../errors.js';
@@ -22,6 +37,7 @@ import type { ReplyHandler, ReplyMux } from '../nats/reply-mux.js';
 import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STATUS_LINES, writeProblem } from './respond.js';
 import type { Upstream, TryOutcome } from '../http/upstream/upstream.js';
 import { formatAddress } from './uws.js';
+import { NatsStream, type StreamOwner } from '../nats/nats-stream.js';
 
 export { Exchange } from './exchange.js';
 
@@ -30,6 +46,8 @@ export interface HttpFrontOptions {
   timeoutMs: number;
   maxBodyBytes: number;
   maxHeaderBytes: number;
+  /** A stream where it is the service's turn and nothing comes for this long is cut off. */
+  streamIdleMs: number;
   trustedProxies: readonly string[];
   /** Overrides: subjects sent to HTTP backends instead of NATS. */
   routes?: RouteTable;
@@ -47,10 +65,13 @@ export type FrontEvent =
   | { type: 'upstream-try'; route: string; upstream: string; outcome: TryOutcome | 'retry'; detail: string; requestId: string }
   | { type: 'upstream-failed'; route: string; code: FailureCode; detail: string; requestId: string };
 
-/** Largest body a NATS request may carry: --max-body, and room for the envelope within the server's max_payload. */
+/** Largest body a request carries in its one NATS message: room for the envelope within the server's max_payload. Larger bodies stream. */
 export function natsBodyLimit(maxBodyBytes: number, maxHeaderBytes: number, maxPayload: number): number {
   return Math.min(maxBodyBytes, maxPayload - maxHeaderBytes - 1024);
 }
+
+/** What the gateway offers every service: streamed replies. */
+const CAPS = [CAP_STREAM];
 
 /** The NATS side as the front sees it; absent while disconnected. */
 export interface NatsLink {
@@ -169,13 +190,14 @@ let corkFailure: FailureCode;
 let corkDetail: string;
 let corkClose: boolean;
 function writeReplyCorked(): void {
-  writeReply(corkExchange, corkReply);
+  writeReply(corkExchange, corkReply, corkClose);
 }
 function writeProblemCorked(): void {
   writeProblem(corkExchange, corkFailure, corkDetail, corkClose);
 }
 
-function writeReply(ex: Exchange, r: ReplyEnvelope): void {
+/** Writes status and headers of a reply; returns the Content-Length the service announced, or -1. */
+function writeReplyHead(ex: Exchange, r: ReplyEnvelope): number {
   const res = ex.res;
   ex.responding = true;
   res.writeStatus(STATUS_LINES[r.status]!);
@@ -197,17 +219,24 @@ function writeReply(ex: Exchange, r: ReplyEnvelope): void {
     res.writeHeader(name, h[i + 1]!);
   }
   res.writeHeader('x-request-id', ex.requestId);
+  ex.status = r.status;
+  return reportedLength;
+}
+
+function writeReply(ex: Exchange, r: ReplyEnvelope, close: boolean): void {
+  const reportedLength = writeReplyHead(ex, r);
+  const res = ex.res;
   const status = r.status;
-  ex.status = status;
   if (ex.method === 'HEAD') {
     // A HEAD response has no body but may say how long the GET body is (RFC 9110 §9.3.2).
-    endHead(res, reportedLength, false);
+    endHead(res, reportedLength, close);
   } else if (status === 204 || status === 304) {
     // No body and no Content-Length (RFC 9110 §8.6, §15.4.5).
+    if (close) res.writeHeader('connection', 'close');
     res.endWithoutBody();
   } else {
     ex.bytesOut = r.body.length;
-    res.end(r.body);
+    res.end(r.body, close);
   }
 }
 
@@ -216,7 +245,7 @@ function writeReply(ex: Exchange, r: ReplyEnvelope): void {
  * buffering, the NATS reply handler the mux calls back, and the hand-over to
  * the proxy for overridden subjects.
  */
-export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
+export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwner {
   /** Requests accepted and not yet answered or aborted. */
   inFlight = 0;
   /** Set while connected to NATS. */
@@ -226,10 +255,42 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   private readonly forwarding: ForwardingPolicy;
   private readonly emptyBody = Buffer.alloc(0);
   private readonly natsTraffic: RouteTraffic | undefined;
+  /** Exchanges with an open v2 stream, for idle limits and probes. */
+  private readonly streams = new Set<Exchange>();
+  private readonly streamTimer: NodeJS.Timeout;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.forwarding = new ForwardingPolicy(opts.trustedProxies);
     this.natsTraffic = opts.traffic?.route(opts.rootSubject, 'nats');
+    this.streamTimer = setInterval(() => this.tickStreams(), 500);
+    this.streamTimer.unref();
+  }
+
+  /** Open v2 streams right now. */
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  /** Stops the stream timer (the gateway is closing). */
+  close(): void {
+    clearInterval(this.streamTimer);
+  }
+
+  private tickStreams(): void {
+    if (this.streams.size === 0) return;
+    const now = performance.now();
+    for (const ex of this.streams) {
+      const stream = ex.stream!;
+      if (stream.ended) {
+        this.streams.delete(ex);
+        continue;
+      }
+      try {
+        ex.res.cork(() => stream.tick(now, this.opts.streamIdleMs, this.opts.timeoutMs));
+      } catch (error) {
+        this.onHandlerError(ex, error);
+      }
+    }
   }
 
   /** The uWS route handler for every method and path. */
@@ -301,9 +362,8 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
       ex.route = route;
       ex.bodyLimit = route.config.maxRequestBodyBytes;
     } else {
-      const link = this.link;
-      if (link === undefined) return this.fail(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${subject}`, hasBody);
-      ex.bodyLimit = natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, link.maxPayload);
+      if (this.link === undefined) return this.fail(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${subject}`, hasBody);
+      ex.bodyLimit = opts.maxBodyBytes;
     }
     if (ex.contentLength > ex.bodyLimit) {
       return this.fail(ex, 'body-too-large', `request body of ${ex.contentLength} bytes exceeds the limit of ${ex.bodyLimit} bytes`, true);
@@ -312,19 +372,48 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
       ex.body = this.emptyBody;
       return this.dispatch(ex);
     }
+    ex.res.onData((chunk, isLast) => this.onData(ex, chunk, isLast));
+    if (route === undefined && !chunked && ex.contentLength > natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, this.link!.maxPayload)) {
+      // Too large for one message: the body streams.
+      return this.startUpload(ex);
+    }
     if (chunked) ex.chunks = [];
     else ex.body = Buffer.allocUnsafe(ex.contentLength);
-    ex.res.onData((chunk, isLast) => this.onData(ex, chunk, isLast));
+  }
+
+  /** Sends the v2 head of a request whose body streams; the body follows in data frames. */
+  private startUpload(ex: Exchange): void {
+    const link = this.link!;
+    ex.stream = new NatsStream(ex, this, link.maxPayload, true, performance.now());
+    ex.body = this.emptyBody;
+    this.dispatch(ex);
   }
 
   private onData(ex: Exchange, chunk: ArrayBuffer, isLast: boolean): void {
     if (ex.done) return;
     const n = chunk.byteLength;
-    if (ex.chunks !== undefined) {
-      if (ex.received + n > ex.bodyLimit) {
-        // Stop reading: answer now and close, rather than buffer the rest.
-        return this.failCorked(ex, 'body-too-large', `chunked request body exceeds the limit of ${ex.bodyLimit} bytes`, true);
+    if (ex.received + n > ex.bodyLimit) {
+      const detail = `request body exceeds the limit of ${ex.bodyLimit} bytes`;
+      if (ex.stream !== undefined) return ex.stream.broken('body-too-large', detail, true, performance.now());
+      // Stop reading: answer now and close, rather than buffer the rest.
+      return this.failCorked(ex, 'body-too-large', detail, true);
+    }
+    if (ex.stream === undefined && ex.chunks !== undefined && ex.route === undefined && this.link !== undefined && ex.received + n > natsBodyLimit(this.opts.maxBodyBytes, this.opts.maxHeaderBytes, this.link.maxPayload)) {
+      // A chunked body is collected while it fits one message (so v1
+      // services get it whole, as always), and streams from the read that
+      // proves it does not.
+      this.startUpload(ex);
+      for (const c of ex.chunks) ex.stream!.onBody(c, false, performance.now());
+      ex.chunks = undefined;
+    }
+    if (ex.stream !== undefined) {
+      ex.received += n;
+      if (isLast && ex.contentLength >= 0 && ex.received !== ex.contentLength) {
+        return ex.stream.broken('bad-request', 'request body shorter than its Content-Length', true, performance.now());
       }
+      return ex.stream.onBody(Buffer.from(new Uint8Array(chunk)), isLast, performance.now());
+    }
+    if (ex.chunks !== undefined) {
       if (n > 0) ex.chunks.push(Buffer.from(new Uint8Array(chunk)));
     } else if (n > 0) {
       ex.body!.set(new Uint8Array(chunk), ex.received);
@@ -361,12 +450,15 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     const link = this.link;
     if (link === undefined) return this.failCorked(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${ex.subject}`, false);
     const headers = ex.headers;
-    // The body travels whole, so its length is always known: a chunked
-    // upload reaches the service with a Content-Length instead.
-    if (ex.contentLength >= 0) headers.push('content-length', String(ex.body!.length));
+    const streamed = ex.stream !== undefined;
+    // A body that travels whole has a known length: a chunked upload reaches
+    // the service with a Content-Length instead. A streamed one keeps the
+    // client's length, or says it is chunked (so body parsers expect a body).
+    if (!streamed && ex.contentLength >= 0) headers.push('content-length', String(ex.body!.length));
+    else if (streamed) headers.push(...(ex.contentLength >= 0 ? ['content-length', String(ex.contentLength)] : ['transfer-encoding', 'chunked']));
     headers.push('x-forwarded-for', forwarded.forwardedFor, 'x-forwarded-proto', forwarded.scheme, 'x-forwarded-host', forwarded.host, 'x-request-id', ex.requestId);
     const envelope: RequestEnvelope = {
-      v: PROTOCOL_VERSION,
+      v: streamed ? STREAM_VERSION : PROTOCOL_VERSION,
       id: ex.requestId,
       method: ex.method,
       path: ex.path,
@@ -379,7 +471,10 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
       root: this.opts.rootSubject,
       subject: ex.subject,
       timeoutMs: this.opts.timeoutMs,
+      caps: CAPS,
+      credit: DEFAULT_STREAM_WINDOW,
     };
+    if (streamed) envelope.more = true;
     const payload = encodeRequest(envelope);
     ex.body = undefined;
     if (payload.length > link.maxPayload) {
@@ -394,7 +489,10 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
     ex.done = true;
     this.inFlight--;
     if (ex.proxy !== undefined) ex.proxy.clientGone();
-    else this.link?.mux.cancel(ex);
+    else {
+      ex.stream?.clientGone(performance.now());
+      this.release(ex);
+    }
     this.record(ex, true);
   }
 
@@ -403,14 +501,89 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   onReply(ex: Exchange, data: Uint8Array): void {
     if (ex.done) return;
     const reply = decodeReply(data);
-    if (typeof reply === 'string') {
-      this.opts.onEvent?.({ type: 'bad-reply', subject: ex.subject, reason: reply, requestId: ex.requestId });
-      return this.failCorked(ex, 'bad-reply', `invalid reply from ${ex.subject}: ${reply}`, false);
+    if (reply === REPLY_IS_FRAME || (typeof reply !== 'string' && reply.more === true) || ex.stream !== undefined) {
+      // The reply streams (or the request body does): the reply subject stays open.
+      this.link?.mux.hold(ex);
+      return this.onStreamMessage(ex, data, reply);
     }
+    if (typeof reply === 'string') return this.badReply(ex, reply);
     corkExchange = ex;
     corkReply = reply;
+    corkClose = false;
     ex.res.cork(writeReplyCorked);
     this.finish(ex);
+  }
+
+  private badReply(ex: Exchange, reason: string): void {
+    this.opts.onEvent?.({ type: 'bad-reply', subject: ex.subject, reason, requestId: ex.requestId });
+    const detail = `invalid reply from ${ex.subject}: ${reason}`;
+    if (ex.stream !== undefined) {
+      ex.res.cork(() => ex.stream!.broken('bad-reply', detail, true, performance.now()));
+      return;
+    }
+    this.failCorked(ex, 'bad-reply', detail, false);
+  }
+
+  /** A message of a stream: a head, a frame, or the one complete reply that ends it. */
+  onStreamMessage(ex: Exchange, data: Uint8Array, decoded?: ReplyEnvelope | string): void {
+    if (ex.done) return;
+    const reply = decoded ?? decodeReply(data);
+    const now = performance.now();
+    if (reply === REPLY_IS_FRAME) {
+      const frame = decodeFrame(data);
+      if (typeof frame === 'string') return this.badReply(ex, frame);
+      const stream = (ex.stream ??= this.newStream(ex, now));
+      if (frame.t === 'credit' && stream.inbox === '' && frame.inbox === undefined) return this.badReply(ex, 'first credit frame names no inbox');
+      this.streams.add(ex);
+      ex.res.cork(() => stream.onFrame(frame, now));
+      return;
+    }
+    if (typeof reply === 'string') return this.badReply(ex, reply);
+    if (ex.stream?.headWritten === true) return this.badReply(ex, 'a second response head');
+    if (reply.more === true) {
+      const stream = (ex.stream ??= this.newStream(ex, now));
+      this.streams.add(ex);
+      ex.res.cork(() => stream.onHead(reply, now));
+      return;
+    }
+    // One complete reply: an upload still going cannot be read on, so the connection closes after it.
+    const stream = ex.stream;
+    corkExchange = ex;
+    corkReply = reply;
+    corkClose = stream !== undefined && !stream.upDone;
+    if (stream !== undefined && stream.uploading && stream.inbox === '' && reply.status === 400 && Buffer.from(reply.body).includes('"unsupported-version"')) {
+      // A v1 service refused the v2 head: say what the client can do about it.
+      this.failCorked(ex, 'body-too-large', `${ex.subject} takes request bodies only up to one NATS message (it speaks protocol v1)`, true);
+      return stream.endedByReply();
+    }
+    ex.res.cork(writeReplyCorked);
+    stream?.endedByReply();
+    this.finish(ex);
+  }
+
+  onStreamPeerGone(ex: Exchange): void {
+    const stream = ex.stream;
+    if (ex.done || stream === undefined) return;
+    ex.res.cork(() => stream.peerGone(performance.now()));
+  }
+
+  private newStream(ex: Exchange, now: number): NatsStream {
+    return new NatsStream(ex, this, this.link?.maxPayload ?? 1024 * 1024, false, now);
+  }
+
+  // StreamOwner
+
+  publishFrame(ex: Exchange, inbox: string, data: Uint8Array): boolean {
+    return this.link?.mux.publishFrame(ex, inbox, data) ?? false;
+  }
+
+  writeHead(ex: Exchange, reply: ReplyEnvelope): number {
+    return writeReplyHead(ex, reply);
+  }
+
+  release(ex: Exchange): void {
+    this.link?.mux.cancel(ex);
+    this.streams.delete(ex);
   }
 
   onNoResponders(ex: Exchange): void {
@@ -418,7 +591,12 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   }
 
   onTimeout(ex: Exchange): void {
-    this.failCorked(ex, 'timeout', `no reply from ${ex.subject} within ${this.opts.timeoutMs} ms`, false);
+    const detail = `no reply from ${ex.subject} within ${this.opts.timeoutMs} ms`;
+    if (ex.stream !== undefined) {
+      ex.res.cork(() => ex.stream!.broken('timeout', detail, true, performance.now()));
+      return;
+    }
+    this.failCorked(ex, 'timeout', detail, false);
   }
 
   onPublishFailed(ex: Exchange, error: unknown): void {
@@ -426,7 +604,12 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner {
   }
 
   onConnectionLost(ex: Exchange): void {
-    this.failCorked(ex, 'nats-connection-lost', `connection to NATS lost while waiting for ${ex.subject}`, false);
+    const detail = `connection to NATS lost while waiting for ${ex.subject}`;
+    if (ex.stream !== undefined) {
+      ex.res.cork(() => ex.stream!.broken('nats-connection-lost', detail, false, performance.now()));
+      return;
+    }
+    this.failCorked(ex, 'nats-connection-lost', detail, false);
   }
 
   /** Handling a reply (or a timeout) threw: log and count it, answer 502, release the request. */

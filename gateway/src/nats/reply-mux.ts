@@ -16,9 +16,11 @@
  * reply subject cannot guess the reply subject of a request sent to
  * another one (with NATS permissions, allow_responses enforces the same).
  */
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { createInbox, type Msg, type NatsConnection, type PublishOptions, type Subscription } from '@nats-io/transport-node';
+import { encodeCancel, InboxKeys, isNoResponders, isValidInbox } from '@natsgw/service-sdk/protocol';
+
+const STALE_CANCEL = encodeCancel('no such request: it is over (client gone or timed out)');
 
 /** What the mux needs on each request; the gateway's request context implements it. */
 export interface PendingRequest {
@@ -41,26 +43,23 @@ export interface ReplyHandler<P extends PendingRequest> {
    * a 502). Must not throw; if it does, the mux swallows it.
    */
   onHandlerError(p: P, error: unknown): void;
+  /** A later message of a stream `p` holds open (see {@link ReplyMux.hold}). */
+  onStreamMessage(p: P, data: Uint8Array): void;
+  /** A frame `p` sent to the service's inbox found nobody there (NATS no-responders): the service is gone. */
+  onStreamPeerGone(p: P): void;
 }
-
-/** Random base64url characters for reply keys: 11 per key (66 bits), 372 keys per refill. */
-const RANDOM_POOL_BYTES = 3 * 1024;
-const RANDOM_CHARS_PER_KEY = 11;
-
-/** NATS status code the server sends to the reply subject when nobody listens. */
-const NO_RESPONDERS = 503;
 
 export class ReplyMux<P extends PendingRequest> {
   private readonly pending = new Map<string, P>();
+  /** Requests whose reply is a stream: every message on their reply subject goes to onStreamMessage until release(). */
+  private readonly open = new Map<string, P>();
+  private readonly keys = new InboxKeys();
   private readonly prefix: string;
   private readonly prefixLength: number;
   private readonly sub: Subscription;
   private readonly timer: NodeJS.Timeout;
   // Reused for every publish: nats.js reads it synchronously.
   private readonly publishOptions: PublishOptions = { reply: '' };
-  private seq = 0;
-  private random = '';
-  private randomOffset = 0;
   // Publishes waiting for the end of this event-loop turn (see send()).
   private readonly batchSubjects: string[] = [];
   private readonly batchPayloads: Uint8Array[] = [];
@@ -92,7 +91,7 @@ export class ReplyMux<P extends PendingRequest> {
    * every request read in one poll of the HTTP sockets leaves in one write.
    */
   send(subject: string, payload: Uint8Array, p: P): void {
-    const key = this.nextKey();
+    const key = this.keys.next();
     p.muxKey = key;
     p.deadline = performance.now() + this.timeoutMs;
     this.pending.set(key, p);
@@ -103,21 +102,6 @@ export class ReplyMux<P extends PendingRequest> {
       this.flushScheduled = true;
       setImmediate(this.flushBatch);
     }
-  }
-
-  /**
-   * A unique, unguessable reply key: a sequence number (unique; it holds no
-   * '_') and 66 random bits as base64url (unguessable), cut from a string
-   * made once per 372 keys: cheaper than formatting random numbers per key.
-   */
-  private nextKey(): string {
-    if (this.randomOffset + RANDOM_CHARS_PER_KEY > this.random.length) {
-      this.random = randomBytes(RANDOM_POOL_BYTES).toString('base64url');
-      this.randomOffset = 0;
-    }
-    const o = this.randomOffset;
-    this.randomOffset = o + RANDOM_CHARS_PER_KEY;
-    return (this.seq++).toString(36) + '_' + this.random.slice(o, o + RANDOM_CHARS_PER_KEY);
   }
 
   /** Runs one handler call; a throw ends the request through onHandlerError instead of escaping. */
@@ -152,15 +136,46 @@ export class ReplyMux<P extends PendingRequest> {
     this.batchRequests.length = 0;
   }
 
-  /** Forgets a request (its client went away); a late reply is dropped. */
+  /** Forgets a request (its client went away, or its stream ended); a late message is dropped. */
   cancel(p: P): void {
     this.pending.delete(p.muxKey);
+    this.open.delete(p.muxKey);
   }
 
-  /** Ends every pending request with onConnectionLost. */
+  /**
+   * Keeps `p`'s reply subject open after its first message (the reply is a
+   * stream): later messages go to onStreamMessage, no timeout applies (the
+   * stream keeps its own idle limit), until cancel().
+   */
+  hold(p: P): void {
+    this.open.set(p.muxKey, p);
+  }
+
+  /** Streams held open right now. */
+  get openStreams(): number {
+    return this.open.size;
+  }
+
+  /**
+   * Publishes a frame of `p`'s stream to the service's inbox, with `p`'s
+   * reply subject, so a dead service comes back as no-responders. False
+   * when nats.js refused it (connection closed).
+   */
+  publishFrame(p: P, inbox: string, data: Uint8Array): boolean {
+    this.publishOptions.reply = this.prefix + p.muxKey;
+    try {
+      this.nc.publish(inbox, data, this.publishOptions);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Ends every pending request and open stream with onConnectionLost. */
   failAll(): void {
-    const all = [...this.pending.values()];
+    const all = [...this.pending.values(), ...this.open.values()];
     this.pending.clear();
+    this.open.clear();
     for (const p of all) this.contained(p, this.onLost);
   }
 
@@ -177,12 +192,39 @@ export class ReplyMux<P extends PendingRequest> {
   private onMessage(msg: Msg): void {
     const key = msg.subject.substring(this.prefixLength);
     const p = this.pending.get(key);
-    if (p === undefined) return; // late, after a timeout or a client abort; or a guess
+    if (p === undefined) {
+      const s = this.open.get(key);
+      if (s !== undefined) this.onStream(s, msg);
+      else if (msg.reply && !isNoResponders(msg) && isValidInbox(msg.reply)) {
+        // A stream frame for a request that is over (its client went away,
+        // it timed out): tell the service to stop, without a reply subject
+        // of our own so nothing can bounce back. Late v1 replies carry none.
+        try {
+          this.nc.publish(msg.reply, STALE_CANCEL);
+        } catch {
+          // connection closing
+        }
+      }
+      return; // else late, after a timeout or a client abort; or a guess
+    }
     this.pending.delete(key);
     try {
       const data = msg.data;
-      if (data.length === 0 && msg.headers?.code === NO_RESPONDERS) this.handler.onNoResponders(p);
+      if (isNoResponders(msg)) this.handler.onNoResponders(p);
       else this.handler.onReply(p, data);
+    } catch (error) {
+      try {
+        this.handler.onHandlerError(p, error);
+      } catch {
+        // see contained()
+      }
+    }
+  }
+
+  private onStream(p: P, msg: Msg): void {
+    try {
+      if (isNoResponders(msg)) this.handler.onStreamPeerGone(p);
+      else this.handler.onStreamMessage(p, msg.data);
     } catch (error) {
       try {
         this.handler.onHandlerError(p, error);

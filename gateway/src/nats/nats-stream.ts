@@ -1,0 +1,383 @@
+/**
+ * The gateway's side of one v2 stream (PROTOCOL.md §7): a request body
+ * larger than one NATS message going up, a response written over time coming
+ * down, or both, between one HTTP client and the one service instance that
+ * took the request (its private inbox).
+ *
+ * Flow control both ways is credit in bytes:
+ * - up: the service grants credit as its handler reads; what the client sends
+ *   beyond it waits here, and uWS stops reading the socket (pause) once a
+ *   window's worth waits;
+ * - down: the gateway grants the service one window up front (the request's
+ *   `credit`) and tops it up as uWS takes the bytes; while the client's
+ *   socket has backpressure nothing is granted.
+ * So a stream holds at most about one window in each direction (plus what
+ * uWS buffered after a write that reported backpressure).
+ *
+ * Every frame to the service is published with the request's reply subject:
+ * when the service is gone, NATS answers no-responders there and the stream
+ * ends at once. Quiet streams get a probe every PROBE_INTERVAL_MS for the
+ * same reason; a stream where it is the service's turn and nothing comes for
+ * the idle limit is cut off.
+ */
+import { DEFAULT_STREAM_WINDOW, encodeCancel, encodeCredit, encodeData, frameBodyLimit, PROBE_FRAME, PROBE_INTERVAL_MS, type Frame, type ReplyEnvelope } from '@natsgw/service-sdk/protocol';
+import type { FailureCode } from '../errors.js';
+import type { Exchange } from '../front/exchange.js';
+import { endHead } from '../front/respond.js';
+
+/** What a stream needs from the front and the NATS link. */
+export interface StreamOwner {
+  /** Publishes a frame to the service's inbox with the request's reply subject; false when NATS refused it. */
+  publishFrame(ex: Exchange, inbox: string, data: Uint8Array): boolean;
+  /** Writes the response head (status and headers, corked by the caller); returns the Content-Length the service announced, or -1. */
+  writeHead(ex: Exchange, reply: ReplyEnvelope): number;
+  /** The response is complete: count it once, release the request. */
+  finish(ex: Exchange): void;
+  /** Ends the exchange with a problem response (before the head only). */
+  failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean): void;
+  /** Forgets the exchange's reply subject. */
+  release(ex: Exchange): void;
+}
+
+/** A stream is topped up once this many frames arrived since the last credit, even if small: it keeps NATS response permissions fresh. */
+const FRAMES_PER_GRANT = 64;
+
+export class NatsStream {
+  /** The service's private inbox, once it named it. */
+  inbox = '';
+  /** Last time the service sent something other than a probe, or was given something to do (ms, performance clock). */
+  idleSince: number;
+  lastSentAt: number;
+  readonly frameLimit: number;
+
+  // Up: the request body.
+  /** The request body streams (v2 head with more). */
+  readonly uploading: boolean;
+  private upQueue: Buffer[] = [];
+  private upQueued = 0;
+  private upCredit = 0;
+  private upSeq = 0;
+  /** The client has sent the whole body. */
+  upEnded = false;
+  /** The last body frame is out. */
+  upDone = false;
+  /** When upDone became true: the head timeout counts from there. */
+  upDoneAt = 0;
+  private paused = false;
+
+  // Down: the response body.
+  headWritten = false;
+  private downSeq = 0;
+  private granted: number;
+  private received = 0;
+  private consumed = 0;
+  private framesSinceGrant = 0;
+  /** Content-Length announced by the service (tryEnd mode), or -1 (chunked). */
+  private total = -1;
+  private written = 0;
+  /** The client's socket has backpressure: nothing is granted until uWS reports it writable. */
+  private backpressure = false;
+  private writableHooked = false;
+  /** tryEnd mode: the part of a chunk uWS did not take yet, and the write offset it starts at. */
+  private pending: Buffer | undefined = undefined;
+  private pendingOffset = 0;
+  private over = false;
+
+  constructor(
+    private readonly ex: Exchange,
+    private readonly owner: StreamOwner,
+    maxPayload: number,
+    uploading: boolean,
+    now: number,
+  ) {
+    this.frameLimit = frameBodyLimit(maxPayload);
+    this.uploading = uploading;
+    this.upDone = !uploading;
+    this.granted = DEFAULT_STREAM_WINDOW;
+    this.idleSince = now;
+    this.lastSentAt = now;
+  }
+
+  /** True once the stream ended one way or another. */
+  get ended(): boolean {
+    return this.over;
+  }
+
+  private send(data: Uint8Array, now: number): boolean {
+    if (this.inbox === '') return true;
+    this.lastSentAt = now;
+    return this.owner.publishFrame(this.ex, this.inbox, data);
+  }
+
+  // Up
+
+  /** A chunk of the request body from uWS (already copied). */
+  onBody(chunk: Buffer, last: boolean, now: number): void {
+    if (this.over) return;
+    if (chunk.length > 0) {
+      this.upQueue.push(chunk);
+      this.upQueued += chunk.length;
+    }
+    if (last) this.upEnded = true;
+    this.pumpUp(now);
+    if (!this.paused && !this.upEnded && this.upQueued >= DEFAULT_STREAM_WINDOW) {
+      // A window waits for credit: stop reading the client (uWS also stops its idle timer).
+      this.paused = true;
+      this.ex.res.pause();
+    }
+  }
+
+  private pumpUp(now: number): void {
+    while (!this.over && this.inbox !== '' && this.upQueued > 0 && this.upCredit > 0) {
+      const n = Math.min(this.upQueued, this.upCredit, this.frameLimit);
+      const parts = takeBytes(this.upQueue, n);
+      this.upQueued -= n;
+      this.upCredit -= n;
+      const last = this.upEnded && this.upQueued === 0;
+      if (!this.send(encodeData(++this.upSeq, parts, n, !last), now)) return this.lost();
+      if (last) this.markUpDone(now);
+    }
+    if (!this.over && this.inbox !== '' && this.upEnded && this.upQueued === 0 && !this.upDone) {
+      if (!this.send(encodeData(++this.upSeq, [], 0, false), now)) return this.lost();
+      this.markUpDone(now);
+    }
+    if (this.paused && this.upQueued < DEFAULT_STREAM_WINDOW / 2) {
+      this.paused = false;
+      this.ex.res.resume();
+    }
+  }
+
+  private markUpDone(now: number): void {
+    this.upDone = true;
+    this.upDoneAt = now;
+  }
+
+  // Down
+
+  /** The v2 head with `more`: writes status and headers and the head's body (corked by the caller). */
+  onHead(reply: ReplyEnvelope, now: number): void {
+    if (reply.inbox !== undefined) this.inbox = reply.inbox;
+    this.idleSince = now;
+    this.headWritten = true;
+    const length = this.owner.writeHead(this.ex, reply);
+    const ex = this.ex;
+    if (ex.method === 'HEAD' || ex.status === 204 || ex.status === 304) {
+      // No body is sent for these (RFC 9110 §9.3.2, §8.6): tell the service to stop.
+      if (ex.method === 'HEAD') endHead(ex.res, length, !this.upDone);
+      else ex.res.endWithoutBody();
+      this.send(encodeCancel('the response has no body'), now);
+      return this.complete();
+    }
+    this.total = length;
+    this.writeChunk(Buffer.from(reply.body.buffer, reply.body.byteOffset, reply.body.length), false, now);
+  }
+
+  /** A frame from the service (corked by the caller when it writes). */
+  onFrame(frame: Frame, now: number): void {
+    if (this.over) return;
+    switch (frame.t) {
+      case 'credit':
+        if (frame.inbox !== undefined && this.inbox === '') this.inbox = frame.inbox;
+        if (frame.n === 0) return; // a probe
+        this.idleSince = now;
+        this.upCredit += frame.n;
+        return this.pumpUp(now);
+      case 'cancel':
+        return this.broken('stream-broken', `the service cancelled the stream: ${frame.reason || 'no reason given'}`, false, now);
+      case 'data': {
+        if (!this.headWritten) return this.broken('bad-reply', 'a data frame arrived before the response head', true, now);
+        if (frame.seq !== this.downSeq + 1) return this.broken('stream-broken', `data frame ${frame.seq} arrived after ${this.downSeq} (a message was lost: slow consumer?)`, true, now);
+        if (this.received + frame.body.length > this.granted) return this.broken('bad-reply', 'the service sent more than its credit', true, now);
+        this.downSeq = frame.seq;
+        this.received += frame.body.length;
+        this.framesSinceGrant++;
+        this.idleSince = now;
+        return this.writeChunk(frame.body, !frame.more, now);
+      }
+    }
+  }
+
+  private writeChunk(chunk: Buffer, last: boolean, now: number): void {
+    const res = this.ex.res;
+    if (this.total >= 0) {
+      if (this.written + chunk.length > this.total) return this.broken('bad-reply', `the service sent more than its Content-Length of ${this.total}`, true, now);
+      if (last && this.written + chunk.length < this.total) return this.broken('bad-reply', `the service ended the body before its Content-Length of ${this.total}`, true, now);
+      if (this.total === 0) {
+        res.end(undefined, !this.upDone);
+        return this.complete();
+      }
+      const offset = res.getWriteOffset();
+      const [ok, done] = res.tryEnd(chunk, this.total);
+      this.written += chunk.length;
+      this.ex.bytesOut = this.written;
+      if (done) return this.complete();
+      if (!ok) {
+        // uWS took part of it; the rest goes when the socket drains.
+        this.pending = chunk;
+        this.pendingOffset = offset;
+        this.backpressure = true;
+        this.hookWritable();
+        return;
+      }
+      this.consumed += chunk.length;
+    } else {
+      if (chunk.length > 0) {
+        const ok = res.write(chunk);
+        this.written += chunk.length;
+        this.ex.bytesOut = this.written;
+        if (!ok) {
+          this.backpressure = true;
+          this.hookWritable();
+        } else if (!this.backpressure) this.consumed += chunk.length;
+      }
+      if (last) {
+        // A body that did not end up here cannot be left for the next request's parser: close.
+        res.end(undefined, !this.upDone);
+        return this.complete();
+      }
+    }
+    this.grant(now);
+  }
+
+  private hookWritable(): void {
+    if (this.writableHooked) return;
+    this.writableHooked = true;
+    this.ex.res.onWritable((offset) => this.onWritable(offset));
+  }
+
+  /** uWS: the client's socket takes data again. Runs inside uWS (corked). */
+  private onWritable(offset: number): boolean {
+    if (this.over) return true;
+    const now = performance.now();
+    if (this.pending !== undefined) {
+      const rest = this.pending.subarray(offset - this.pendingOffset);
+      const [ok, done] = this.ex.res.tryEnd(rest, this.total);
+      if (done) {
+        this.pending = undefined;
+        this.complete();
+        return true;
+      }
+      if (!ok) {
+        this.pending = rest;
+        this.pendingOffset = offset;
+        return false;
+      }
+      this.pending = undefined;
+    }
+    this.backpressure = false;
+    this.consumed = this.received;
+    // The client was the one holding things up: the service gets a fresh idle period.
+    this.idleSince = now;
+    this.grant(now);
+    return true;
+  }
+
+  /** Tops the service's credit up to a window beyond what uWS took. */
+  private grant(now: number): void {
+    if (this.over || this.backpressure || this.inbox === '') return;
+    const outstanding = this.granted - this.consumed;
+    if (outstanding > DEFAULT_STREAM_WINDOW / 2 && this.framesSinceGrant < FRAMES_PER_GRANT) return;
+    const n = this.consumed + DEFAULT_STREAM_WINDOW - this.granted;
+    if (n <= 0) return;
+    this.granted += n;
+    this.framesSinceGrant = 0;
+    if (!this.send(encodeCredit(n), now)) this.lost();
+  }
+
+  /**
+   * The service answered with one complete reply while this stream was open
+   * (it did not need the rest of the upload, or answered after reading it):
+   * the front writes that reply; this only stops the upload.
+   */
+  endedByReply(): void {
+    this.complete();
+  }
+
+  // Ends
+
+  private complete(): void {
+    if (this.over) return;
+    this.over = true;
+    if (!this.upDone && this.inbox !== '') this.owner.publishFrame(this.ex, this.inbox, encodeCancel('the response ended before the request body'));
+    this.owner.release(this.ex);
+    this.owner.finish(this.ex);
+  }
+
+  /** NATS refused a publish (connection closed): treat as the service gone. */
+  private lost(): void {
+    this.broken('stream-broken', 'the NATS connection refused a stream frame', false, performance.now());
+  }
+
+  /**
+   * Ends a stream that cannot go on: before the head, a problem response;
+   * after it, the connection is closed so the client sees a cut-off body
+   * (no terminating chunk, or fewer bytes than the Content-Length).
+   */
+  broken(code: FailureCode, detail: string, tellService: boolean, now: number): void {
+    if (this.over) return;
+    this.over = true;
+    this.ex.streamFailure = detail;
+    if (tellService && this.inbox !== '') this.send(encodeCancel(detail), now);
+    this.owner.release(this.ex);
+    if (!this.headWritten) return this.owner.failCorked(this.ex, code, detail, !this.upDone);
+    this.owner.finish(this.ex);
+    if (!this.ex.aborted) this.ex.res.close();
+  }
+
+  /** The service is gone (no-responders on its inbox). */
+  peerGone(now: number): void {
+    this.broken('stream-broken', 'the service went away mid-stream (NATS no-responders on its inbox)', false, now);
+  }
+
+  /** The client went away: tell the service, forget the stream. */
+  clientGone(now: number): void {
+    if (this.over) return;
+    this.over = true;
+    this.send(encodeCancel('the client went away'), now);
+    this.owner.release(this.ex);
+  }
+
+  /**
+   * Called about every half second: probes a quiet service, and cuts off a
+   * stream whose service has had its turn for longer than `idleMs`, or whose
+   * head has not come `headTimeoutMs` after the upload ended.
+   */
+  tick(now: number, idleMs: number, headTimeoutMs: number): void {
+    if (this.over) return;
+    if (!this.headWritten && this.upDone && now - Math.max(this.upDoneAt, this.idleSince) > headTimeoutMs) {
+      return this.broken('timeout', `no response head within ${headTimeoutMs} ms of the request body`, true, now);
+    }
+    if (this.servicesTurn() && now - this.idleSince > idleMs) {
+      return this.broken('stream-idle', `no message from the service for ${idleMs} ms`, true, now);
+    }
+    if (this.inbox !== '' && now - this.lastSentAt >= PROBE_INTERVAL_MS) {
+      if (!this.send(PROBE_FRAME, now)) this.lost();
+    }
+  }
+
+  /** True when the stream waits on the service (not on the client). */
+  private servicesTurn(): boolean {
+    if (!this.upDone && this.upQueued > 0 && this.upCredit === 0) return true; // credit for the body
+    if (this.headWritten && !this.backpressure) return true; // more of the response
+    return false;
+  }
+}
+
+/** Removes `n` bytes from the front of `queue`, as the buffers that hold them. */
+function takeBytes(queue: Buffer[], n: number): Buffer[] {
+  const parts: Buffer[] = [];
+  let left = n;
+  while (left > 0) {
+    const head = queue[0]!;
+    if (head.length <= left) {
+      parts.push(head);
+      queue.shift();
+      left -= head.length;
+    } else {
+      parts.push(head.subarray(0, left));
+      queue[0] = head.subarray(left);
+      left = 0;
+    }
+  }
+  return parts;
+}
