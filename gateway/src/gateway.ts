@@ -37,6 +37,8 @@ export interface Gateway {
   readonly connected: Promise<void>;
   /** Requests accepted and not yet answered. */
   readonly inFlight: number;
+  /** Requests whose body or response is streaming over NATS right now (protocol v2). */
+  readonly openStreams: number;
   /** The NATS connection, once established. */
   readonly nats: NatsConnection | undefined;
   /** The effective overrides. */
@@ -247,6 +249,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     view,
     get inFlight() {
       return front.inFlight;
+    },
+    get openStreams() {
+      return front.openStreams;
     },
     get nats() {
       return nc;

@@ -9,6 +9,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { request } from 'undici';
 import { connectRaw, startNatsServer, type NatsServer } from '@natsgw/devkit';
 import type { Service } from '@natsgw/service-sdk';
@@ -28,7 +29,25 @@ before(async () => {
   ns = await startNatsServer({ config: `authorization {\n${readFileSync(CONFIG, 'utf8')}\n}` });
   ({ gw, base } = await startTestGateway({ nats: ns.url, user: 'natsgw-gateway', pass: 'change-me-gateway', inboxPrefix: '_INBOX_gw' }));
   await gw.connected;
-  services.push(await serve((req, res) => res.end(`foo ${req.url}`), { nats: as('svc-foo', 'change-me-foo', '_INBOX_foo'), subject: 'api.foo' }));
+  const foo = (req: IncomingMessage, res: ServerResponse): void => {
+    if (req.url === '/foo/events') {
+      // A streamed response: 300 writes over as many event-loop turns.
+      let i = 0;
+      const next = (): void => {
+        if (i === 300) return void res.end();
+        res.write(`data: ${i++}\n\n`);
+        setImmediate(next);
+      };
+      return next();
+    }
+    if (req.url === '/foo/upload') {
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      return void req.on('end', () => res.end(`foo got ${n}`));
+    }
+    res.end(`foo ${req.url}`);
+  };
+  services.push(await serve(foo, { nats: as('svc-foo', 'change-me-foo', '_INBOX_foo'), subject: 'api.foo' }));
   services.push(await serve((req, res) => res.end(`bar ${req.url}`), { nats: as('svc-bar', 'change-me-bar', '_INBOX_bar'), subject: 'api.bar' }));
   await eventually(() => gw.overrides.state === 'watching', 10_000, 'the gateway watches the routes bucket');
 });
@@ -47,6 +66,11 @@ test('permissions: with the shipped least-privilege config every role does its j
     const r = await request(`${base}${path}`);
     assert.deepEqual([r.statusCode, await r.body.text()], [200, by]);
   }
+  // Streams both ways work within the permissions.
+  const events = await (await request(`${base}/foo/events`)).body.text();
+  assert.equal(events, Array.from({ length: 300 }, (_, i) => `data: ${i}\n\n`).join(''));
+  const upload = await request(`${base}/foo/upload`, { method: 'POST', body: Buffer.alloc(5 * 1024 * 1024, 1) });
+  assert.equal(await upload.body.text(), `foo got ${5 * 1024 * 1024}`);
   const put = await runCli(['routes', 'put', 'api.legacy', '--upstream', 'http://127.0.0.1:9', ...withUrl(routesEditor)]);
   assert.equal(put.status, 0, put.stderr);
   await eventually(() => gw.routes.match('api.legacy') !== undefined, 5000, 'the gateway applied the route');
@@ -73,7 +97,6 @@ for (const [role, user, pass] of [
         ['take requests for api.foo', () => raw.subscribe('api.foo.>', () => undefined, 'natsgw')],
         ['sniff the gateway\'s replies', () => raw.subscribe('_INBOX_gw.>', () => undefined)],
         ['answer as the gateway to admin requests', () => raw.subscribe('natsgw.admin.>', () => undefined)],
-        ['answer on a guessed gateway reply subject', () => raw.publish('_INBOX_gw.guess.1_abc', 'x')],
         ['forge a mount announcement for api.foo', () => raw.publish('_NATSGW.mounts.announce.api.foo.deep', JSON.stringify({ v: 1, mount: 'api.foo.deep', id: 'x', state: 'up', ttlMs: 60_000 }))],
         ['hand a request to api.foo', () => raw.publish('_NATSGW.handoff.api.foo', 'x', { reply: 'app.reply' })],
         ['read admin data', () => raw.publish('natsgw.admin.status', '', { reply: 'app.reply' })],
@@ -86,6 +109,15 @@ for (const [role, user, pass] of [
         await raw.flush();
         assert.equal(raw.errors.length, before + 1, `refused: ${what}`);
         assert.match(raw.errors.at(-1)!, /Permissions Violation/, what);
+      }
+      // A service may publish to the gateway's inbox prefix (streams need
+      // it), but without the 66 random bits of a reply subject it cannot
+      // answer anything: a guessed reply is ignored.
+      if (user === 'svc-bar') {
+        const before = raw.errors.length;
+        raw.publish('_INBOX_gw.guess.1_abcdefghijk', 'x');
+        await raw.flush();
+        assert.equal(raw.errors.length, before);
       }
       // And nothing of it had an effect.
       for (let i = 0; i < 20; i++) {

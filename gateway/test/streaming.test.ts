@@ -1,70 +1,489 @@
 /**
- * Protocol v2 end to end: streamed responses (SSE, large downloads),
- * streamed request bodies (large uploads), flow control both ways, and what
- * happens when either end goes away mid-stream. Real nats-server, real
- * Express apps, real HTTP clients.
+ * Protocol v2 end to end (ISSUE: streaming): streamed responses (SSE, large
+ * downloads), streamed request bodies (large uploads, multipart), flow
+ * control both ways, and what happens when either end goes away mid-stream.
+ * Real nats-server, real Express apps, real HTTP clients; services that get
+ * killed or measured run in their own process (fixtures/stream-service.ts).
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { request } from 'undici';
+import { readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { FormData, request } from 'undici';
 import express from 'express';
-import { startStack } from './helpers.js';
+import multer from 'multer';
+import { connect } from '@nats-io/transport-node';
+import { deleteRoute, putRoute, routesBucket } from './backends.js';
+import { eventually, startStack, type Stack } from './helpers.js';
 
 const MiB = 1024 * 1024;
+const SERVICE = fileURLToPath(new URL('./fixtures/stream-service.js', import.meta.url));
 
-test('streaming: smoke', async () => {
-  const s = await startStack();
-  try {
+async function withStack(t: TestContext, flags: Record<string, unknown>, fn: (s: Stack) => Promise<void>): Promise<void> {
+  const s = await startStack({ timeout: 10_000, accessLog: false, ...flags });
+  t.after(() => s.close());
+  await fn(s);
+}
+
+/** The stream-service fixture in its own process; killed when the test ends. */
+async function spawnService(t: TestContext, natsUrl: string, mount: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [SERVICE, natsUrl, mount], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+    child.once('exit', (code) => reject(new Error(`service exited with ${code}`)));
+  });
+  return child;
+}
+
+/** Resident memory of a process, in bytes (Linux). */
+function rssOf(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0) * 1024;
+}
+
+/** Samples the RSS of `pids` every 50 ms until stopped: the baseline and every sample. */
+function sampleRss(pids: number[]): { stop(): Array<{ base: number; samples: number[] }> } {
+  const series = pids.map((pid) => ({ pid, base: rssOf(pid), samples: [] as number[] }));
+  const timer = setInterval(() => {
+    for (const s of series) s.samples.push(rssOf(s.pid));
+  }, 50);
+  return {
+    stop() {
+      clearInterval(timer);
+      return series;
+    },
+  };
+}
+
+/** The fixture's download pattern: 64 KiB chunk i is filled with i % 251. */
+function patternSha(mib: number): string {
+  const h = createHash('sha256');
+  for (let i = 0; i < (mib * MiB) / 65536; i++) h.update(Buffer.alloc(65536, i % 251));
+  return h.digest('hex');
+}
+
+/** An upload body of `mib` MiB (pattern as above), counting what the client has produced. */
+function patternBody(mib: number, counter: { sent: number } = { sent: 0 }, delayAfter = Infinity): Readable {
+  return Readable.from(async function* () {
+    for (let i = 0; i < (mib * MiB) / 65536; i++) {
+      if (counter.sent >= delayAfter) await new Promise((r) => setTimeout(r, 20));
+      counter.sent += 65536;
+      yield Buffer.alloc(65536, i % 251);
+    }
+  }());
+}
+
+/** Counts the messages the gateway receives on its reply inbox (frames from services). */
+async function countGatewayInbox(t: TestContext, s: Stack): Promise<{ readonly n: number }> {
+  const spy = await connect({ servers: s.ns.url });
+  t.after(() => spy.close());
+  const counter = { n: 0 };
+  spy.subscribe('_INBOX.>', {
+    callback: () => {
+      counter.n++;
+    },
+  });
+  await spy.flush();
+  return counter;
+}
+
+test('streaming: SSE — the first event arrives before the handler ends, 1,000 events in order, client abort stops the handler', async (t) => {
+  await withStack(t, {}, async (s) => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let writtenAt = 0;
+    let stoppedAt = 0;
+    let writesAfterClose = 0;
     const app = express();
-    app.get('/s/sse', (req, res) => {
+    app.get('/sse/first', async (_req, res) => {
+      res.setHeader('content-type', 'text/event-stream');
+      res.write('data: first\n\n');
+      writtenAt = Date.now();
+      await released; // the handler does not end until the client has the first event
+      res.end('data: last\n\n');
+    });
+    app.get('/sse/many', (_req, res) => {
+      res.setHeader('content-type', 'text/event-stream');
+      let i = 0;
+      const next = (): void => {
+        for (let k = 0; k < 10 && i < 1000; k++) res.write(`id: ${i}\ndata: event ${i++}\n\n`);
+        if (i < 1000) setImmediate(next);
+        else res.end();
+      };
+      next();
+    });
+    app.get('/sse/forever', (req, res) => {
       res.setHeader('content-type', 'text/event-stream');
       res.flushHeaders();
-      let i = 0;
-      const t = setInterval(() => {
-        res.write(`data: ${i++}\n\n`);
-        if (i === 5) {
-          clearInterval(t);
-          res.end();
-        }
-      }, 20);
-      req.on('close', () => clearInterval(t));
+      let closed = false;
+      const timer = setInterval(() => {
+        if (closed) writesAfterClose++;
+        res.write(`data: ${Date.now()}\n\n`);
+      }, 10);
+      req.on('close', () => {
+        closed = true;
+        stoppedAt = Date.now();
+        clearInterval(timer);
+      });
     });
-    app.get('/s/big', (_req, res) => {
-      res.setHeader('content-length', String(5 * MiB));
-      const chunk = Buffer.alloc(64 * 1024, 7);
-      let left = 80;
+    await s.serve(app, { nats: s.ns.url, subject: 'api.sse' });
+
+    const first = await request(`${s.base}/sse/first`);
+    assert.equal(first.headers['content-type'], 'text/event-stream');
+    const it = first.body[Symbol.asyncIterator]();
+    const chunk = await it.next();
+    const latency = Date.now() - writtenAt;
+    assert.equal(Buffer.from(chunk.value as Buffer).toString(), 'data: first\n\n');
+    assert.ok(latency < 250, `the first event reached the client ${latency} ms after the handler wrote it`);
+    release();
+    let rest = '';
+    for (let c = await it.next(); !c.done; c = await it.next()) rest += Buffer.from(c.value as Buffer).toString();
+    assert.equal(rest, 'data: last\n\n');
+
+    const many = await (await request(`${s.base}/sse/many`)).body.text();
+    const ids = [...many.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    assert.deepEqual(ids, Array.from({ length: 1000 }, (_, i) => i), '1,000 events, each once, in order');
+
+    const inbox = await countGatewayInbox(t, s);
+    const forever = await request(`${s.base}/sse/forever`);
+    const reader = forever.body[Symbol.asyncIterator]();
+    for (let k = 0; k < 3; k++) await reader.next();
+    const abortedAt = Date.now();
+    forever.body.destroy();
+    await eventually(() => stoppedAt > 0, 2000, 'the handler sees close after the client went away');
+    assert.ok(stoppedAt - abortedAt < 1000, `close reached the handler ${stoppedAt - abortedAt} ms after the abort`);
+    assert.equal(writesAfterClose, 0);
+    await new Promise((r) => setTimeout(r, 100));
+    const settled = inbox.n;
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(inbox.n, settled, 'nothing more is published for that request');
+    await eventually(() => s.gw.inFlight === 0, 1000, 'nothing in flight at the gateway');
+  });
+});
+
+test('streaming: 200 MiB download and 200 MiB upload through a service in its own process — sha256 identical, memory flat on both sides', async (t) => {
+  await withStack(t, {}, async (s) => {
+    const svc = await spawnService(t, s.ns.url, 'api.files');
+    const pids = [process.pid, svc.pid!];
+    const expected = patternSha(200);
+
+    const down = sampleRss(pids);
+    const r = await request(`${s.base}/files/dl?mib=200`);
+    assert.equal(r.headers['content-length'], String(200 * MiB), 'the service’s Content-Length reaches the client');
+    const h = createHash('sha256');
+    let bytes = 0;
+    for await (const c of r.body) {
+      h.update(c as Buffer);
+      bytes += (c as Buffer).length;
+    }
+    const downSeries = down.stop();
+    assert.equal(bytes, 200 * MiB);
+    assert.equal(h.digest('hex'), expected, 'download bytes identical');
+
+    const up = sampleRss(pids);
+    const u = await request(`${s.base}/files/up`, { method: 'POST', body: patternBody(200), headers: { 'content-length': String(200 * MiB) } });
+    const answer = (await u.body.json()) as { bytes: number; sha256: string };
+    const upSeries = up.stop();
+    assert.equal(u.statusCode, 200);
+    assert.deepEqual(answer, { bytes: 200 * MiB, sha256: expected }, 'upload bytes identical');
+
+    // Bounds: a window (1 MiB) per direction plus what V8 keeps between
+    // collections; a body held whole would add 200 MiB.
+    for (const [what, series] of [['download', downSeries], ['upload', upSeries]] as const) {
+      for (const [who, { base, samples }] of [['gateway (and the test client)', series[0]!], ['service', series[1]!]] as const) {
+        const peak = Math.max(...samples);
+        const growth = peak - base;
+        t.diagnostic(`${what}: ${who} RSS ${Math.round(base / MiB)} MiB → peak ${Math.round(peak / MiB)} MiB`);
+        assert.ok(growth < 80 * MiB, `${what}: ${who} grew ${Math.round(growth / MiB)} MiB`);
+        // No upward trend: the last third peaks no higher than the first two thirds (+16 MiB).
+        const cut = Math.floor((samples.length * 2) / 3);
+        if (cut > 3) assert.ok(Math.max(...samples.slice(cut)) <= Math.max(...samples.slice(0, cut)) + 16 * MiB, `${what}: ${who} memory keeps growing`);
+      }
+    }
+    assert.equal(s.gw.inFlight, 0);
+  });
+});
+
+test('streaming: a slow client slows the handler (write() false, drain later); a slow handler slows the upload', async (t) => {
+  await withStack(t, {}, async (s) => {
+    let written = 0;
+    let drains = 0;
+    let falseWrites = 0;
+    let handlerRead = 0;
+    let uploadClosed = false;
+    let clientGone = false;
+    const app = express();
+    app.get('/flow/fast', (req, res) => {
+      const chunk = Buffer.alloc(64 * 1024, 1);
       const pump = (): void => {
-        while (left > 0) {
-          left--;
-          if (!res.write(chunk)) return void res.once('drain', pump);
+        while (written < 256 * MiB) {
+          written += chunk.length;
+          if (!res.write(chunk)) {
+            falseWrites++;
+            return void res.once('drain', () => {
+              drains++;
+              pump();
+            });
+          }
         }
         res.end();
       };
+      req.on('close', () => (written = Infinity));
       pump();
     });
-    app.post('/s/up', (req, res) => {
-      const h = createHash('sha256');
-      let n = 0;
+    app.post('/flow/slow', (req, res) => {
+      // Reads about 1 MiB/s: take a chunk, pause for as long as it "costs".
       req.on('data', (c: Buffer) => {
-        n += c.length;
-        h.update(c);
+        handlerRead += c.length;
+        if (clientGone) return;
+        req.pause();
+        setTimeout(() => req.resume(), Math.ceil(c.length / 1024));
       });
-      req.on('end', () => res.json({ n, sha: h.digest('hex') }));
+      req.on('close', () => (uploadClosed = true));
+      req.on('end', () => res.end('done'));
+      req.on('error', () => undefined);
     });
-    await s.serve(app, { nats: s.ns.url, subject: 'api.s' });
-    const sse = await request(`${s.base}/s/sse`);
-    assert.equal(sse.statusCode, 200);
-    assert.equal(await sse.body.text(), [0, 1, 2, 3, 4].map((i) => `data: ${i}\n\n`).join(''));
-    const big = await request(`${s.base}/s/big`);
-    assert.equal(big.headers['content-length'], String(5 * MiB));
-    const buf = Buffer.from(await big.body.arrayBuffer());
-    assert.equal(buf.length, 5 * MiB);
-    const body = Buffer.alloc(3 * MiB + 5, 3);
-    const up = await request(`${s.base}/s/up`, { method: 'POST', body });
-    assert.equal(up.statusCode, 200);
-    assert.deepEqual(await up.body.json(), { n: body.length, sha: createHash('sha256').update(body).digest('hex') });
-  } finally {
-    await s.close();
-  }
+    await s.serve(app, { nats: s.ns.url, subject: 'api.flow' });
+
+    // Slow client: reads 1 MiB/s for 3 s.
+    const r = await request(`${s.base}/flow/fast`, { highWaterMark: 64 * 1024 });
+    let read = 0;
+    const t0 = Date.now();
+    for await (const c of r.body) {
+      read += (c as Buffer).length;
+      if (Date.now() - t0 > 3000) break;
+      await new Promise((resolve) => setTimeout(resolve, Math.ceil((c as Buffer).length / 1024)));
+    }
+    const ahead = written - read;
+    t.diagnostic(`slow client: read ${(read / MiB).toFixed(1)} MiB, handler wrote ${(written / MiB).toFixed(1)} MiB, write() false ${falseWrites}×, drain ${drains}×`);
+    assert.ok(falseWrites > 0 && drains > 0, 'the handler saw write() return false, then drain');
+    assert.ok(ahead < 24 * MiB, `the handler ran ${(ahead / MiB).toFixed(1)} MiB ahead of the client (windows and socket buffers only)`);
+    r.body.destroy();
+
+    // Slow handler: the client offers 256 MiB as fast as it can.
+    const counter = { sent: 0 };
+    const ac = new AbortController();
+    const upload = request(`${s.base}/flow/slow`, { method: 'POST', body: patternBody(256, counter), headers: { 'content-length': String(256 * MiB) }, signal: ac.signal }).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    const behind = counter.sent - handlerRead;
+    t.diagnostic(`slow handler: client produced ${(counter.sent / MiB).toFixed(1)} MiB, handler read ${(handlerRead / MiB).toFixed(1)} MiB`);
+    assert.ok(handlerRead > 0);
+    assert.ok(behind < 24 * MiB, `the client got ${(behind / MiB).toFixed(1)} MiB ahead of the handler (windows and socket buffers only)`);
+    ac.abort();
+    await upload;
+    // TCP delivers the client's close after the bytes it had already sent
+    // (a few MiB in socket buffers on loopback), so a paused upload notices
+    // it once those are read, as node:http would: let the handler read fast.
+    clientGone = true;
+    await eventually(() => uploadClosed, 5000, 'the handler sees close once the bytes already sent are read');
+    await eventually(() => s.gw.inFlight === 0, 2000, 'nothing in flight at the gateway');
+  });
+});
+
+test('streaming: a 20 MiB multipart upload through multer', async (t) => {
+  await withStack(t, {}, async (s) => {
+    const app = express();
+    const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: 64 * MiB } });
+    app.post('/mp/upload', upload.single('file'), (req, res) => {
+      const file = req.file!;
+      res.json({ name: file.originalname, size: file.size, sha256: createHash('sha256').update(file.buffer).digest('hex'), note: req.body.note });
+    });
+    await s.serve(app, { nats: s.ns.url, subject: 'api.mp' });
+    const data = Buffer.alloc(20 * MiB);
+    for (let i = 0; i < data.length; i += 4096) data[i] = i & 0xff;
+    const form = new FormData();
+    form.append('note', 'hello');
+    form.append('file', new Blob([data]), 'big.bin');
+    const r = await request(`${s.base}/mp/upload`, { method: 'POST', body: form });
+    assert.equal(r.statusCode, 200);
+    assert.deepEqual(await r.body.json(), { name: 'big.bin', size: data.length, sha256: createHash('sha256').update(data).digest('hex'), note: 'hello' });
+  });
+});
+
+test('streaming: kill -9 of the service mid-download and mid-upload — the client is cut off within seconds, nothing is left in flight', async (t) => {
+  await withStack(t, {}, async (s) => {
+    // Mid-download: the head is out, so the client sees a body cut short.
+    const dl = await spawnService(t, s.ns.url, 'api.kill');
+    const r = await request(`${s.base}/kill/dl?mib=1024`);
+    assert.equal(r.statusCode, 200);
+    let got = 0;
+    let killedAt = 0;
+    await assert.rejects(
+      (async () => {
+        for await (const c of r.body) {
+          got += (c as Buffer).length;
+          if (killedAt === 0 && got > 8 * MiB) {
+            killedAt = Date.now();
+            dl.kill('SIGKILL');
+          }
+        }
+      })(),
+      'the download ends in an error, not a clean end',
+    );
+    const cutOff = Date.now() - killedAt;
+    t.diagnostic(`download cut off ${cutOff} ms after kill -9`);
+    assert.ok(got < 1024 * MiB);
+    assert.ok(cutOff < 5000, `cut off within 5 s (${cutOff} ms)`);
+    await eventually(() => s.gw.inFlight === 0, 3000, 'nothing in flight after the download');
+
+    // Mid-upload: before the head, so the client gets a 502 problem (or a closed connection).
+    const up = await spawnService(t, s.ns.url, 'api.kill2');
+    const counter = { sent: 0 };
+    let upKilledAt = 0;
+    const body = Readable.from(async function* () {
+      for await (const c of patternBody(1024, counter, 16 * MiB)) {
+        if (upKilledAt === 0 && counter.sent > 8 * MiB) {
+          upKilledAt = Date.now();
+          up.kill('SIGKILL');
+        }
+        yield c as Buffer;
+      }
+    }());
+    const outcome = await request(`${s.base}/kill2/up`, { method: 'POST', body, headers: { 'content-length': String(1024 * MiB) } }).then(
+      async (res) => `${res.statusCode} ${((await res.body.json()) as { code: string }).code}`,
+      (err: Error) => `error ${err.message}`,
+    );
+    const upCutOff = Date.now() - upKilledAt;
+    t.diagnostic(`upload: ${outcome}, ${upCutOff} ms after kill -9`);
+    assert.ok(outcome === '502 stream-broken' || outcome.startsWith('error'), outcome);
+    assert.ok(upCutOff < 5000, `cut off within 5 s (${upCutOff} ms)`);
+    await eventually(() => s.gw.inFlight === 0 && s.gw.openStreams === 0, 3000, 'nothing in flight after the upload');
+  });
+});
+
+test('streaming: client abort mid-download and mid-upload — the handler sees close, no more chunks are published', async (t) => {
+  await withStack(t, {}, async (s) => {
+    const closed: string[] = [];
+    const app = express();
+    app.get('/ab/down', (req, res) => {
+      const chunk = Buffer.alloc(64 * 1024, 2);
+      let stop = false;
+      const pump = (): void => {
+        while (!stop) if (!res.write(chunk)) return void res.once('drain', pump);
+      };
+      res.on('close', () => {
+        stop = true;
+        closed.push('down');
+      });
+      pump();
+    });
+    app.post('/ab/up', (req, res) => {
+      req.on('data', () => undefined);
+      req.on('aborted', () => closed.push('up:aborted'));
+      req.on('close', () => closed.push('up:close'));
+      req.on('error', () => undefined);
+      req.on('end', () => res.end('unexpected'));
+    });
+    await s.serve(app, { nats: s.ns.url, subject: 'api.ab' });
+    const inbox = await countGatewayInbox(t, s);
+
+    const r = await request(`${s.base}/ab/down`);
+    let got = 0;
+    for await (const c of r.body) {
+      got += (c as Buffer).length;
+      if (got > 4 * MiB) break;
+    }
+    r.body.destroy();
+    await eventually(() => closed.includes('down'), 2000, 'the download handler sees close');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const afterDown = inbox.n;
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    assert.equal(inbox.n, afterDown, 'no more chunks published after the download was aborted');
+
+    const ac = new AbortController();
+    const counter = { sent: 0 };
+    const done = request(`${s.base}/ab/up`, { method: 'POST', body: patternBody(512, counter, 4 * MiB), headers: { 'content-length': String(512 * MiB) }, signal: ac.signal }).catch(() => undefined);
+    await eventually(() => counter.sent > 4 * MiB, 5000, 'upload under way');
+    ac.abort();
+    await done;
+    await eventually(() => closed.includes('up:close'), 2000, 'the upload handler sees close');
+    assert.ok(closed.includes('up:aborted'), 'and aborted, as node:http emits it');
+    await eventually(() => s.gw.inFlight === 0 && s.gw.openStreams === 0, 2000, 'nothing in flight');
+  });
+});
+
+test('streaming: overlapping mounts and queue groups — streamed requests still run exactly once, on the most specific mount', async (t) => {
+  await withStack(t, {}, async (s) => {
+    const runs = new Map<string, string[]>();
+    const handler = (who: string) => (req: IncomingMessage, res: ServerResponse) => {
+      const id = String(req.headers['x-request-id']);
+      runs.set(id, [...(runs.get(id) ?? []), who]);
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      req.on('end', () => {
+        res.write(`${who} got ${n} bytes;`);
+        setTimeout(() => res.end(' done'), 5); // a streamed response
+      });
+    };
+    for (let i = 0; i < 2; i++) {
+      await s.serve(handler(`outer${i}`), { nats: s.ns.url, subject: 'api.ov' });
+      await s.serve(handler(`deep${i}`), { nats: s.ns.url, subject: 'api.ov.deep' });
+    }
+    const body = Buffer.alloc(3 * MiB, 5);
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const r = await request(`${s.base}/ov/deep/x${i}`, { method: 'POST', body, headers: { 'x-request-id': `ov-${i}` } });
+        return { status: r.statusCode, text: await r.body.text(), id: `ov-${i}` };
+      }),
+    );
+    for (const a of answers) {
+      assert.equal(a.status, 200);
+      assert.match(a.text, /^deep[01] got 3145728 bytes; done$/);
+      assert.equal(runs.get(a.id)?.length, 1, `${a.id} ran once: ${runs.get(a.id)?.join(',')}`);
+      assert.match(runs.get(a.id)![0]!, /^deep/);
+    }
+  });
+});
+
+test('streaming: an override and a NATS route flip live while streams are open; open streams finish on the way they started', async (t) => {
+  await withStack(t, {}, async (s) => {
+    const backend = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      let i = 0;
+      const timer = setInterval(() => {
+        res.write(`data: http ${i++}\n\n`);
+        if (i === 5) {
+          clearInterval(timer);
+          res.end();
+        }
+      }, 20);
+    });
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+    t.after(() => backend.close());
+    const port = (backend.address() as { port: number }).port;
+    await s.serve(
+      (_req, res) => {
+        res.setHeader('content-type', 'text/event-stream');
+        let i = 0;
+        const timer = setInterval(() => {
+          res.write(`data: nats ${i++}\n\n`);
+          if (i === 10) {
+            clearInterval(timer);
+            res.end();
+          }
+        }, 50);
+      },
+      { nats: s.ns.url, subject: 'api.flip' },
+    );
+    const before = await request(`${s.base}/flip/events`);
+    const beforeText = before.body.text();
+    const kv = await routesBucket(s.nc);
+    await putRoute(kv, s.gw, 'api.flip', { upstreams: [{ url: `http://127.0.0.1:${port}` }] });
+    const during = await (await request(`${s.base}/flip/events`)).body.text();
+    assert.match(during, /^data: http 0/, 'a new stream goes to the override');
+    assert.equal(await beforeText, Array.from({ length: 10 }, (_, i) => `data: nats ${i}\n\n`).join(''), 'the stream opened before the flip finished over NATS, whole');
+    const proxied = await request(`${s.base}/flip/events`);
+    const proxiedText = proxied.body.text();
+    await deleteRoute(kv, s.gw, 'api.flip');
+    assert.equal(await proxiedText, Array.from({ length: 5 }, (_, i) => `data: http ${i}\n\n`).join(''), 'the proxied stream finished after the route was removed');
+    assert.match(await (await request(`${s.base}/flip/events`)).body.text(), /^data: nats 0/, 'and new streams are on NATS again');
+  });
 });
