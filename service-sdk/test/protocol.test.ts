@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { decodeReply, decodeRequest, encodeReply, encodeRequest, ProtocolError, type RequestEnvelope } from '../src/protocol/index.js';
+import { decodeFrame, decodeReply, decodeRequest, encodeCancel, encodeCredit, encodeData, encodeReply, encodeRequest, ProtocolError, type RequestEnvelope } from '../src/protocol/index.js';
 
 const raw = new Packr({ useRecords: false });
 const pack = (x: unknown) => raw.pack(x);
@@ -26,10 +26,20 @@ function normalise(x: unknown): unknown {
 test('protocol: every example in PROTOCOL.md decodes to the JSON beside it', () => {
   const doc = readFileSync(new URL('../../PROTOCOL.md', import.meta.url), 'utf8');
   const pairs = [...doc.matchAll(/```hex\n([\s\S]*?)```\s*```json\n([\s\S]*?)```/g)];
-  assert.ok(pairs.length >= 4, `found ${pairs.length} examples`);
+  assert.ok(pairs.length >= 13, `found ${pairs.length} examples`);
   for (const [, hex, json] of pairs) {
     const bytes = Buffer.from(hex!.replace(/\s+/g, ''), 'hex');
     const expected = fromDocJson(JSON.parse(json!)) as Record<string, unknown>;
+    if ('t' in expected) {
+      // A stream frame (§7.1): decoded without `v`, encoded by its own encoder.
+      const frame = decodeFrame(bytes);
+      assert.notEqual(typeof frame, 'string', `frame decodes: ${String(frame)}`);
+      assert.deepEqual(normalise({ v: 2, ...(frame as object) }), normalise(expected));
+      const e = expected as { t: string; seq: number; body: Buffer; more: boolean; n: number; inbox?: string; reason: string };
+      const encoded = e.t === 'data' ? encodeData(e.seq, [e.body], e.body.length, e.more) : e.t === 'credit' ? encodeCredit(e.n, e.inbox) : encodeCancel(e.reason);
+      assert.equal(encoded.toString('hex'), bytes.toString('hex'));
+      continue;
+    }
     const decoded = 'method' in expected ? decodeRequest(bytes) : decodeReply(bytes);
     assert.notEqual(typeof decoded, 'string', `example decodes: ${String(decoded)}`);
     assert.deepEqual(normalise(decoded), normalise(expected));
@@ -249,4 +259,29 @@ test('protocol: a __proto__ key in a reply cannot pollute objects', () => {
   const evil = Buffer.from('84a17601a6737461747573ccc8a95f5f70726f746f5f5f81a178a178a4626f6479c400', 'hex');
   decodeReply(evil);
   assert.equal(({} as Record<string, unknown>).x, undefined);
+});
+
+test('protocol: stream frames that break §7.1 are refused with a reason, never thrown', () => {
+  const cases: Array<[string, Uint8Array, RegExp]> = [
+    ['not a map', pack([1]), /not a msgpack map/],
+    ['v 1', pack({ v: 1, t: 'data', seq: 1, body: Buffer.alloc(0) }), /unsupported protocol version 1/],
+    ['unknown type', pack({ v: 2, t: 'teleport' }), /unknown type "teleport"/],
+    ['data without seq', pack({ v: 2, t: 'data', body: Buffer.alloc(1) }), /no seq/],
+    ['data seq 0', pack({ v: 2, t: 'data', seq: 0 }), /no seq/],
+    ['credit without n', pack({ v: 2, t: 'credit' }), /no n/],
+    ['negative credit', pack({ v: 2, t: 'credit', n: -5 }), /no n/],
+    ['credit to a wildcard inbox', pack({ v: 2, t: 'credit', n: 1, inbox: '_INBOX.>' }), /not a literal subject/],
+    ['credit to the JetStream API', pack({ v: 2, t: 'credit', n: 1, inbox: '$JS.API.STREAM.DELETE.KV_x' }), /not a literal subject/],
+    ['a field twice', hex('84 a1 76 02 a1 74 a6 637265646974 a1 6e 01 a1 6e 02'), /n twice/],
+    ['bin32 of 4 GiB', hex('84 a1 76 02 a1 74 a4 64617461 a3 736571 01 a4 626f6479 c6 ffffffff'), /not valid msgpack/],
+    ['more that is not a bool', pack({ v: 2, t: 'data', seq: 1, more: 1 }), /not valid msgpack/],
+    ['bytes after the map', Buffer.concat([encodeCredit(1), Buffer.from([0])]), /bytes after/],
+  ];
+  for (const [what, data, reason] of cases) {
+    const f = decodeFrame(data);
+    assert.equal(typeof f, 'string', what);
+    assert.match(f as string, reason, what);
+  }
+  assert.deepEqual(decodeFrame(encodeCancel('x'.repeat(1000))), { t: 'cancel', reason: 'x'.repeat(200) }, 'a long reason is cut to 200 characters');
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => void decodeFrame(bytes)), { numRuns: 5000 });
 });
