@@ -106,6 +106,8 @@ natsgw is up on ${base} (root subject api). Try:
   curl -s '${base}/foo/hello?name=you'          # Express service on api.foo
   curl -s ${base}/foo/users/42
   curl -s -X POST ${base}/foo/echo -H 'content-type: application/json' -d '{"hi":1}'
+  curl -sN '${base}/foo/clock?n=3'               # server-sent events: one a second, as written
+  curl -s -o /dev/null -w '%{size_download} bytes\\n' '${base}/foo/download?mib=200'   # 200 MiB, streamed
   curl -s ${base}/bar/time                      # Fastify service on api.bar
   curl -s -X POST ${base}/bar/sum -H 'content-type: application/json' -d '{"numbers":[1,2,3]}'
   curl -s ${base}/legacy/orders/7                # HTTP override: two legacy servers, round-robin

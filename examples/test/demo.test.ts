@@ -48,6 +48,8 @@ test('demo: starts everything, its curl lines work, Ctrl-C stops everything', { 
       const command = line.replace(/\s+#.*$/, '');
       const result = execFileSync('sh', ['-c', command], { encoding: 'utf8' });
       if (line.includes('/nobody/')) assert.match(result, /^HTTP\/1\.1 503 /, command);
+      else if (line.includes('/clock')) assert.equal(result.match(/^data: \{"time":"[^"]+","tick":\d\}$/gm)?.length, 3, `${command} → ${result}`);
+      else if (line.includes('/download')) assert.equal(result.trim(), `${200 * 1024 * 1024} bytes`, command);
       else assert.match(result, /^\{.*\}$/s, `${command} → ${result}`);
     }
     assert.match(execFileSync('sh', ['-c', curls.find((c) => c.includes('/bar/sum'))!.replace(/\s+#.*$/, '')], { encoding: 'utf8' }), /"sum":6/);
