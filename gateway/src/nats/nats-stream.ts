@@ -39,9 +39,6 @@ export interface StreamOwner {
   release(ex: Exchange): void;
 }
 
-/** A stream is topped up once this many frames arrived since the last credit, even if small: it keeps NATS response permissions fresh. */
-const FRAMES_PER_GRANT = 64;
-
 export class NatsStream {
   /** The service's private inbox, once it named it. */
   inbox = '';
@@ -71,16 +68,15 @@ export class NatsStream {
   private granted: number;
   private received = 0;
   private consumed = 0;
-  private framesSinceGrant = 0;
   /** Content-Length announced by the service (tryEnd mode), or -1 (chunked). */
   private total = -1;
   private written = 0;
   /** The client's socket has backpressure: nothing is granted until uWS reports it writable. */
   private backpressure = false;
   private writableHooked = false;
-  /** tryEnd mode: the part of a chunk uWS did not take yet, and the write offset it starts at. */
-  private pending: Buffer | undefined = undefined;
-  private pendingOffset = 0;
+  /** tryEnd mode: body waiting for the client's socket, in order (at most about a window). */
+  private downQueue: Buffer[] = [];
+  private downQueued = 0;
   private over = false;
 
   constructor(
@@ -190,7 +186,6 @@ export class NatsStream {
         if (this.received + frame.body.length > this.granted) return this.broken('bad-reply', 'the service sent more than its credit', true, now);
         this.downSeq = frame.seq;
         this.received += frame.body.length;
-        this.framesSinceGrant++;
         this.idleSince = now;
         return this.writeChunk(frame.body, !frame.more, now);
       }
@@ -202,72 +197,85 @@ export class NatsStream {
     if (this.total >= 0) {
       if (this.written + chunk.length > this.total) return this.broken('bad-reply', `the service sent more than its Content-Length of ${this.total}`, true, now);
       if (last && this.written + chunk.length < this.total) return this.broken('bad-reply', `the service ended the body before its Content-Length of ${this.total}`, true, now);
+      this.written += chunk.length;
+      this.ex.bytesOut = this.written;
       if (this.total === 0) {
         res.end(undefined, !this.upDone);
         return this.complete();
       }
-      const offset = res.getWriteOffset();
-      const [ok, done] = res.tryEnd(chunk, this.total);
+      if (chunk.length === 0) return;
+      // tryEnd does not buffer what the socket does not take: chunks wait
+      // here, in order, until uWS reports the socket writable.
+      this.downQueue.push(chunk);
+      this.downQueued += chunk.length;
+      if (!this.backpressure) this.flushDown(now);
+      return;
+    }
+    if (chunk.length > 0) {
+      // write() buffers what the socket does not take; no credit is granted until it drains.
+      const ok = res.write(chunk);
       this.written += chunk.length;
       this.ex.bytesOut = this.written;
-      if (done) return this.complete();
       if (!ok) {
-        // uWS took part of it; the rest goes when the socket drains.
-        this.pending = chunk;
-        this.pendingOffset = offset;
+        this.backpressure = true;
+        this.hookWritable();
+      } else if (!this.backpressure) this.consumed += chunk.length;
+    }
+    if (last) {
+      // A body that did not end up here cannot be left for the next request's parser: close.
+      res.end(undefined, !this.upDone);
+      return this.complete();
+    }
+    this.grant(now);
+  }
+
+  /** tryEnd mode: writes queued chunks until the socket pushes back or the body is complete. */
+  private flushDown(now: number): void {
+    const res = this.ex.res;
+    while (this.downQueue.length > 0) {
+      const chunk = this.downQueue[0]!;
+      const before = res.getWriteOffset();
+      const [ok, done] = res.tryEnd(chunk, this.total);
+      if (done) {
+        this.downQueue = [];
+        this.downQueued = 0;
+        return this.complete();
+      }
+      if (!ok) {
+        const taken = res.getWriteOffset() - before;
+        this.downQueue[0] = chunk.subarray(taken);
+        this.downQueued -= taken;
+        this.consumed += taken;
         this.backpressure = true;
         this.hookWritable();
         return;
       }
+      this.downQueue.shift();
+      this.downQueued -= chunk.length;
       this.consumed += chunk.length;
-    } else {
-      if (chunk.length > 0) {
-        const ok = res.write(chunk);
-        this.written += chunk.length;
-        this.ex.bytesOut = this.written;
-        if (!ok) {
-          this.backpressure = true;
-          this.hookWritable();
-        } else if (!this.backpressure) this.consumed += chunk.length;
-      }
-      if (last) {
-        // A body that did not end up here cannot be left for the next request's parser: close.
-        res.end(undefined, !this.upDone);
-        return this.complete();
-      }
     }
+    this.backpressure = false;
     this.grant(now);
   }
 
   private hookWritable(): void {
     if (this.writableHooked) return;
     this.writableHooked = true;
-    this.ex.res.onWritable((offset) => this.onWritable(offset));
+    this.ex.res.onWritable(() => this.onWritable());
   }
 
   /** uWS: the client's socket takes data again. Runs inside uWS (corked). */
-  private onWritable(offset: number): boolean {
-    if (this.over) return true;
+  private onWritable(): boolean {
+    if (this.over || !this.backpressure) return true;
     const now = performance.now();
-    if (this.pending !== undefined) {
-      const rest = this.pending.subarray(offset - this.pendingOffset);
-      const [ok, done] = this.ex.res.tryEnd(rest, this.total);
-      if (done) {
-        this.pending = undefined;
-        this.complete();
-        return true;
-      }
-      if (!ok) {
-        this.pending = rest;
-        this.pendingOffset = offset;
-        return false;
-      }
-      this.pending = undefined;
+    // The client was the one holding things up: the service gets a fresh idle period.
+    this.idleSince = now;
+    if (this.total >= 0) {
+      this.flushDown(now);
+      return !this.backpressure;
     }
     this.backpressure = false;
     this.consumed = this.received;
-    // The client was the one holding things up: the service gets a fresh idle period.
-    this.idleSince = now;
     this.grant(now);
     return true;
   }
@@ -276,11 +284,10 @@ export class NatsStream {
   private grant(now: number): void {
     if (this.over || this.backpressure || this.inbox === '') return;
     const outstanding = this.granted - this.consumed;
-    if (outstanding > DEFAULT_STREAM_WINDOW / 2 && this.framesSinceGrant < FRAMES_PER_GRANT) return;
+    if (outstanding > DEFAULT_STREAM_WINDOW / 2) return;
     const n = this.consumed + DEFAULT_STREAM_WINDOW - this.granted;
     if (n <= 0) return;
     this.granted += n;
-    this.framesSinceGrant = 0;
     if (!this.send(encodeCredit(n), now)) this.lost();
   }
 
