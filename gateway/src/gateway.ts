@@ -128,6 +128,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
               durationMs: Math.round(durationMs * 100) / 100,
               bytes: ex.bytesOut,
               ...(aborted ? { aborted: true } : {}),
+              ...(ex.streamFailure !== undefined ? { cutOff: ex.streamFailure } : {}),
             },
             'request',
           )
@@ -145,6 +146,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     reloads,
     faults: faults.counts,
     inFlight: () => front.inFlight,
+    openStreams: () => front.openStreams,
     nats: () => ({ ...natsState }),
     overrides: () => watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: startedAt.toISOString() },
     ready: () => listening && natsState.connected && !stopping,

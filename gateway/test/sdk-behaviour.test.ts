@@ -102,6 +102,8 @@ test('sdk: a handler that stops writing mid-response is cut off after --stream-i
     assert.equal(Buffer.concat(got).toString(), 'partial');
     assert.ok(took >= 500 && took < 3000, `cut off after the idle limit (${took} ms)`);
     await eventually(() => closed, 2000, 'the handler sees close (the gateway cancelled the stream)');
+    const access = s.logs.find((l) => l.msg === 'request' && l.subject === 'api.stalls');
+    assert.match(String(access?.cutOff), /no message from the service for 600 ms/, 'the access log says why the response was cut off');
     assert.equal(svc.inFlight, 0);
     await eventually(() => s.gw.inFlight === 0, 1000, 'nothing left in flight at the gateway');
     await svc.drain();

@@ -156,6 +156,8 @@ test('streaming: SSE — the first event arrives before the handler ends, 1,000 
     const forever = await request(`${s.base}/sse/forever`);
     const reader = forever.body[Symbol.asyncIterator]();
     for (let k = 0; k < 3; k++) await reader.next();
+    const metrics = await (await request(`http://127.0.0.1:${s.gw.adminPort}/metrics`)).body.text();
+    assert.match(metrics, /^natsgw_nats_streams_open 1$/m, 'the open stream is counted');
     const abortedAt = Date.now();
     forever.body.destroy();
     await eventually(() => stoppedAt > 0, 2000, 'the handler sees close after the client went away');

@@ -411,7 +411,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       if (isLast && ex.contentLength >= 0 && ex.received !== ex.contentLength) {
         return ex.stream.broken('bad-request', 'request body shorter than its Content-Length', true, performance.now());
       }
-      return ex.stream.onBody(Buffer.from(new Uint8Array(chunk)), isLast, performance.now());
+      return ex.stream.onBodyView(new Uint8Array(chunk), isLast, performance.now());
     }
     if (ex.chunks !== undefined) {
       if (n > 0) ex.chunks.push(Buffer.from(new Uint8Array(chunk)));

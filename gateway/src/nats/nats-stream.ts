@@ -109,10 +109,31 @@ export class NatsStream {
 
   /** A chunk of the request body from uWS (already copied). */
   onBody(chunk: Buffer, last: boolean, now: number): void {
+    this.onBodyView(chunk, last, now, false);
+  }
+
+  /**
+   * A chunk of the request body as uWS lends it (valid only during its
+   * onData callback): what the credit allows leaves at once, straight from
+   * it; only the rest is copied to wait. `owned` chunks are kept as they are.
+   */
+  onBodyView(view: Uint8Array, last: boolean, now: number, borrowed = true): void {
     if (this.over) return;
-    if (chunk.length > 0) {
-      this.upQueue.push(chunk);
-      this.upQueued += chunk.length;
+    let offset = 0;
+    if (this.upQueued === 0 && this.inbox !== '') {
+      while (offset < view.length && this.upCredit > 0) {
+        const n = Math.min(view.length - offset, this.upCredit, this.frameLimit);
+        const end = offset + n === view.length;
+        this.upCredit -= n;
+        if (!this.send(encodeData(++this.upSeq, [view.subarray(offset, offset + n)], n, !(last && end)), now)) return this.lost();
+        offset += n;
+        if (last && end) this.markUpDone(now);
+      }
+    }
+    if (offset < view.length) {
+      const rest = view.subarray(offset);
+      this.upQueue.push(borrowed ? Buffer.from(rest) : (rest as Buffer));
+      this.upQueued += rest.length;
     }
     if (last) this.upEnded = true;
     this.pumpUp(now);

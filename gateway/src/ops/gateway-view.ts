@@ -24,6 +24,8 @@ export interface GatewayView {
   /** Hostile or broken input from NATS, and internal errors, counted (nats-faults.ts). */
   readonly faults: Readonly<Record<FaultKind, number>>;
   inFlight(): number;
+  /** Requests streaming over NATS right now (protocol v2). */
+  openStreams(): number;
   nats(): NatsState;
   overrides(): OverridesStatus;
   /** Listening, connected to NATS, not shutting down. */

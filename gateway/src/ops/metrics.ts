@@ -79,6 +79,7 @@ export function createMetrics(view: GatewayView): Registry {
   add(metric('natsgw_http_response_bytes_total', 'Response body bytes sent, by route and target.', 'counter', () => view.traffic.all().map((t) => ({ labels: { route: t.route, target: t.target }, value: t.bytes }))));
   add(metric('natsgw_http_client_aborts_total', 'Requests abandoned by the client before the response was complete.', 'counter', () => view.traffic.all().map((t) => ({ labels: { route: t.route, target: t.target }, value: t.clientAborts }))));
   add(metric('natsgw_http_requests_in_flight', 'Requests accepted and not yet answered.', 'gauge', () => [{ labels: {}, value: view.inFlight() }]));
+  add(metric('natsgw_nats_streams_open', 'Requests whose body or response is streaming over NATS right now (protocol v2).', 'gauge', () => [{ labels: {}, value: view.openStreams() }]));
 
   add(
     metric('natsgw_upstream_requests_total', 'Tries sent to override backends, by outcome (success, failure, abandoned by the client).', 'counter', () =>
