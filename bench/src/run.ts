@@ -27,11 +27,14 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
+import { runLarge, type LargeContender } from './large.js';
 import { cpuTicks, cpuUsPerRequest, envCount, memoryKb, putProxiedOverride, runAutocannon, runWrk, start, startGateway, startNginx, stopAll, waitForLine, waitForLog, which, type Measurement } from './tools.js';
 
 const DURATION_S = envCount('BENCH_DURATION', 5);
 const CONNECTIONS = envCount('BENCH_CONNECTIONS', 50);
 const ROUNDS = envCount('BENCH_ROUNDS', 3);
+/** Size of the large-body contenders' download and upload (0 skips them). */
+const LARGE_MIB = envCount('BENCH_LARGE_MIB', 100);
 const WARMUP_S = 2;
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const RESULTS_DIR = here('../../results');
@@ -66,6 +69,7 @@ async function main(): Promise<void> {
   let nats: NatsServer | undefined;
   let nginxDir: string | undefined;
   let gatewayPid = 0;
+  let servicePid = 0;
   try {
     // (a) node:http
     const direct = start(process.execPath, [here('./node-server.js')]);
@@ -83,6 +87,7 @@ async function main(): Promise<void> {
     // (c) gateway → NATS → SDK service
     nats = await startNatsServer();
     const service = start(process.execPath, [here('./service.js')], { NATS_URL: nats.url, SUBJECT: 'api.hello' });
+    servicePid = service.pid!;
     await waitForLine(service, /ready/, 'service');
     const gateway = await startGateway(nats.url);
     await waitForLog(gateway, 'connected to NATS', 'connect to NATS');
@@ -117,6 +122,15 @@ async function main(): Promise<void> {
       }
     }
     const mem = memoryKb(gatewayPid);
+
+    // Large bodies, streamed: (a), (b), (c) only.
+    let large: Awaited<ReturnType<typeof runLarge>> | undefined;
+    if (LARGE_MIB > 0) {
+      console.log(`\nlarge bodies: ${LARGE_MIB} MiB down and up, ${ROUNDS} rounds`);
+      const base = (key: string) => contenders.find((c) => c.key === key)!.url.replace(/\/hello$/, '/big');
+      const largeContenders: LargeContender[] = contenders.filter((c) => c.key === 'direct' || c.key === 'nginx' || c.key === 'gateway').map((c) => ({ key: c.key, label: c.label, base: base(c.key) }));
+      large = await runLarge(largeContenders, ROUNDS, LARGE_MIB, { gateway: gatewayPid, service: servicePid });
+    }
     const compareMem = compare !== undefined ? memoryKb(contenders.find((c) => c.key === 'compareGateway')!.pid) : undefined;
 
     // Best round of each: the same rule for every contender.
@@ -132,6 +146,19 @@ async function main(): Promise<void> {
       results: Object.fromEntries(contenders.map((c) => [c.key, { label: c.label, best: best[c.key], rounds: rounds[c.key] }])),
       gatewayMemory: mem,
       ratios: { gatewayVsNginx: ratio('gateway', 'nginx'), gatewayVsDirect: ratio('gateway', 'direct'), overrideVsNginx: ratio('override', 'nginx') },
+      ...(large !== undefined
+        ? {
+            large: {
+              mib: LARGE_MIB,
+              best: large.best,
+              peakRssMiB: Object.fromEntries(Object.entries(large.peakRss).map(([k, v]) => [k, Math.round((v / 1024 / 1024) * 10) / 10])),
+              ratios: large.best.nginx
+                ? { downloadVsNginx: large.best.gateway!.downloadMBps / large.best.nginx.downloadMBps, uploadVsNginx: large.best.gateway!.uploadMBps / large.best.nginx.uploadMBps }
+                : undefined,
+              target: { vsNginx: 0.5 },
+            },
+          }
+        : {}),
       ...(compare !== undefined ? { compare: { checkout: compare, gatewayVsCompare: ratio('gateway', 'compareGateway'), overrideVsCompare: ratio('override', 'compareOverride') } } : {}),
       target: { gatewayVsNginx: 1.0, overrideVsNginx: 0.8 },
     };
@@ -164,6 +191,14 @@ async function main(): Promise<void> {
     if (result.ratios.overrideVsNginx !== undefined) {
       const r = result.ratios.overrideVsNginx;
       console.log(`  override / nginx→node:http = ${r.toFixed(2)}×  (target ≥ 0.80×: ${r >= 0.8 ? 'met' : 'NOT met'})`);
+    }
+
+    if (large !== undefined) {
+      console.log(`\n  large bodies (${LARGE_MIB} MiB, best of rounds)      download MB/s   upload MB/s`);
+      for (const [key, r] of Object.entries(large.best)) console.log(`    ${contenders.find((c) => c.key === key)!.label.padEnd(30)} ${r.downloadMBps.toFixed(0).padStart(10)} ${r.uploadMBps.toFixed(0).padStart(13)}`);
+      const lr = result.large?.ratios;
+      if (lr !== undefined) console.log(`    natsgw / nginx→node:http: download ${lr.downloadVsNginx.toFixed(2)}×, upload ${lr.uploadVsNginx.toFixed(2)}×  (target ≥ 0.50×: ${lr.downloadVsNginx >= 0.5 && lr.uploadVsNginx >= 0.5 ? 'met' : 'NOT met'})`);
+      console.log(`    peak RSS during the transfers: gateway ${result.large!.peakRssMiB.gateway} MiB, service ${result.large!.peakRssMiB.service} MiB`);
     }
 
     mkdirSync(RESULTS_DIR, { recursive: true });

@@ -126,6 +126,15 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }
+    # The large-body contender: streamed both ways, as natsgw streams.
+    location /big/ {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      client_max_body_size 0;
+      proxy_request_buffering off;
+      proxy_buffering off;
+    }
   }
 }`;
   writeFileSync(join(dir, 'nginx.conf'), conf);
