@@ -103,6 +103,10 @@ export function routesBucket(nc: NatsConnection, bucket?: string): Promise<KV> {
 
 /** Writes a route and waits until the gateway has applied (or rejected) that revision. */
 export async function putRoute(kv: KV, gw: Gateway, key: string, value: unknown): Promise<number> {
+  // A put racing the gateway's creation of the bucket can reach the stream
+  // before the server routes its subjects (no responders, reported as
+  // "jetstream is not enabled"); once the gateway watches, the stream is whole.
+  await eventually(() => gw.overrides.state === 'watching', 10_000, 'the gateway watches the routes bucket');
   const revision = await kv.put(key, typeof value === 'string' ? value : JSON.stringify(value));
   await eventually(() => gw.routes.match(key)?.revision === revision || gw.routes.rejected.get(key)?.revision === revision, 5000, `revision ${revision} of ${key} applied`);
   return revision;

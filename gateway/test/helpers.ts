@@ -45,6 +45,9 @@ export async function startStack(flags: Record<string, unknown> = {}, natsOption
   const ns = await startNatsServer(natsOptions);
   const { gw, logs, base } = await startTestGateway({ nats: ns.url, ...flags });
   await gw.connected;
+  // A test's first put must not race the gateway creating the routes bucket
+  // (see putRoute in backends.ts).
+  if (natsOptions.jetstream !== false) await eventually(() => gw.overrides.state === 'watching', 10_000, 'the gateway watches the routes bucket');
   const nc = await connect({ servers: ns.url });
   const tracked: Array<{ drain(): Promise<void> }> = [];
   return {
