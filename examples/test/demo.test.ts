@@ -64,6 +64,13 @@ test('demo: starts everything, its curl lines work, Ctrl-C stops everything', { 
     assert.equal(await portOpen(port), false, 'gateway stopped');
     assert.equal(await portOpen(natsPort), false, 'nats-server stopped');
   } finally {
+    // After a failure, stop it the way Ctrl-C does, so it stops its children
+    // (each runs detached, in its own process group) before it goes.
+    if (demo.exitCode === null && demo.signalCode === null) {
+      const gone = new Promise((resolve) => demo.once('exit', resolve));
+      demo.kill('SIGINT');
+      await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    }
     demo.kill('SIGKILL');
   }
 });

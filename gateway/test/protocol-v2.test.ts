@@ -9,7 +9,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Msg } from '@nats-io/transport-node';
 import { request } from 'undici';
-import { decodeFrame, decodeRequest, encodeCancel, encodeData, encodeReply, type Frame } from '@natsgw/service-sdk/protocol';
+import { decodeFrame, decodeRequest, encodeCancel, encodeData, encodeReply, encodeRequest, type Frame } from '@natsgw/service-sdk/protocol';
 import { eventually, startStack, type Stack } from './helpers.js';
 
 async function stack(t: TestContext): Promise<Stack> {
@@ -130,4 +130,35 @@ test('v2: a frame for a request that is over is answered with a cancel to its se
   r.body.destroy();
   // One cancel when the client went away, one more answering the late frame.
   await eventually(() => frames.filter((f) => f.t === 'cancel').length >= 2, 3000, 'a cancel answers the late frame');
+});
+
+test('v2: the SDK ends a request body stream whose sender goes beyond its credit, and tells it', async (t) => {
+  const s = await stack(t);
+  let closed = false;
+  await s.serve(
+    (req, res) => {
+      // Never reads the body: no credit beyond the first window is granted.
+      req.on('close', () => (closed = true));
+      req.on('error', () => undefined);
+      void res;
+    },
+    { nats: s.ns.url, subject: 'api.greedy' },
+  );
+  const g = `_INBOX.handwritten.gateway`;
+  const frames: Frame[] = [];
+  s.nc.subscribe(g, {
+    callback: (_e, m: Msg) => {
+      const f = decodeFrame(m.data);
+      if (typeof f !== 'string') frames.push(f);
+    },
+  });
+  const head = encodeRequest({ v: 2, id: 'greedy1', method: 'POST', path: '/greedy', query: '', headers: ['transfer-encoding', 'chunked'], body: Buffer.alloc(0), remote: '127.0.0.1', scheme: 'http', host: 'x', root: 'api', subject: 'api.greedy', timeoutMs: 5000, caps: ['stream'], credit: 1024 * 1024, more: true });
+  s.nc.publish('api.greedy', head, { reply: g });
+  await eventually(() => frames.some((f) => f.t === 'credit' && f.inbox !== undefined), 2000, 'the service grants a first window, naming its inbox');
+  const credit = frames.find((f) => f.t === 'credit') as { n: number; inbox: string };
+  const half = Math.ceil(credit.n / 2) + 1;
+  s.nc.publish(credit.inbox, encodeData(1, [Buffer.alloc(half)], half, true), { reply: g });
+  s.nc.publish(credit.inbox, encodeData(2, [Buffer.alloc(half)], half, true), { reply: g }); // 2 bytes beyond the credit
+  await eventually(() => frames.some((f) => f.t === 'cancel'), 2000, 'the service cancels the stream');
+  await eventually(() => closed, 2000, 'and its handler sees close');
 });
