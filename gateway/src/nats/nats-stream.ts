@@ -323,9 +323,17 @@ export class NatsStream {
 
   // Ends
 
+  /** A paused socket is neither read nor written by uWS: let the last response and the close through. */
+  private unpause(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (!this.ex.aborted) this.ex.res.resume();
+  }
+
   private complete(): void {
     if (this.over) return;
     this.over = true;
+    this.unpause();
     if (!this.upDone && this.inbox !== '') this.owner.publishFrame(this.ex, this.inbox, encodeCancel('the response ended before the request body'));
     this.owner.release(this.ex);
     this.owner.finish(this.ex);
@@ -344,6 +352,7 @@ export class NatsStream {
   broken(code: FailureCode, detail: string, tellService: boolean, now: number): void {
     if (this.over) return;
     this.over = true;
+    this.unpause();
     this.ex.streamFailure = detail;
     if (tellService && this.inbox !== '') this.send(encodeCancel(detail), now);
     this.owner.release(this.ex);
