@@ -17,7 +17,8 @@
  * access log; logging every request costs both of them alike.
  *
  * Environment: BENCH_DURATION (s, default 5), BENCH_CONNECTIONS (50),
- * BENCH_ROUNDS (3), BENCH_TOOL (wrk|autocannon), BENCH_COMPARE (the path
+ * BENCH_ROUNDS (3), BENCH_LARGE_MIB (100; 0 skips the large-body
+ * contenders), BENCH_TOOL (wrk|autocannon), BENCH_COMPARE (the path
  * of another built checkout: its gateway joins the same run as contenders
  * (c') and (d'), on the same NATS, service and backend, for before/after
  * figures from one run).
@@ -34,7 +35,7 @@ const DURATION_S = envCount('BENCH_DURATION', 5);
 const CONNECTIONS = envCount('BENCH_CONNECTIONS', 50);
 const ROUNDS = envCount('BENCH_ROUNDS', 3);
 /** Size of the large-body contenders' download and upload (0 skips them). */
-const LARGE_MIB = envCount('BENCH_LARGE_MIB', 100);
+const LARGE_MIB = envCount('BENCH_LARGE_MIB', 100, true);
 const WARMUP_S = 2;
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const RESULTS_DIR = here('../../results');

@@ -8,12 +8,12 @@ import autocannon from 'autocannon';
 import { connect } from '@nats-io/transport-node';
 import { openRoutesBucket } from '@natsgw/gateway';
 
-/** A positive whole number from the environment, or `fallback`; anything else stops the bench with exit code 2. */
-export function envCount(name: string, fallback: number): number {
+/** A positive (or, with `allowZero`, non-negative) whole number from the environment, or `fallback`; anything else stops the bench with exit code 2. */
+export function envCount(name: string, fallback: number, allowZero = false): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return fallback;
-  if (!/^[1-9]\d*$/.test(raw)) {
-    process.stderr.write(`bench: ${name} must be a positive whole number (got ${JSON.stringify(raw)})\n`);
+  if (!/^[1-9]\d*$/.test(raw) && !(allowZero && raw === '0')) {
+    process.stderr.write(`bench: ${name} must be a ${allowZero ? 'non-negative' : 'positive'} whole number (got ${JSON.stringify(raw)})\n`);
     process.exit(2);
   }
   return Number(raw);
