@@ -9,7 +9,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
@@ -17,6 +19,8 @@ import { fileURLToPath } from 'node:url';
 import { FormData, request } from 'undici';
 import express from 'express';
 import multer from 'multer';
+import Fastify from 'fastify';
+import Koa from 'koa';
 import { connect } from '@nats-io/transport-node';
 import { decodeFrame } from '@natsgw/service-sdk/protocol';
 import { deleteRoute, putRoute, routesBucket } from './backends.js';
@@ -530,5 +534,51 @@ test('streaming: an override and a NATS route flip live while streams are open; 
     await deleteRoute(kv, s.gw, 'api.flip');
     assert.equal(await proxiedText, Array.from({ length: 5 }, (_, i) => `data: http ${i}\n\n`).join(''), 'the proxied stream finished after the route was removed');
     assert.match(await (await request(`${s.base}/flip/events`)).body.text(), /^data: nats 0/, 'and new streams are on NATS again');
+  });
+});
+
+test('streaming: unmodified frameworks — Express res.sendFile (and a Range of it), express.raw with a large limit, a Fastify stream, a Koa stream body', async (t) => {
+  await withStack(t, {}, async (s) => {
+    const dir = mkdtempSync(join(tmpdir(), 'natsgw-sendfile-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = Buffer.alloc(20 * MiB);
+    for (let i = 0; i < file.length; i += 512) file[i] = (i / 512) & 0xff;
+    writeFileSync(join(dir, 'big.bin'), file);
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+    const app = express();
+    app.get('/fw/file', (_req, res) => res.sendFile(join(dir, 'big.bin')));
+    app.post('/fw/raw', express.raw({ type: '*/*', limit: '64mb' }), (req, res) => res.json({ bytes: (req.body as Buffer).length, sha256: sha(req.body as Buffer) }));
+    await s.serve(app, { nats: s.ns.url, subject: 'api.fw' });
+    const fastify = Fastify();
+    fastify.get('/fy/stream', async (_req, reply) => reply.type('application/octet-stream').send(Readable.from((function* () {
+      for (let i = 0; i < 80; i++) yield Buffer.alloc(64 * 1024, i);
+    })())));
+    await fastify.ready();
+    await s.serve((req, res) => fastify.routing(req, res), { nats: s.ns.url, subject: 'api.fy' });
+    const koa = new Koa();
+    koa.use(async (ctx) => {
+      ctx.type = 'application/octet-stream';
+      ctx.body = Readable.from((function* () {
+        for (let i = 0; i < 80; i++) yield Buffer.alloc(64 * 1024, 255 - i);
+      })());
+    });
+    await s.serve(koa.callback(), { nats: s.ns.url, subject: 'api.ko' });
+
+    const whole = await request(`${s.base}/fw/file`);
+    assert.equal(whole.statusCode, 200);
+    assert.equal(whole.headers['content-length'], String(file.length));
+    assert.equal(sha(Buffer.from(await whole.body.arrayBuffer())), sha(file), 'sendFile: bytes identical');
+    const range = await request(`${s.base}/fw/file`, { headers: { range: 'bytes=1000000-2999999' } });
+    assert.equal(range.statusCode, 206);
+    assert.equal(sha(Buffer.from(await range.body.arrayBuffer())), sha(file.subarray(1_000_000, 3_000_000)), 'a Range of it');
+    const raw = await request(`${s.base}/fw/raw`, { method: 'POST', body: file, headers: { 'content-type': 'application/octet-stream' } });
+    assert.deepEqual(await raw.body.json(), { bytes: file.length, sha256: sha(file) }, 'express.raw got the whole streamed body');
+    const fy = Buffer.from(await (await request(`${s.base}/fy/stream`)).body.arrayBuffer());
+    assert.equal(fy.length, 80 * 64 * 1024);
+    assert.ok(fy[0] === 0 && fy[fy.length - 1] === 79, 'Fastify stream intact');
+    const ko = Buffer.from(await (await request(`${s.base}/ko/anything`)).body.arrayBuffer());
+    assert.equal(ko.length, 80 * 64 * 1024);
+    assert.ok(ko[0] === 255 && ko[ko.length - 1] === 176, 'Koa stream intact');
   });
 });
