@@ -22,6 +22,7 @@ import {
   PROBE_FRAME,
   PROTOCOL_VERSION,
   STREAM_VERSION,
+  takeBytes,
   type Frame,
   type RequestEnvelope,
 } from './protocol/index.js';
@@ -254,22 +255,8 @@ export class Call implements ResponseSink {
 
   /** Removes `n` bytes from the front of the queue, as the buffers that hold them. */
   private take(n: number): Buffer[] {
-    const parts: Buffer[] = [];
-    let left = n;
-    while (left > 0) {
-      const head = this.queue[0]!;
-      if (head.length <= left) {
-        parts.push(head);
-        this.queue.shift();
-        left -= head.length;
-      } else {
-        parts.push(head.subarray(0, left));
-        this.queue[0] = head.subarray(left);
-        left = 0;
-      }
-    }
     this.queued -= n;
-    return parts;
+    return takeBytes(this.queue, n);
   }
 
   /** Sends queued body within the credit; the last frame once ended and empty. */

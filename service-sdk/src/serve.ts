@@ -157,6 +157,8 @@ class ServiceRuntime implements Service, CallHost {
   private readonly calls = new Set<Call>();
   /** Calls that stream, by the key of their private inbox. */
   private readonly streams = new Map<string, Call>();
+  /** Hand-offs whose answers are being relayed, by the key of their relay inbox. */
+  private readonly relays = new Map<string, (msg: Msg) => void>();
   private readonly keys = new InboxKeys();
   private readonly streamPrefix: string;
   private forwarding = 0;
@@ -297,11 +299,12 @@ class ServiceRuntime implements Service, CallHost {
     this.execute(reply, env, canStream);
   }
 
-  /** A message on the stream inbox: a frame from the gateway for one call, or no-responders for one it sent. */
+  /** A message on the stream inbox: a frame from the gateway for one call, no-responders for one it sent, or a relayed hand-off's answer. */
   private onStreamMessage(msg: Msg): void {
     try {
-      const call = this.streams.get(msg.subject.substring(this.streamPrefix.length));
-      if (call === undefined) return; // over already, or a guess
+      const key = msg.subject.substring(this.streamPrefix.length);
+      const call = this.streams.get(key);
+      if (call === undefined) return this.relays.get(key)?.(msg); // a hand-off's answer; else over already, or a guess
       if (isNoResponders(msg)) return call.onPeerGone();
       const frame = decodeFrame(msg.data);
       if (typeof frame === 'string') return call.broken(frame);
@@ -334,7 +337,9 @@ class ServiceRuntime implements Service, CallHost {
    */
   private handOff(reply: string, data: Uint8Array, env: RequestEnvelope, mount: string, subject: string): void {
     this.forwarding++;
-    const relay = this.streamPrefix + this.keys.next();
+    // The relay inbox is under the stream inbox prefix: streamSub receives it, no subscription per hand-off.
+    const key = this.keys.next();
+    const relay = this.streamPrefix + key;
     const firstTimeout = env.timeoutMs > 0 ? Math.min(env.timeoutMs, this.timeoutMs) : this.timeoutMs;
     let first = true;
     let finished = false;
@@ -342,7 +347,7 @@ class ServiceRuntime implements Service, CallHost {
       if (finished) return;
       finished = true;
       clearTimeout(timer);
-      if (!sub.isClosed()) sub.unsubscribe();
+      this.relays.delete(key);
       this.forwarding--;
       this.checkIdle();
     };
@@ -356,29 +361,23 @@ class ServiceRuntime implements Service, CallHost {
       end();
     };
     let timer = setTimeout(onTimeout, firstTimeout);
-    const sub = this.nc.subscribe(relay, {
-      callback: (_err, msg) => {
-        try {
-          if (finished) return;
-          if (first && isNoResponders(msg)) {
-            // Nobody received it, so it is safe to run elsewhere: the next best mount, or here.
-            end();
-            this.registry.forget(mount);
-            const next = this.registry.deeperMountFor(subject);
-            if (next !== undefined) this.handOff(reply, data, env, next, subject);
-            else this.execute(reply, env, true);
-            return;
-          }
-          first = false;
-          // The deeper mount's private inbox rides along as the reply subject, so the gateway's frames go straight to it.
-          this.publish(reply, msg.data, msg.reply || undefined);
-          if (isLastMessage(msg.data)) return end();
-          clearTimeout(timer);
-          timer = setTimeout(onTimeout, RELAY_IDLE_MS);
-        } catch (err) {
-          this.safeLog('error', { err, subject }, 'failed to relay a hand-off message');
-        }
-      },
+    this.relays.set(key, (msg) => {
+      if (finished) return;
+      if (first && isNoResponders(msg)) {
+        // Nobody received it, so it is safe to run elsewhere: the next best mount, or here.
+        end();
+        this.registry.forget(mount);
+        const next = this.registry.deeperMountFor(subject);
+        if (next !== undefined) this.handOff(reply, data, env, next, subject);
+        else this.execute(reply, env, true);
+        return;
+      }
+      first = false;
+      // The deeper mount's private inbox rides along as the reply subject, so the gateway's frames go straight to it.
+      this.publish(reply, msg.data, msg.reply || undefined);
+      if (isLastMessage(msg.data)) return end();
+      clearTimeout(timer);
+      timer = setTimeout(onTimeout, RELAY_IDLE_MS);
     });
     const h = natsHeaders();
     h.set(RELAY_HEADER, '1');

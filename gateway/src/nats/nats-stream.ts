@@ -20,7 +20,7 @@
  * same reason; a stream where it is the service's turn and nothing comes for
  * the idle limit is cut off.
  */
-import { DEFAULT_STREAM_WINDOW, encodeCancel, encodeCredit, encodeData, frameBodyLimit, PROBE_FRAME, PROBE_INTERVAL_MS, type Frame, type ReplyEnvelope } from '@natsgw/service-sdk/protocol';
+import { DEFAULT_STREAM_WINDOW, encodeCancel, encodeCredit, encodeData, frameBodyLimit, PROBE_FRAME, PROBE_INTERVAL_MS, takeBytes, type Frame, type ReplyEnvelope } from '@natsgw/service-sdk/protocol';
 import type { FailureCode } from '../errors.js';
 import type { Exchange } from '../front/exchange.js';
 import { endHead } from '../front/respond.js';
@@ -398,23 +398,4 @@ export class NatsStream {
     if (this.headWritten && !this.backpressure) return true; // more of the response
     return false;
   }
-}
-
-/** Removes `n` bytes from the front of `queue`, as the buffers that hold them. */
-function takeBytes(queue: Buffer[], n: number): Buffer[] {
-  const parts: Buffer[] = [];
-  let left = n;
-  while (left > 0) {
-    const head = queue[0]!;
-    if (head.length <= left) {
-      parts.push(head);
-      queue.shift();
-      left -= head.length;
-    } else {
-      parts.push(head.subarray(0, left));
-      queue[0] = head.subarray(left);
-      left = 0;
-    }
-  }
-  return parts;
 }

@@ -222,16 +222,7 @@ export class ReplyMux<P extends PendingRequest> {
   }
 
   private onStream(p: P, msg: Msg): void {
-    try {
-      if (isNoResponders(msg)) this.handler.onStreamPeerGone(p);
-      else this.handler.onStreamMessage(p, msg.data);
-    } catch (error) {
-      try {
-        this.handler.onHandlerError(p, error);
-      } catch {
-        // see contained()
-      }
-    }
+    this.contained(p, (q) => (isNoResponders(msg) ? this.handler.onStreamPeerGone(q) : this.handler.onStreamMessage(q, msg.data)));
   }
 
   private expire(now: number): void {

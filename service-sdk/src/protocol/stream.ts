@@ -221,12 +221,6 @@ export function encodeData(seq: number, parts: readonly Uint8Array[], bodyLength
   return out;
 }
 
-function fixstr(s: string): Buffer {
-  const b = Buffer.from(s, 'utf8');
-  if (b.length > 31) throw new RangeError('fixstr too long');
-  return Buffer.concat([Buffer.from([0xa0 | b.length]), b]);
-}
-
 function str(s: string): Buffer {
   const b = Buffer.from(s, 'utf8');
   if (b.length <= 31) return Buffer.concat([Buffer.from([0xa0 | b.length]), b]);
@@ -240,7 +234,7 @@ function str(s: string): Buffer {
 // 83|84 a1 76 02 a1 74 a6 "credit" a1 "n"
 const CREDIT_PREFIX_3 = Buffer.from('83a17602a174a6637265646974a16e', 'hex');
 const CREDIT_PREFIX_4 = Buffer.from('84a17602a174a6637265646974a16e', 'hex');
-const INBOX_KEY = fixstr('inbox');
+const INBOX_KEY = str('inbox');
 
 /**
  * A credit frame: `{"v":2,"t":"credit","n":n}`, plus `"inbox"` on the first
@@ -267,6 +261,28 @@ const CANCEL_PREFIX = Buffer.from('83a17602a174a663616e63656ca6726561736f6e', 'h
  */
 export function encodeCancel(reason: string): Buffer {
   return Buffer.concat([CANCEL_PREFIX, str(reason.slice(0, MAX_REASON))]);
+}
+
+/**
+ * Removes `n` bytes from the front of `queue` (a body waiting for credit),
+ * as the buffers that hold them: whole ones, and a view of the one cut.
+ */
+export function takeBytes(queue: Buffer[], n: number): Buffer[] {
+  const parts: Buffer[] = [];
+  let left = n;
+  while (left > 0) {
+    const head = queue[0]!;
+    if (head.length <= left) {
+      parts.push(head);
+      queue.shift();
+      left -= head.length;
+    } else {
+      parts.push(head.subarray(0, left));
+      queue[0] = head.subarray(left);
+      left = 0;
+    }
+  }
+  return parts;
 }
 
 /** Random base64url characters per key: 11 (66 bits). */
