@@ -74,3 +74,13 @@ test('config: secrets are never echoed in errors', () => {
     return err instanceof ConfigError && !err.message.includes('secret-token');
   });
 });
+
+test('config: --stream-idle-timeout and --max-body for streamed bodies', () => {
+  const d = loadConfig({});
+  assert.equal(d.streamIdleMs, 60_000);
+  assert.equal(d.maxBodyBytes, 1024 * 1024 * 1024, 'streamed bodies: 1 GiB by default');
+  assert.equal(loadConfig({ env: { NATSGW_STREAM_IDLE_TIMEOUT: '2500' } }).streamIdleMs, 2500);
+  assert.equal(loadConfig({ flags: { maxBody: String(8 * 1024 ** 3) } }).maxBodyBytes, 8 * 1024 ** 3, 'beyond max_payload: bodies stream');
+  assert.throws(() => loadConfig({ flags: { streamIdleTimeout: '50' } }), (e: unknown) => e instanceof ConfigError && /stream-idle-timeout/.test(e.message));
+  assert.throws(() => loadConfig({ env: { NATSGW_STREAM_IDLE_TIMEOUT: 'soon' } }), ConfigError);
+});
