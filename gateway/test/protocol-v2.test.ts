@@ -162,3 +162,29 @@ test('v2: the SDK ends a request body stream whose sender goes beyond its credit
   await eventually(() => frames.some((f) => f.t === 'cancel'), 2000, 'the service cancels the stream');
   await eventually(() => closed, 2000, 'and its handler sees close');
 });
+
+test('v2: a frame on a reply subject nobody was given gets no answer: the gateway cannot be made to publish elsewhere', async (t) => {
+  const s = await stack(t);
+  // Learn the gateway's reply prefix from one ordinary request.
+  let replySubject = '';
+  s.nc.subscribe('api.learn', {
+    callback: (_e, m: Msg) => {
+      replySubject = m.reply!;
+      m.respond(encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from('ok') }));
+    },
+  });
+  await s.nc.flush();
+  assert.equal((await request(`${s.base}/learn`)).statusCode, 200);
+  const prefix = replySubject.slice(0, replySubject.lastIndexOf('.') + 1);
+  let reflected = 0;
+  s.nc.subscribe('app.victim', {
+    callback: () => {
+      reflected++;
+    },
+  });
+  s.nc.publish(prefix + '7_guessedkeyx', data(1, 'x', true), { reply: 'app.victim' });
+  s.nc.publish(replySubject, data(1, 'x', true), { reply: 'app.victim' }); // answered already: not a stream that ended early
+  await s.nc.flush();
+  await sleep(300);
+  assert.equal(reflected, 0);
+});

@@ -21,6 +21,9 @@ import { createInbox, type Msg, type NatsConnection, type PublishOptions, type S
 import { encodeCancel, InboxKeys, isNoResponders, isValidInbox } from '@natsgw/service-sdk/protocol';
 
 const STALE_CANCEL = encodeCancel('no such request: it is over (client gone or timed out)');
+/** Ended requests whose late frames are answered with a cancel: at most this many, for this long. */
+const MAX_ENDED = 4096;
+const ENDED_KEEP_MS = 60_000;
 
 /** What the mux needs on each request; the gateway's request context implements it. */
 export interface PendingRequest {
@@ -54,6 +57,8 @@ export class ReplyMux<P extends PendingRequest> {
   /** Requests whose reply is a stream: every message on their reply subject goes to onStreamMessage until release(). */
   private readonly open = new Map<string, P>();
   private readonly keys = new InboxKeys();
+  /** Keys of requests that ended early, with when (see remember()). */
+  private readonly ended = new Map<string, number>();
   private readonly prefix: string;
   private readonly prefixLength: number;
   private readonly sub: Subscription;
@@ -140,6 +145,19 @@ export class ReplyMux<P extends PendingRequest> {
   cancel(p: P): void {
     this.pending.delete(p.muxKey);
     this.open.delete(p.muxKey);
+    this.remember(p.muxKey);
+  }
+
+  /**
+   * Keeps the key of a request that ended without its full reply (cancelled,
+   * timed out) for a while, so a stream frame that still arrives for it can
+   * be answered with a cancel; a frame for any other key is a guess and gets
+   * nothing, so nobody can have the gateway publish to a subject of their
+   * choosing. Bounded in count and age.
+   */
+  private remember(key: string): void {
+    this.ended.set(key, performance.now());
+    if (this.ended.size > MAX_ENDED) this.ended.delete(this.ended.keys().next().value!);
   }
 
   /**
@@ -195,7 +213,7 @@ export class ReplyMux<P extends PendingRequest> {
     if (p === undefined) {
       const s = this.open.get(key);
       if (s !== undefined) this.onStream(s, msg);
-      else if (msg.reply && !isNoResponders(msg) && isValidInbox(msg.reply)) {
+      else if (msg.reply && this.ended.has(key) && !isNoResponders(msg) && isValidInbox(msg.reply)) {
         // A stream frame for a request that is over (its client went away,
         // it timed out): tell the service to stop, without a reply subject
         // of our own so nothing can bounce back. Late v1 replies carry none.
@@ -226,10 +244,15 @@ export class ReplyMux<P extends PendingRequest> {
   }
 
   private expire(now: number): void {
+    for (const [key, at] of this.ended) {
+      if (now - at < ENDED_KEEP_MS) break;
+      this.ended.delete(key);
+    }
     // Same timeout for all, so insertion order is deadline order: stop at the first live one.
     for (const [key, p] of this.pending) {
       if (p.deadline > now) return;
       this.pending.delete(key);
+      this.remember(key);
       this.contained(p, this.onExpired);
     }
   }
