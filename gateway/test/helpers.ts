@@ -33,9 +33,18 @@ export interface Stack {
   close(): Promise<void>;
 }
 
+/** A debug logger whose lines land in `logs` (a write may carry several lines: they are batched per turn). */
+export function captureLogger(logs: LogLine[]): ReturnType<typeof createLogger> {
+  return createLogger('debug', 'json', {
+    write: (chunk: string) => {
+      for (const line of chunk.split('\n')) if (line !== '') logs.push(JSON.parse(line) as LogLine);
+    },
+  });
+}
+
 /** Starts a gateway for `flags` with its own logger capturing lines. */
 export async function startTestGateway(flags: Record<string, unknown>, logs: LogLine[] = []): Promise<{ gw: Gateway; logs: LogLine[]; base: string }> {
-  const logger = createLogger('debug', 'json', { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
+  const logger = captureLogger(logs);
   const gw = await startGateway(loadConfig({ flags: { port: 0, host: '127.0.0.1', adminPort: 0, ...flags } }), { logger });
   return { gw, logs, base: `http://127.0.0.1:${gw.port}` };
 }
