@@ -8,6 +8,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 // Hint, Kind, OptionalKind, ReadonlyKind: named so the exported schema's type can be declared.
 import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -57,6 +58,11 @@ export const GatewayOptionsSchema = Type.Object(
     }),
     port: opt(Type.Integer({ minimum: 0, maximum: 65535, default: DEFAULT_PORT }), { description: 'HTTP port (0 picks a free one)', placeholder: 'N' }),
     host: opt(Type.String({ minLength: 1, default: DEFAULT_HOST }), { description: 'HTTP listen address', placeholder: 'H' }),
+    workers: opt(Type.String({ pattern: '^(auto|[1-9][0-9]?)$', default: '1' }), {
+      description: 'HTTP event loops: worker threads sharing the port, each with its own NATS connection; auto = one per core',
+      placeholder: 'N|auto',
+      hint: 'must be a whole number from 1 to 99, or auto',
+    }),
     timeout: opt(Type.Integer({ minimum: 1, maximum: 3_600_000, default: DEFAULT_TIMEOUT_MS }), {
       description: 'How long to wait for a service reply before answering 504, in milliseconds',
       placeholder: 'MS',
@@ -137,6 +143,8 @@ export interface GatewayConfig {
   readonly rootSubject: string;
   readonly port: number;
   readonly host: string;
+  /** Worker threads serving HTTP (1: the gateway runs in the main thread, no workers). */
+  readonly workers: number;
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
   readonly streamIdleMs: number;
@@ -228,7 +236,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     throw new ConfigError(describe(validate.errors![0]!, merged, origin));
   }
   const o = merged as Required<
-    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'timeout' | 'maxBody' | 'streamIdleTimeout' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'routesReplicas' | 'inboxPrefix' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
+    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'workers' | 'timeout' | 'maxBody' | 'streamIdleTimeout' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'routesReplicas' | 'inboxPrefix' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
   > &
     GatewayOptions;
   checkCombinations(o, origin);
@@ -237,6 +245,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     rootSubject: o.subject,
     port: o.port,
     host: o.host,
+    workers: o.workers === 'auto' ? availableParallelism() : Number(o.workers),
     timeoutMs: o.timeout,
     maxBodyBytes: o.maxBody,
     streamIdleMs: o.streamIdleTimeout,

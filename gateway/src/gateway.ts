@@ -15,7 +15,10 @@ import { startAdminServer, type AdminServer } from './ops/admin-http.js';
 import { serveAdminOverNats } from './ops/admin-nats.js';
 import { AdminToken } from './ops/admin-token.js';
 import type { GatewayView } from './ops/gateway-view.js';
+import { createAccessLog } from './ops/access-log.js';
 import { createMetrics } from './ops/metrics.js';
+import { viewSource } from './ops/admin-source.js';
+import type { Registry } from 'prom-client';
 import { TrafficStats } from './ops/traffic-stats.js';
 import { RouteTable } from './routes/route-table.js';
 import { RoutesWatcher, type OverridesStatus, type ReloadResult } from './routes/routes-watcher.js';
@@ -47,6 +50,8 @@ export interface Gateway {
   readonly overrides: OverridesStatus;
   /** What the admin API and metrics read. */
   readonly view: GatewayView;
+  /** This gateway's Prometheus registry. */
+  readonly metrics: Registry;
   /**
    * Resolves (never rejects) with the reason when the gateway can no longer
    * serve and will not recover by itself: its NATS connection closed for
@@ -60,10 +65,19 @@ export interface Gateway {
    * flight finish for up to `graceMs`, then closes connections and drains NATS.
    */
   close(graceMs?: number): Promise<void>;
+  /** Closes the listener and every HTTP connection at once, synchronously (a worker thread about to end: uWS must not outlive it). */
+  closeNow(): void;
 }
 
 export interface GatewayDeps {
   logger?: Logger;
+  /** The fleet id to use (a worker thread takes its pool's). */
+  id?: string;
+  /**
+   * A worker thread of a `--workers` pool: no admin API of its own (the
+   * pool's main thread serves one for all), no process-wide metrics.
+   */
+  embedded?: boolean;
 }
 
 /**
@@ -80,7 +94,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   if (uwsHeadLimitBytes < config.maxHeaderBytes) {
     log.warn({ maxHeaderSize: config.maxHeaderBytes, uwsLimit: uwsHeadLimitBytes }, 'request heads are limited to UWS_HTTP_MAX_HEADERS_SIZE bytes, fixed when uWebSockets.js loaded; larger ones get 431 from uWS');
   }
-  const id = nuid.next();
+  const id = deps.id ?? nuid.next();
+  const embedded = deps.embedded === true;
   const startedAt = new Date();
   const traffic = new TrafficStats();
   const reloads: Record<ReloadResult, number> = { applied: 0, rejected: 0, removed: 0 };
@@ -97,7 +112,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     onEjected: (u, forMs) => log.warn({ upstream: u.url, forMs, ejections: u.ejections }, 'backend ejected after consecutive failures'),
     onHealthChange: (u, healthy) => (healthy ? log.info({ upstream: u.url }, 'backend healthy') : log.warn({ upstream: u.url, lastProbe: u.lastProbe }, 'backend unhealthy')),
   });
-  const access = config.accessLog ? log.child({ kind: 'access' }) : undefined;
+  const access = config.accessLog ? createAccessLog(log) : undefined;
   const front = new HttpFront({
     rootSubject: config.rootSubject,
     timeoutMs: config.timeoutMs,
@@ -116,23 +131,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         log.debug({ route: event.route, code: event.code, detail: event.detail, requestId: event.requestId }, 'override request failed');
       } else faults.record('internal-error', { err: event.error, requestId: event.requestId }, 'internal error while handling a request');
     },
-    onComplete: access
-      ? (ex: Exchange, durationMs: number, aborted: boolean) =>
-          access.info(
-            {
-              requestId: ex.requestId,
-              method: ex.method,
-              path: ex.path,
-              ...(ex.route !== undefined ? { route: ex.route.key, upstream: ex.upstream || undefined } : { subject: ex.subject || undefined }),
-              status: aborted ? 499 : ex.status,
-              durationMs: Math.round(durationMs * 100) / 100,
-              bytes: ex.bytesOut,
-              ...(aborted ? { aborted: true } : {}),
-              ...(ex.streamFailure !== undefined ? { cutOff: ex.streamFailure } : {}),
-            },
-            'request',
-          )
-      : undefined,
+    onComplete: access,
   });
 
   let watcher: RoutesWatcher | undefined;
@@ -154,7 +153,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     shuttingDown: () => stopping,
   };
   const token = new AdminToken(config.admin.token);
-  const metrics = createMetrics(view);
+  const metrics = createMetrics(view, !embedded);
 
   const app = uWS.App();
   app.any('/*', front.handle);
@@ -165,18 +164,29 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     });
   });
   const port = uWS.us_socket_local_port(listenSocket);
-  let admin: AdminServer;
+  // Each closed once: closing a uWS listen socket twice is not safe.
+  let listenerOpen = true;
+  let appOpen = true;
+  const closeListener = () => {
+    if (listenerOpen) uWS.us_listen_socket_close(listenSocket);
+    listenerOpen = false;
+  };
+  const closeUws = () => {
+    closeListener();
+    if (appOpen) app.close();
+    appOpen = false;
+  };
+  let admin: AdminServer | undefined;
   try {
-    admin = await startAdminServer(config.admin.host, config.admin.port, token, view, metrics);
+    if (!embedded) admin = await startAdminServer(config.admin.host, config.admin.port, token, viewSource(view, metrics));
   } catch (err) {
-    uWS.us_listen_socket_close(listenSocket);
-    app.close();
+    closeUws();
     throw err;
   }
   listening = true;
   log.info(
-    { id, host: config.host, port, adminPort: admin.port, subject: config.rootSubject, nats: config.natsServers },
-    `listening on http://${config.host}:${port}, root subject ${config.rootSubject}, admin on http://${config.admin.host}:${admin.port}`,
+    { id, host: config.host, port, adminPort: admin?.port, subject: config.rootSubject, nats: config.natsServers },
+    `listening on http://${config.host}:${port}, root subject ${config.rootSubject}` + (admin !== undefined ? `, admin on http://${config.admin.host}:${admin.port}` : ''),
   );
 
   let nc: NatsConnection | undefined;
@@ -200,7 +210,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     log.info({ server: nc.getServer(), maxPayload: link.maxPayload }, 'connected to NATS');
     void watchStatus(nc);
     void watchClosed(nc);
-    adminSubs = serveAdminOverNats(nc, view, token, faults);
+    if (!embedded) adminSubs = serveAdminOverNats(nc, viewSource(view, metrics), token, faults);
     watcher = new RoutesWatcher(nc, config.routesBucket, routes, log, (result) => reloads[result]++, config.routesReplicas);
     void watcher.run();
   })();
@@ -245,7 +255,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   return {
     id,
     port,
-    adminPort: admin.port,
+    adminPort: admin?.port ?? 0,
+    metrics,
     connected,
     failed,
     view,
@@ -262,17 +273,22 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     get overrides() {
       return view.overrides();
     },
+    closeNow() {
+      stopping = true;
+      front.closing = true;
+      closeUws();
+    },
     async close(graceMs = config.shutdownGraceMs) {
       if (stopping) return;
       // Readiness goes false first, so a load balancer stops sending traffic.
       stopping = true;
       front.closing = true;
-      uWS.us_listen_socket_close(listenSocket);
+      closeListener();
       const until = Date.now() + graceMs;
       while (front.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       if (front.inFlight > 0) log.warn({ inFlight: front.inFlight, graceMs }, 'grace period over; closing with requests still in flight');
       // Drops the keep-alive connections that are left.
-      app.close();
+      closeUws();
       front.link = undefined;
       await watcher?.stop();
       routes.clear();
@@ -280,7 +296,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       front.close();
       for (const s of adminSubs) if (!s.isClosed()) s.unsubscribe();
       if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
-      await admin.close();
+      await admin?.close();
       log.info('gateway stopped');
     },
   };

@@ -12,6 +12,7 @@ import { encodeReply, encodeRequest, PROTOCOL_VERSION } from '@natsgw/service-sd
 import { openRoutesBucket } from '../src/routes/routes-bucket.js';
 import { ReplyMux, type PendingRequest } from '../src/nats/reply-mux.js';
 import { serveAdminOverNats } from '../src/ops/admin-nats.js';
+import { viewSource } from '../src/ops/admin-source.js';
 import { AdminToken } from '../src/ops/admin-token.js';
 import { NatsFaults } from '../src/nats/nats-faults.js';
 import type { GatewayView } from '../src/ops/gateway-view.js';
@@ -196,7 +197,7 @@ test('hostile: an admin view that throws answers "internal error", is counted, a
     },
   } as unknown as GatewayView;
   try {
-    serveAdminOverNats(nc, view, new AdminToken(undefined), faults);
+    serveAdminOverNats(nc, viewSource(view), new AdminToken(undefined), faults);
     await nc.flush();
     const first = (await client.request('natsgw.admin.status', '', { timeout: 1000 })).json<{ ok: boolean; error: string }>();
     assert.deepEqual(first, { id: 'gw1', ok: false, error: 'internal error' });

@@ -15,6 +15,7 @@ import { paint, table } from './table.js';
 import { jsonSafe, printable } from './safe-text.js';
 import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from '../config.js';
 import { startGateway, VERSION } from '../gateway.js';
+import { startWorkerPool, type ServingGateway } from '../workers/worker-pool.js';
 import { createLogger, flushLogs } from '../log.js';
 import type { AdminVerb } from '../ops/admin-data.js';
 import { BALANCING_POLICIES, redactRoute } from '../routes/route-schema.js';
@@ -211,7 +212,7 @@ async function fleetCommand(verb: AdminVerb, argv: Record<string, unknown>): Pro
 async function serveCommand(argv: Record<string, unknown>): Promise<void> {
   const config = configFrom(argv);
   const log = createLogger(config.logLevel, config.logFormat);
-  const gateway = await startGateway(config, { logger: log });
+  const gateway: ServingGateway = config.workers > 1 ? await startWorkerPool(config, { logger: log }) : await startGateway(config, { logger: log });
   const exit = (code: number) => void flushLogs(log).finally(() => process.exit(code));
   // An unreachable server is retried forever (503 meanwhile), but a refusal
   // such as bad credentials will not fix itself: exit so it gets noticed.

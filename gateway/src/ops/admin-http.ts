@@ -9,18 +9,17 @@
  *   GET /readyz                                       200 when listening, connected to NATS and not shutting down; 503 otherwise
  */
 import { createServer, type Server } from 'node:http';
-import type { Registry } from 'prom-client';
 import { problemJson, PROBLEM_CONTENT_TYPE } from '@natsgw/service-sdk/protocol';
-import { answer, isAdminVerb } from './admin-data.js';
+import { isAdminVerb } from './admin-data.js';
+import type { AdminSource } from './admin-source.js';
 import type { AdminToken } from './admin-token.js';
-import type { GatewayView } from './gateway-view.js';
 
 export interface AdminServer {
   readonly port: number;
   close(): Promise<void>;
 }
 
-export async function startAdminServer(host: string, port: number, token: AdminToken, view: GatewayView, metrics: Registry): Promise<AdminServer> {
+export async function startAdminServer(host: string, port: number, token: AdminToken, source: AdminSource): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
     const send = (status: number, contentType: string, body: string) => {
       res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store' });
@@ -34,22 +33,27 @@ export async function startAdminServer(host: string, port: number, token: AdminT
     if (req.method !== 'GET' && req.method !== 'HEAD') return problem(405, 'method-not-allowed', 'the admin API is read-only: use GET');
     const path = (req.url ?? '/').split('?')[0]!;
     const verb = path.slice(1);
+    const failed = (err: Error) => problem(500, 'admin-failed', err.message);
     if (verb === 'healthz') {
-      const failure = view.failure();
-      return failure === undefined ? send(200, 'application/json', JSON.stringify({ ok: true })) : send(503, 'application/json', JSON.stringify({ ok: false, reason: `NATS connection closed for good: ${failure}` }));
-    }
-    if (verb === 'readyz') {
-      const ready = view.ready();
-      return send(ready ? 200 : 503, 'application/json', JSON.stringify({ ready, shuttingDown: view.shuttingDown(), natsConnected: view.nats().connected }));
-    }
-    if (verb === 'metrics') {
-      metrics.metrics().then(
-        (text) => send(200, metrics.contentType, text),
-        (err: Error) => problem(500, 'metrics-failed', err.message),
+      source.failure().then(
+        (failure) =>
+          failure === undefined ? send(200, 'application/json', JSON.stringify({ ok: true })) : send(503, 'application/json', JSON.stringify({ ok: false, reason: `NATS connection closed for good: ${failure}` })),
+        failed,
       );
       return;
     }
-    if (isAdminVerb(verb)) return send(200, 'application/json', JSON.stringify(answer(view, verb)));
+    if (verb === 'readyz') {
+      source.readiness().then((r) => send(r.ready ? 200 : 503, 'application/json', JSON.stringify(r)), failed);
+      return;
+    }
+    if (verb === 'metrics') {
+      source.metrics().then((m) => send(200, m.contentType, m.text), failed);
+      return;
+    }
+    if (isAdminVerb(verb)) {
+      source.answer(verb).then((data) => send(200, 'application/json', JSON.stringify(data)), failed);
+      return;
+    }
     return problem(404, 'not-found', `no admin endpoint ${path}; try /status, /routes, /backends, /circuits, /stats, /metrics, /healthz, /readyz`);
   });
   server.keepAliveTimeout = 5000;

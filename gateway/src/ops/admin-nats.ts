@@ -11,9 +11,9 @@
  * Replies are JSON: {"id", "ok": true, "data"} or {"id", "ok": false, "error"}.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
-import { answer, isAdminVerb } from './admin-data.js';
+import { isAdminVerb } from './admin-data.js';
+import type { AdminSource } from './admin-source.js';
 import { ADMIN_AUTH_HEADER, type AdminToken } from './admin-token.js';
-import type { GatewayView } from './gateway-view.js';
 import type { NatsFaults } from '../nats/nats-faults.js';
 
 export const ADMIN_SUBJECT_PREFIX = 'natsgw.admin';
@@ -24,27 +24,32 @@ export const ADMIN_SUBJECT_PREFIX = 'natsgw.admin';
  * (which runs inside nats.js's reader): a failure is counted in `faults`,
  * logged, and answered `{ ok: false, error: "internal error" }`.
  */
-export function serveAdminOverNats(nc: NatsConnection, view: GatewayView, token: AdminToken, faults: NatsFaults): Subscription[] {
-  const handle = (_err: Error | null, msg: Msg): void => {
-    if (!msg.reply) return;
-    let text: string;
-    try {
-      text = JSON.stringify({ id: view.id, ...respond(msg) });
-    } catch (error) {
-      faults.record('internal-error', { err: error, subject: msg.subject }, 'admin request over NATS failed');
-      text = JSON.stringify({ id: view.id, ok: false, error: 'internal error' });
-    }
+export function serveAdminOverNats(nc: NatsConnection, source: AdminSource, token: AdminToken, faults: NatsFaults): Subscription[] {
+  const reply = (msg: Msg, text: string): void => {
     try {
       msg.respond(text);
     } catch (error) {
       faults.record('internal-error', { err: error, subject: msg.subject }, 'could not answer an admin request over NATS');
     }
   };
-  const respond = (msg: Msg): object => {
+  const handle = (_err: Error | null, msg: Msg): void => {
+    if (!msg.reply) return;
+    // A promise even for a synchronous throw, so every failure lands in catch.
+    Promise.resolve()
+      .then(() => respond(msg))
+      .then(
+        (answer) => reply(msg, JSON.stringify({ id: source.id, ...answer })),
+        (error: unknown) => {
+          faults.record('internal-error', { err: error, subject: msg.subject }, 'admin request over NATS failed');
+          reply(msg, JSON.stringify({ id: source.id, ok: false, error: 'internal error' }));
+        },
+      );
+  };
+  const respond = async (msg: Msg): Promise<object> => {
     const verb = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
     if (!token.allowsSigned(msg.headers?.get(ADMIN_AUTH_HEADER) || undefined, msg.subject, msg.reply ?? '')) return { ok: false, error: 'unauthorized' };
     if (!isAdminVerb(verb)) return { ok: false, error: `unknown admin verb ${JSON.stringify(verb.slice(0, 32))}` };
-    return { ok: true, data: answer(view, verb) };
+    return { ok: true, data: await source.answer(verb) };
   };
-  return [nc.subscribe(`${ADMIN_SUBJECT_PREFIX}.*`, { callback: handle }), nc.subscribe(`${ADMIN_SUBJECT_PREFIX}.${view.id}.*`, { callback: handle })];
+  return [nc.subscribe(`${ADMIN_SUBJECT_PREFIX}.*`, { callback: handle }), nc.subscribe(`${ADMIN_SUBJECT_PREFIX}.${source.id}.*`, { callback: handle })];
 }

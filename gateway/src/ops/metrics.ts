@@ -20,14 +20,21 @@ interface Sample {
   metricName?: string;
 }
 
+/**
+ * How a gateway with --workers merges this metric over its worker threads
+ * (prom-client's AggregatorRegistry): counters, histograms and most gauges
+ * add up; "is it up" gauges take the worst worker.
+ */
+type Aggregator = 'sum' | 'min' | 'max';
+
 /** A metric whose samples are computed at scrape time. */
-function metric(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[]) {
+function metric(name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[], aggregator: Aggregator = 'sum') {
   return {
     name,
     help,
     type,
-    aggregator: 'sum' as const,
-    get: async () => ({ name, help, type, aggregator: 'sum' as const, values: samples() }),
+    aggregator,
+    get: async () => ({ name, help, type, aggregator, values: samples() }),
   };
 }
 
@@ -38,11 +45,13 @@ function eachUpstream(view: GatewayView, fn: (route: string, u: Upstream) => Sam
 }
 
 /**
+ * `processMetrics: false` for a worker thread: process_* and nodejs_* are the
+ * process's, reported once by the thread that owns the admin API.
  * @example const registry = createMetrics(view); res.end(await registry.metrics());
  */
-export function createMetrics(view: GatewayView): Registry {
+export function createMetrics(view: GatewayView, processMetrics = true): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  if (processMetrics) collectDefaultMetrics({ register: registry });
   const add = (m: ReturnType<typeof metric>) => registry.registerMetric(m as never);
 
   add(
@@ -93,12 +102,13 @@ export function createMetrics(view: GatewayView): Registry {
   add(metric('natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.retries }])));
   add(metric('natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.timeouts }])));
   add(metric('natsgw_upstream_connect_errors_total', 'Tries that could not connect (refused, connect timeout, unreachable).', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.connectErrors }])));
-  add(metric('natsgw_backend_up', '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.wouldAccept(Date.now()) ? 1 : 0 }])));
+  add(metric('natsgw_backend_up', '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.wouldAccept(Date.now()) ? 1 : 0 }]), 'min'));
   add(metric('natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.inFlight }])));
   add(metric('natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.ejections }])));
   add(
     metric('natsgw_circuit_breaker_state', 'Circuit breaker state: 0 closed, 1 open, 2 half-open.', 'gauge', () =>
       eachUpstream(view, (route, u) => (u.breaker ? [{ labels: { route, upstream: u.url }, value: BREAKER_STATE_VALUE[u.breaker.stateAt(Date.now())] }] : [])),
+      'max',
     ),
   );
   add(
@@ -111,13 +121,13 @@ export function createMetrics(view: GatewayView): Registry {
       Object.entries(view.reloads).map(([result, value]) => ({ labels: { result }, value })),
     ),
   );
-  add(metric('natsgw_overrides_available', '1 while the routes bucket is being watched (JetStream reachable).', 'gauge', () => [{ labels: {}, value: view.overrides().state === 'watching' ? 1 : 0 }]));
+  add(metric('natsgw_overrides_available', '1 while the routes bucket is being watched (JetStream reachable).', 'gauge', () => [{ labels: {}, value: view.overrides().state === 'watching' ? 1 : 0 }], 'min'));
   add(
     metric('natsgw_faults_total', 'Hostile or broken input survived, by kind: a NATS callback that threw, a NATS message with header lines that do not parse, an internal error while handling a request.', 'counter', () =>
       Object.entries(view.faults).map(([kind, value]) => ({ labels: { kind }, value })),
     ),
   );
-  add(metric('natsgw_nats_connected', '1 while connected to NATS.', 'gauge', () => [{ labels: {}, value: view.nats().connected ? 1 : 0 }]));
+  add(metric('natsgw_nats_connected', '1 while connected to NATS.', 'gauge', () => [{ labels: {}, value: view.nats().connected ? 1 : 0 }], 'min'));
   add(metric('natsgw_nats_reconnects_total', 'Reconnections to NATS since start.', 'counter', () => [{ labels: {}, value: view.nats().reconnects }]));
   return registry;
 }

@@ -72,6 +72,18 @@ export class RouteTraffic {
   }
 }
 
+/** A RouteTraffic as plain data, to cross a thread boundary (--workers). */
+export interface RouteTrafficSnapshot {
+  route: string;
+  target: Target;
+  requests: number[];
+  latency: number[];
+  latencySumS: number;
+  count: number;
+  bytes: number;
+  clientAborts: number;
+}
+
 export class TrafficStats {
   private readonly routes = new Map<string, RouteTraffic>();
   private readonly perSecond = new SecondWindow(10);
@@ -98,5 +110,26 @@ export class TrafficStats {
 
   all(): RouteTraffic[] {
     return [...this.routes.values()];
+  }
+
+  snapshot(): RouteTrafficSnapshot[] {
+    return this.all().map((t) => ({ route: t.route, target: t.target, requests: [...t.requests], latency: [...t.latency], latencySumS: t.latencySumS, count: t.count, bytes: t.bytes, clientAborts: t.clientAborts }));
+  }
+
+  /** The sum of several gateways' (worker threads') traffic, route by route. */
+  static merged(snapshots: readonly RouteTrafficSnapshot[][]): TrafficStats {
+    const out = new TrafficStats();
+    for (const snapshot of snapshots) {
+      for (const s of snapshot) {
+        const t = out.route(s.route, s.target);
+        s.requests.forEach((n, i) => (t.requests[i]! += n));
+        s.latency.forEach((n, i) => (t.latency[i]! += n));
+        t.latencySumS += s.latencySumS;
+        t.count += s.count;
+        t.bytes += s.bytes;
+        t.clientAborts += s.clientAborts;
+      }
+    }
+    return out;
   }
 }
