@@ -49,7 +49,7 @@ async function main(): Promise<void> {
     const add = (label: string, url: string, pid: number) => contenders.push({ label, url, pid, rps: [], cpu: [] });
 
     const nginxPort = await freePort();
-    const n = await startNginx(nginx, upstreamPort, nginxPort);
+    const n = await startNginx(nginx, upstreamPort, nginxPort, await freePort());
     nginxDir = n.dir;
     add('nginx → node:http', `http://127.0.0.1:${nginxPort}/hello`, n.workerPid);
 

@@ -10,11 +10,17 @@
  * ratios of (c) to (b) and (a); writes bench/results/*.json.
  *
  * Targets are benchmark figures, not tests: the NATS path (c) should reach
- * at least 1.0× the throughput of nginx → node:http (b), the override path
- * (d) at least 0.8× of it, on the same machine in the same run.
+ * at least 1.0× the throughput of nginx → node:http (b) with the access log
+ * on on both sides, and 1.1× with it off on both; the override path (d) at
+ * least 0.8× of (b), on the same machine in the same run.
  *
- * Like the nginx contender (access_log off), the gateway runs without its
- * access log; logging every request costs both of them alike.
+ * The access-log pair: (b+log) is the same nginx with `access_log` to a file
+ * (buffer=64k flush=1s), (c+log) a second gateway with its default access
+ * log, stdout to a file. (c+w2) is a gateway with --workers 2, log on.
+ * CPU µs per request is given for every process on the path (gateway,
+ * service, nats-server; nginx worker, node:http). Memory: the gateway's RSS
+ * idle after start, after the rounds, and during and after a burst of 1,000
+ * connections with logging on; and what each dependency costs at import.
  *
  * Environment: BENCH_DURATION (s, default 5), BENCH_CONNECTIONS (50),
  * BENCH_ROUNDS (3), BENCH_LARGE_MIB (100; 0 skips the large-body
@@ -23,11 +29,13 @@
  * (c') and (d'), on the same NATS, service and backend, for before/after
  * figures from one run).
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
+import { burst } from './burst.js';
 import { runLarge, type LargeContender } from './large.js';
 import { cpuTicks, cpuUsPerRequest, envCount, memoryKb, putProxiedOverride, runAutocannon, runWrk, start, startGateway, startNginx, stopAll, waitForLine, waitForLog, which, type Measurement } from './tools.js';
 
@@ -40,13 +48,18 @@ const WARMUP_S = 2;
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const RESULTS_DIR = here('../../results');
 
+type Key = 'direct' | 'nginx' | 'nginxLog' | 'gateway' | 'gatewayLog' | 'gatewayWorkers' | 'override' | 'compareGateway' | 'compareOverride';
+
 interface Contender {
-  key: 'direct' | 'nginx' | 'gateway' | 'override' | 'compareGateway' | 'compareOverride';
+  key: Key;
   label: string;
   url: string;
-  /** The process doing the contender's proxying work, whose CPU is counted. */
-  pid: number;
+  /** Every process on the contender's path, whose CPU is counted; the first does the proxying. */
+  pids: Array<[role: string, pid: number]>;
 }
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const mib = (kb: number) => Math.round((kb / 1024) * 10) / 10;
 
 async function main(): Promise<void> {
   const toolChoice = process.env.BENCH_TOOL;
@@ -64,50 +77,62 @@ async function main(): Promise<void> {
   const tool = wrk ? 'wrk' : 'autocannon';
   console.log(`natsgw bench: ${tool}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${cpus().length} CPUs, node ${process.version}`);
   if (!wrk) console.log('  (wrk not installed: using autocannon, which runs in this process; install Debian\'s wrk for steadier figures)');
-  if (!nginx) console.log('  (nginx not installed: skipping the nginx contender; install Debian\'s nginx to compare)');
+  if (!nginx) console.log('  (nginx not installed: skipping the nginx contenders; install Debian\'s nginx to compare)');
 
   const contenders: Contender[] = [];
   let nats: NatsServer | undefined;
   let nginxDir: string | undefined;
-  let gatewayPid = 0;
-  let servicePid = 0;
+  const logDir = mkdtempSync(join(tmpdir(), 'natsgw-bench-logs-'));
   try {
     // (a) node:http
     const direct = start(process.execPath, [here('./node-server.js')]);
     const directPort = Number((await waitForLine(direct, /port (\d+)/, 'node:http server'))[1]);
-    contenders.push({ key: 'direct', label: 'node:http direct', url: `http://127.0.0.1:${directPort}/hello`, pid: direct.pid! });
+    const directPid = direct.pid!;
+    contenders.push({ key: 'direct', label: 'node:http direct', url: `http://127.0.0.1:${directPort}/hello`, pids: [['node:http', directPid]] });
 
-    // (b) nginx → node:http
+    // (b) nginx → node:http, without and with an access log
     if (nginx) {
-      const port = await freePort();
-      const n = await startNginx(nginx, directPort, port);
+      const [port, logPort] = [await freePort(), await freePort()];
+      const n = await startNginx(nginx, directPort, port, logPort);
       nginxDir = n.dir;
-      contenders.push({ key: 'nginx', label: 'nginx → node:http', url: `http://127.0.0.1:${port}/hello`, pid: n.workerPid });
+      contenders.push({ key: 'nginx', label: 'nginx → node:http', url: `http://127.0.0.1:${port}/hello`, pids: [['nginx', n.workerPid], ['node:http', directPid]] });
+      contenders.push({ key: 'nginxLog', label: 'nginx+log → node:http', url: `http://127.0.0.1:${logPort}/hello`, pids: [['nginx', n.workerPid], ['node:http', directPid]] });
     }
 
     // (c) gateway → NATS → SDK service
     nats = await startNatsServer();
     const service = start(process.execPath, [here('./service.js')], { NATS_URL: nats.url, SUBJECT: 'api.hello' });
-    servicePid = service.pid!;
+    const servicePid = service.pid!;
     await waitForLine(service, /ready/, 'service');
+    const natsPath = (gatewayPid: number): Contender['pids'] => [['gateway', gatewayPid], ['service', servicePid], ['nats-server', nats!.pid]];
     const gateway = await startGateway(nats.url);
     await waitForLog(gateway, 'connected to NATS', 'connect to NATS');
-    gatewayPid = gateway.child.pid!;
-    contenders.push({ key: 'gateway', label: 'natsgw → NATS → service', url: `http://127.0.0.1:${gateway.port}/hello`, pid: gatewayPid });
+    const gatewayPid = gateway.child.pid!;
+    await new Promise((r) => setTimeout(r, 1000));
+    const idle = memoryKb(gatewayPid);
+    contenders.push({ key: 'gateway', label: 'natsgw → NATS → service', url: `http://127.0.0.1:${gateway.port}/hello`, pids: natsPath(gatewayPid) });
+    const logged = await startGateway(nats.url, { accessLog: true, logFile: join(logDir, 'gateway.log') });
+    await waitForLog(logged, 'connected to NATS', 'connect to NATS');
+    await new Promise((r) => setTimeout(r, 1000));
+    const idleLogged = memoryKb(logged.child.pid!);
+    contenders.push({ key: 'gatewayLog', label: 'natsgw+log → NATS', url: `http://127.0.0.1:${logged.port}/hello`, pids: natsPath(logged.child.pid!) });
+    const pooled = await startGateway(nats.url, { accessLog: true, logFile: join(logDir, 'workers.log'), workers: 2 });
+    await waitForLog(pooled, 'connected to NATS', 'connect to NATS');
+    contenders.push({ key: 'gatewayWorkers', label: 'natsgw+log --workers 2', url: `http://127.0.0.1:${pooled.port}/hello`, pids: natsPath(pooled.child.pid!) });
 
     // (c') another checkout's gateway on the same NATS and service
-    const other = compare === undefined ? undefined : await startGateway(nats.url, compare);
+    const other = compare === undefined ? undefined : await startGateway(nats.url, { checkout: compare });
     if (other !== undefined) {
       await waitForLog(other, 'connected to NATS', 'connect to NATS');
-      contenders.push({ key: 'compareGateway', label: 'compare: natsgw → NATS', url: `http://127.0.0.1:${other.port}/hello`, pid: other.child.pid! });
+      contenders.push({ key: 'compareGateway', label: 'compare: natsgw → NATS', url: `http://127.0.0.1:${other.port}/hello`, pids: natsPath(other.child.pid!) });
     }
 
     // (d) gateway → HTTP override → the same node:http server as (a)
     await putProxiedOverride(nats.url, directPort, gateway);
-    contenders.push({ key: 'override', label: 'natsgw → HTTP override', url: `http://127.0.0.1:${gateway.port}/proxied/hello`, pid: gatewayPid });
+    contenders.push({ key: 'override', label: 'natsgw → HTTP override', url: `http://127.0.0.1:${gateway.port}/proxied/hello`, pids: [['gateway', gatewayPid], ['node:http', directPid]] });
     if (other !== undefined) {
       await waitForLog(other, 'override applied', 'apply the override');
-      contenders.push({ key: 'compareOverride', label: 'compare: natsgw → override', url: `http://127.0.0.1:${other.port}/proxied/hello`, pid: other.child.pid! });
+      contenders.push({ key: 'compareOverride', label: 'compare: natsgw → override', url: `http://127.0.0.1:${other.port}/proxied/hello`, pids: [['gateway', other.child.pid!], ['node:http', directPid]] });
     }
 
     const measure = (url: string, seconds: number) => (wrk ? Promise.resolve(runWrk(wrk, url, seconds, CONNECTIONS)) : runAutocannon(url, seconds, CONNECTIONS));
@@ -115,14 +140,22 @@ async function main(): Promise<void> {
     for (let round = 1; round <= ROUNDS; round++) {
       for (const c of contenders) {
         await measure(c.url, WARMUP_S);
-        const before = cpuTicks(c.pid);
+        const before = c.pids.map(([, pid]) => cpuTicks(pid));
         const m = await measure(c.url, DURATION_S);
-        m.proxyCpuUsPerReq = cpuUsPerRequest(c.pid, before, m.requestsPerSec, DURATION_S);
+        m.cpuUsPerReq = Object.fromEntries(c.pids.map(([role, pid], i) => [role, cpuUsPerRequest(pid, before[i]!, m.requestsPerSec, DURATION_S)]));
+        m.proxyCpuUsPerReq = m.cpuUsPerReq[c.pids[0]![0]]!;
         (rounds[c.key] ??= []).push(m);
-        console.log(`  round ${round}  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)} req/s  p50 ${m.p50Ms.toFixed(2)} ms  p99 ${m.p99Ms.toFixed(2)} ms  CPU ${m.proxyCpuUsPerReq.toFixed(1)} µs/req${m.errors ? `  errors ${m.errors}` : ''}`);
+        const cpu = c.pids.map(([role]) => `${role} ${m.cpuUsPerReq![role]!.toFixed(1)}`).join(' + ');
+        console.log(`  round ${round}  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)} req/s  p50 ${m.p50Ms.toFixed(2)} ms  p99 ${m.p99Ms.toFixed(2)} ms  CPU µs/req ${cpu}${m.errors ? `  errors ${m.errors}` : ''}`);
       }
     }
-    const mem = memoryKb(gatewayPid);
+    const afterRounds = memoryKb(gatewayPid);
+    const afterRoundsLogged = memoryKb(logged.child.pid!);
+
+    // 1,000 connections at once, logging on: RSS during (sampled) and after.
+    console.log('\nburst: 1,000 connections for 5 s against natsgw+log');
+    const burstResult = await burst(wrk, `http://127.0.0.1:${logged.port}/hello`, logged.child.pid!);
+    console.log(`  ${burstResult.requestsPerSec.toFixed(0)} req/s, RSS before ${mib(burstResult.beforeKb)} MiB, peak during ${mib(burstResult.peakKb)} MiB, 3 s after ${mib(burstResult.afterKb)} MiB`);
 
     // Large bodies, streamed: (a), (b), (c) only.
     let large: Awaited<ReturnType<typeof runLarge>> | undefined;
@@ -132,11 +165,13 @@ async function main(): Promise<void> {
       const largeContenders: LargeContender[] = contenders.filter((c) => c.key === 'direct' || c.key === 'nginx' || c.key === 'gateway').map((c) => ({ key: c.key, label: c.label, base: base(c.key) }));
       large = await runLarge(largeContenders, ROUNDS, LARGE_MIB, { gateway: gatewayPid, service: servicePid });
     }
-    const compareMem = compare !== undefined ? memoryKb(contenders.find((c) => c.key === 'compareGateway')!.pid) : undefined;
+    const compareMem = compare !== undefined ? memoryKb(contenders.find((c) => c.key === 'compareGateway')!.pids[0]![1]) : undefined;
+    const imports = importCosts();
 
     // Best round of each: the same rule for every contender.
     const best = Object.fromEntries(Object.entries(rounds).map(([k, ms]) => [k, ms.reduce((a, b) => (b.requestsPerSec > a.requestsPerSec ? b : a))])) as Record<string, Measurement>;
     const ratio = (a: string, b: string) => (best[a] && best[b] ? best[a].requestsPerSec / best[b].requestsPerSec : undefined);
+    const medianCpu = (key: string, role: string) => median((rounds[key] ?? []).map((m) => m.cpuUsPerReq![role]!));
     const result = {
       date: new Date().toISOString(),
       machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
@@ -144,9 +179,28 @@ async function main(): Promise<void> {
       connections: CONNECTIONS,
       durationS: DURATION_S,
       rounds: ROUNDS,
-      results: Object.fromEntries(contenders.map((c) => [c.key, { label: c.label, best: best[c.key], rounds: rounds[c.key] }])),
-      gatewayMemory: mem,
-      ratios: { gatewayVsNginx: ratio('gateway', 'nginx'), gatewayVsDirect: ratio('gateway', 'direct'), overrideVsNginx: ratio('override', 'nginx') },
+      results: Object.fromEntries(
+        contenders.map((c) => [
+          c.key,
+          { label: c.label, best: best[c.key], medianCpuUsPerReq: Object.fromEntries(c.pids.map(([role]) => [role, medianCpu(c.key, role)])), rounds: rounds[c.key] },
+        ]),
+      ),
+      memoryMiB: {
+        gatewayIdle: mib(idle.rssKb),
+        gatewayAfterRounds: mib(afterRounds.rssKb),
+        gatewayLogIdle: mib(idleLogged.rssKb),
+        gatewayLogAfterRounds: mib(afterRoundsLogged.rssKb),
+        burst: { connections: 1000, requestsPerSec: burstResult.requestsPerSec, before: mib(burstResult.beforeKb), peak: mib(burstResult.peakKb), after: mib(burstResult.afterKb) },
+        gatewayWorkersAfterRounds: mib(memoryKb(pooled.child.pid!).rssKb),
+        imports,
+      },
+      ratios: {
+        gatewayVsNginx: ratio('gateway', 'nginx'),
+        gatewayLogVsNginxLog: ratio('gatewayLog', 'nginxLog'),
+        gatewayWorkersVsNginxLog: ratio('gatewayWorkers', 'nginxLog'),
+        gatewayVsDirect: ratio('gateway', 'direct'),
+        overrideVsNginx: ratio('override', 'nginx'),
+      },
       ...(large !== undefined
         ? {
             large: {
@@ -161,37 +215,37 @@ async function main(): Promise<void> {
           }
         : {}),
       ...(compare !== undefined ? { compare: { checkout: compare, gatewayVsCompare: ratio('gateway', 'compareGateway'), overrideVsCompare: ratio('override', 'compareOverride') } } : {}),
-      target: { gatewayVsNginx: 1.0, overrideVsNginx: 0.8 },
+      target: { gatewayVsNginx: 1.1, gatewayLogVsNginxLog: 1.0, overrideVsNginx: 0.8, gatewayIdleMiB: 60, gatewayBurstMiB: 100 },
     };
 
-    console.log('\nbest of rounds');
-    console.log('  contender                  req/s     p50 ms   p99 ms  CPU µs/req  errors');
+    console.log('\nbest of rounds (CPU: median over the rounds, µs per request, per process)');
+    console.log('  contender                  req/s     p50 ms   p99 ms  errors  CPU µs/req');
     for (const c of contenders) {
       const m = best[c.key]!;
-      console.log(`  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)}  ${m.p50Ms.toFixed(2).padStart(8)} ${m.p99Ms.toFixed(2).padStart(8)}  ${m.proxyCpuUsPerReq!.toFixed(1).padStart(10)}  ${m.errors}`);
+      const cpu = c.pids.map(([role]) => `${role} ${medianCpu(c.key, role).toFixed(1)}`);
+      const sum = c.pids.reduce((a, [role]) => a + medianCpu(c.key, role), 0);
+      console.log(`  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)}  ${m.p50Ms.toFixed(2).padStart(8)} ${m.p99Ms.toFixed(2).padStart(8)}  ${String(m.errors).padStart(6)}  ${cpu.join(' + ')} = ${sum.toFixed(1)}`);
     }
-    console.log('  (CPU µs/req: the proxying process only — node:http itself, the nginx worker, the gateway)');
-    console.log(`\n  gateway memory: RSS ${(mem.rssKb / 1024).toFixed(1)} MiB, peak ${(mem.peakRssKb / 1024).toFixed(1)} MiB`);
-    if (result.ratios.gatewayVsNginx !== undefined) {
-      const r = result.ratios.gatewayVsNginx;
-      console.log(`  gateway / nginx→node:http  = ${r.toFixed(2)}×  (target ≥ 1.00×: ${r >= 1 ? 'met' : 'NOT met'})`);
+    const verdict = (r: number | undefined, target: number) => (r === undefined ? 'n/a' : `${r.toFixed(2)}×  (target ≥ ${target.toFixed(2)}×: ${r >= target ? 'met' : 'NOT met'})`);
+    console.log('');
+    if (nginx) {
+      console.log(`  natsgw / nginx, access logs off     = ${verdict(result.ratios.gatewayVsNginx, 1.1)}`);
+      console.log(`  natsgw / nginx, access logs on      = ${verdict(result.ratios.gatewayLogVsNginxLog, 1.0)}`);
+      console.log(`  natsgw --workers 2 / nginx, logs on = ${verdict(result.ratios.gatewayWorkersVsNginxLog, 1.0)}`);
+      console.log(`  override / nginx                    = ${verdict(result.ratios.overrideVsNginx, 0.8)}`);
     }
-    console.log(`  gateway / node:http direct = ${result.ratios.gatewayVsDirect!.toFixed(2)}×`);
+    console.log(`  natsgw / node:http direct           = ${result.ratios.gatewayVsDirect!.toFixed(2)}×`);
+    const mem = result.memoryMiB;
+    console.log(`\n  gateway RSS: idle ${mem.gatewayIdle} MiB (target ≤ 60), after the rounds ${mem.gatewayAfterRounds} MiB; with its access log: idle ${mem.gatewayLogIdle} MiB, after the rounds ${mem.gatewayLogAfterRounds} MiB`);
+    console.log(`  1,000-connection burst, log on: peak ${mem.burst.peak} MiB, after ${mem.burst.after} MiB (target ≤ 100)`);
+    console.log(`  --workers 2 after the rounds: ${mem.gatewayWorkersAfterRounds} MiB`);
+    console.log(`  what loading costs (RSS MiB, cumulative, node ${process.version}): ${imports.map((i) => `${i.module} ${i.rssMiB}`).join(', ')}`);
     if (compare !== undefined) {
-      // CPU per request moves far less than req/s here: compare medians over the rounds.
-      const medianCpu = (key: string) => {
-        const xs = (rounds[key] ?? []).map((m) => m.proxyCpuUsPerReq!).sort((a, b) => a - b);
-        return xs[Math.floor(xs.length / 2)] ?? NaN;
-      };
       console.log(`\n  this checkout vs ${compare} (same run):`);
       for (const [mine, theirs, what] of [['gateway', 'compareGateway', 'NATS path'], ['override', 'compareOverride', 'override path']] as const) {
-        console.log(`    ${what.padEnd(14)} req/s ${ratio(mine, theirs)!.toFixed(2)}×   CPU µs/req (median of rounds) ${medianCpu(mine).toFixed(1)} vs ${medianCpu(theirs).toFixed(1)}`);
+        console.log(`    ${what.padEnd(14)} req/s ${ratio(mine, theirs)!.toFixed(2)}×   gateway CPU µs/req (median of rounds) ${medianCpu(mine, 'gateway').toFixed(1)} vs ${medianCpu(theirs, 'gateway').toFixed(1)}`);
       }
-      console.log(`    gateway memory RSS ${(mem.rssKb / 1024).toFixed(1)} MiB vs ${(compareMem!.rssKb / 1024).toFixed(1)} MiB`);
-    }
-    if (result.ratios.overrideVsNginx !== undefined) {
-      const r = result.ratios.overrideVsNginx;
-      console.log(`  override / nginx→node:http = ${r.toFixed(2)}×  (target ≥ 0.80×: ${r >= 0.8 ? 'met' : 'NOT met'})`);
+      console.log(`    gateway memory RSS ${mib(afterRounds.rssKb)} MiB vs ${mib(compareMem!.rssKb)} MiB`);
     }
 
     if (large !== undefined) {
@@ -211,7 +265,15 @@ async function main(): Promise<void> {
     await stopAll();
     await nats?.dispose();
     if (nginxDir) rmSync(nginxDir, { recursive: true, force: true });
+    rmSync(logDir, { recursive: true, force: true });
   }
+}
+
+/** RSS after importing each of the gateway's parts in turn, in a fresh node with the gateway's V8 flags. */
+function importCosts(): Array<{ module: string; rssMiB: number }> {
+  const r = spawnSync(process.execPath, ['--max-semi-space-size=2', here('./import-costs.js')], { encoding: 'utf8', cwd: here('../../../gateway') });
+  if (r.status !== 0) return [];
+  return JSON.parse(r.stdout) as Array<{ module: string; rssMiB: number }>;
 }
 
 await main();

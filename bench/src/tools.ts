@@ -1,6 +1,6 @@
 /** What the bench scripts share: finding tools, starting processes, nginx, wrk, CPU accounting. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,8 @@ export interface Measurement {
   errors: number;
   /** CPU time (user + system) the proxying process spent per request, in µs. */
   proxyCpuUsPerReq?: number;
+  /** CPU µs per request of every process on the contender's path, by role (gateway, service, nats-server, nginx, node:http). */
+  cpuUsPerReq?: Record<string, number>;
 }
 
 /**
@@ -101,8 +103,13 @@ export async function runAutocannon(url: string, seconds: number, connections: n
   return { requestsPerSec: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.non2xx + r.errors + r.timeouts };
 }
 
-/** nginx (1 worker) proxying 127.0.0.1:port to the upstream; `workerPid` is the process doing the work. */
-export async function startNginx(nginx: string, upstreamPort: number, port: number): Promise<{ child: ChildProcess; dir: string; workerPid: number }> {
+/**
+ * nginx (1 worker) proxying 127.0.0.1:port to the upstream; `workerPid` is
+ * the process doing the work. `logPort` is the same proxy with an access log
+ * (the combined format to a file, buffered 64 KiB, flushed every second:
+ * what a production nginx does).
+ */
+export async function startNginx(nginx: string, upstreamPort: number, port: number, logPort: number): Promise<{ child: ChildProcess; dir: string; workerPid: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'natsgw-bench-nginx-'));
   for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, d));
   const conf = `
@@ -119,6 +126,15 @@ http {
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
   upstream backend { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${logPort};
+    access_log ${dir}/access.log combined buffer=64k flush=1s;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
   server {
     listen 127.0.0.1:${port};
     location / {
@@ -172,15 +188,37 @@ export interface BenchGateway {
   log(): string;
 }
 
-/** Starts natsgw (root subject `api`, no access log, like nginx's `access_log off`) and waits until it listens. */
-/** Starts `natsgw serve` from this checkout, or from `checkout` (another built clone, for BENCH_COMPARE). */
-export async function startGateway(natsUrl: string, checkout?: string): Promise<BenchGateway> {
-  const bin = checkout === undefined ? fileURLToPath(new URL('../../../gateway/bin/natsgw.js', import.meta.url)) : join(checkout, 'gateway', 'bin', 'natsgw.js');
-  const child = start(process.execPath, [bin, 'serve', '--nats', natsUrl, '--subject', 'api', '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info', '--access-log', 'false']);
+export interface GatewayRun {
+  /** Another built clone (BENCH_COMPARE) instead of this checkout. */
+  checkout?: string;
+  /** Log one line per request, to `logFile` (default: no access log, like nginx's `access_log off`). */
+  accessLog?: boolean;
+  /** Where stdout goes; the log is kept in memory when absent. */
+  logFile?: string;
+  workers?: number;
+}
+
+/**
+ * Starts `natsgw serve` (root subject `api`) and waits until it listens. The
+ * bin runs as users run it, by its shebang (its V8 flags included), not as
+ * `node natsgw.js`.
+ */
+export async function startGateway(natsUrl: string, run: GatewayRun = {}): Promise<BenchGateway> {
+  const bin = run.checkout === undefined ? fileURLToPath(new URL('../../../gateway/bin/natsgw.js', import.meta.url)) : join(run.checkout, 'gateway', 'bin', 'natsgw.js');
+  const args = ['serve', '--nats', natsUrl, '--subject', 'api', '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info', '--log-format', 'json', '--access-log', String(run.accessLog === true)];
+  if (run.workers !== undefined) args.push('--workers', String(run.workers));
+  const logFd = run.logFile === undefined ? undefined : openSync(run.logFile, 'w');
+  const child = spawn(bin, args, { env: process.env, stdio: ['ignore', logFd ?? 'pipe', 'pipe'] });
+  children.push(child);
+  if (logFd !== undefined) closeSync(logFd);
   let log = '';
-  child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
-  const port = Number((await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:(\d+)/, 'gateway'))[1]);
-  return { child, port, log: () => log };
+  child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const read = () => (run.logFile === undefined ? log : readFileSync(run.logFile, 'utf8').slice(0, 1 << 20) + log);
+  const gateway = { child, port: 0, log: read };
+  await waitForLog(gateway, 'listening on http://127.0.0.1:', 'listen');
+  gateway.port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(read())![1]);
+  return gateway;
 }
 
 /** Waits until the gateway has logged `text` (at most 10 s). */

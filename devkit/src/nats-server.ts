@@ -30,6 +30,8 @@ export interface NatsServer {
   readonly url: string;
   readonly port: number;
   readonly storeDir: string;
+  /** The server's process id (for CPU and memory figures). */
+  readonly pid: number;
   /** Kills the server (SIGKILL when `hard`), keeping its folder for a restart. */
   stop(hard?: boolean): Promise<void>;
   /** Starts it again on the same port with the same JetStream folder (optionally turning JetStream on or off). */
@@ -132,6 +134,9 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     },
     get port() {
       return port;
+    },
+    get pid() {
+      return child?.pid ?? 0;
     },
     storeDir,
     stop,
