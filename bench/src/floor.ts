@@ -5,10 +5,15 @@
  *   floor proxy, undici  → node:http      (see floor-proxy.ts)
  *   floor proxy, raw net + llhttp → node:http
  *   natsgw HTTP override → node:http      (the product, all features on)
- * and prints req/s, the proxying process's CPU µs per request, and each
- * contender's ratio to nginx. It answers "is the gap in natsgw's code or in
- * its parts?" — the gateway next to the undici floor is the cost of its
- * features; the undici floor next to the raw floor is the cost of the client.
+ * and for the NATS path:
+ *   floor: uWS → NATS → raw responder     (floor-nats.ts, floor-responder.ts)
+ *   natsgw → NATS → raw responder         (the gateway's own cost)
+ *   natsgw → NATS → SDK service           (the product end to end)
+ * and prints req/s, CPU µs per request of every process on the path, and
+ * each contender's ratio to nginx. It answers "is the gap in natsgw's code
+ * or in its parts?" — the gateway next to its floor is the cost of its
+ * features; the undici floor next to the raw floor is the cost of the client;
+ * the NATS floor next to nginx is what no gateway code can win back.
  *
  * Needs wrk and nginx (Debian packages). Environment: BENCH_DURATION (s, 4),
  * BENCH_CONNECTIONS (50), BENCH_ROUNDS (3).
@@ -26,12 +31,16 @@ const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 interface Contender {
   label: string;
   url: string;
-  pid: number;
+  /** The processes on the path, the proxying one first. */
+  pids: Array<[role: string, pid: number]>;
   rps: number[];
-  cpu: number[];
+  /** Per round, CPU µs per request of each process. */
+  cpu: number[][];
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+/** "gateway 21.0 + service 12.0 + nats-server 9.0 = 42.0" */
+const describeCpu = (c: Contender, cpu: number[]) => `${c.pids.map(([role], i) => `${role} ${cpu[i]!.toFixed(1)}`).join(' + ')} = ${cpu.reduce((a, b) => a + b, 0).toFixed(1)}`;
 
 async function main(): Promise<void> {
   const wrk = which('wrk');
@@ -46,42 +55,57 @@ async function main(): Promise<void> {
     const upstream = start(process.execPath, [here('./node-server.js')]);
     const upstreamPort = Number((await waitForLine(upstream, /port (\d+)/, 'node:http server'))[1]);
     const contenders: Contender[] = [];
-    const add = (label: string, url: string, pid: number) => contenders.push({ label, url, pid, rps: [], cpu: [] });
+    const add = (label: string, url: string, ...pids: Array<[string, number]>) => contenders.push({ label, url, pids, rps: [], cpu: [] });
+    const backend: [string, number] = ['node:http', upstream.pid!];
 
     const nginxPort = await freePort();
     const n = await startNginx(nginx, upstreamPort, nginxPort, await freePort());
     nginxDir = n.dir;
-    add('nginx → node:http', `http://127.0.0.1:${nginxPort}/hello`, n.workerPid);
+    add('nginx → node:http', `http://127.0.0.1:${nginxPort}/hello`, ['nginx', n.workerPid], backend);
 
     for (const client of ['undici', 'net']) {
       const p = start(process.execPath, [here('./floor-proxy.js'), String(upstreamPort)], { FLOOR_CLIENT: client });
       const port = Number((await waitForLine(p, /port (\d+)/, `floor proxy (${client})`))[1]);
-      add(`floor: uWS + ${client === 'net' ? 'raw net' : 'undici'}`, `http://127.0.0.1:${port}/hello`, p.pid!);
+      add(`floor: uWS + ${client === 'net' ? 'raw net' : 'undici'}`, `http://127.0.0.1:${port}/hello`, ['proxy', p.pid!], backend);
     }
 
     nats = await startNatsServer();
     const gateway = await startGateway(nats.url);
     await putProxiedOverride(nats.url, upstreamPort, gateway);
-    add('natsgw HTTP override', `http://127.0.0.1:${gateway.port}/proxied/hello`, gateway.child.pid!);
+    add('natsgw HTTP override', `http://127.0.0.1:${gateway.port}/proxied/hello`, ['gateway', gateway.child.pid!], backend);
+
+    // The NATS path: its floor, the gateway over a responder without the SDK, the product.
+    const natsPid: [string, number] = ['nats-server', nats.pid];
+    const responder = start(process.execPath, [here('./floor-responder.js')], { NATS_URL: nats.url, SUBJECT: 'api.raw' });
+    await waitForLine(responder, /ready/, 'raw responder');
+    const raw: [string, number] = ['responder', responder.pid!];
+    const floorNats = start(process.execPath, [here('./floor-nats.js')], { NATS_URL: nats.url, SUBJECT: 'api.raw' });
+    const floorPort = Number((await waitForLine(floorNats, /port (\d+)/, 'NATS floor'))[1]);
+    add('floor: uWS → NATS → raw', `http://127.0.0.1:${floorPort}/raw`, ['floor', floorNats.pid!], raw, natsPid);
+    add('natsgw → NATS → raw', `http://127.0.0.1:${gateway.port}/raw`, ['gateway', gateway.child.pid!], raw, natsPid);
+    const service = start(process.execPath, [here('./service.js')], { NATS_URL: nats.url, SUBJECT: 'api.hello' });
+    await waitForLine(service, /ready/, 'service');
+    add('natsgw → NATS → SDK', `http://127.0.0.1:${gateway.port}/hello`, ['gateway', gateway.child.pid!], ['service', service.pid!], natsPid);
 
     console.log(`natsgw bench:floor: wrk, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds`);
     for (let round = 1; round <= ROUNDS; round++) {
       for (const c of contenders) {
         runWrk(wrk, c.url, 2, CONNECTIONS); // warm-up (JIT, connections)
-        const before = cpuTicks(c.pid);
+        const before = c.pids.map(([, pid]) => cpuTicks(pid));
         const m = runWrk(wrk, c.url, DURATION_S, CONNECTIONS);
         if (m.errors) throw new Error(`${c.label}: ${m.errors} errors`);
-        const cpu = cpuUsPerRequest(c.pid, before, m.requestsPerSec, DURATION_S);
+        const cpu = c.pids.map(([, pid], i) => cpuUsPerRequest(pid, before[i]!, m.requestsPerSec, DURATION_S));
         c.rps.push(m.requestsPerSec);
         c.cpu.push(cpu);
         const ratio = m.requestsPerSec / contenders[0]!.rps[round - 1]!;
-        console.log(`  round ${round}  ${c.label.padEnd(24)} ${m.requestsPerSec.toFixed(0).padStart(7)} req/s  ${ratio.toFixed(2)}× nginx  CPU ${cpu.toFixed(1)} µs/req`);
+        console.log(`  round ${round}  ${c.label.padEnd(24)} ${m.requestsPerSec.toFixed(0).padStart(7)} req/s  ${ratio.toFixed(2)}× nginx  CPU µs/req ${describeCpu(c, cpu)}`);
       }
     }
     console.log('\nmedian of rounds (ratio: to nginx in the same round)');
     for (const c of contenders) {
       const ratios = c.rps.map((r, i) => r / contenders[0]!.rps[i]!);
-      console.log(`  ${c.label.padEnd(24)} ${median(c.rps).toFixed(0).padStart(7)} req/s  ${median(ratios).toFixed(2)}×  CPU ${median(c.cpu).toFixed(1)} µs/req`);
+      const cpu = c.pids.map((_, i) => median(c.cpu.map((round) => round[i]!)));
+      console.log(`  ${c.label.padEnd(24)} ${median(c.rps).toFixed(0).padStart(7)} req/s  ${median(ratios).toFixed(2)}×  CPU µs/req ${describeCpu(c, cpu)}`);
     }
   } finally {
     await stopAll();
