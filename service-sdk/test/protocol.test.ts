@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { decodeFrame, decodeReply, decodeRequest, encodeCancel, encodeCredit, encodeData, encodeReply, encodeRequest, ProtocolError, type RequestEnvelope } from '../src/protocol/index.js';
+import { decodeFrame, decodeReply, decodeRequest, encodeCancel, encodeCredit, encodeData, encodeReply, encodeRequest, ProtocolError, type ReplyEnvelope, type RequestEnvelope } from '../src/protocol/index.js';
 
 const raw = new Packr({ useRecords: false });
 const pack = (x: unknown) => raw.pack(x);
@@ -253,6 +253,34 @@ test('protocol: any valid envelope survives encode → decode unchanged (short, 
     }),
     { numRuns: 3000 },
   );
+});
+
+test('protocol: the hand-written encoder writes exactly the bytes msgpackr writes, for any envelope (sizes across every header boundary)', () => {
+  // The encoder msgpackr was configured as before envelope.ts wrote its own.
+  const reference = new Packr({ useRecords: false, variableMapSize: true });
+  const anyString = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 40 }), fc.string({ unit: 'grapheme', minLength: 20, maxLength: 300 }), fc.constantFrom('', 'x'.repeat(31), 'x'.repeat(32), 'é'.repeat(16), 'x'.repeat(255), 'x'.repeat(256), 'x'.repeat(65_535), 'x'.repeat(65_536)));
+  const bytes = fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.constantFrom(255, 256, 65_535, 65_536, 200_000).map((n) => new Uint8Array(n).fill(7)));
+  const count = fc.oneof(fc.integer({ min: 0, max: 0x7f }), fc.constantFrom(0x80, 0xff, 0x100, 0xffff, 0x10000, 1024 * 1024, 0xffffffff));
+  const headers = fc.array(anyString, { maxLength: 40 });
+  fc.assert(
+    fc.property(anyString, anyString, headers, bytes, count, count, fc.option(fc.array(anyString, { maxLength: 3 }), { nil: undefined }), fc.option(count, { nil: undefined }), fc.option(fc.boolean(), { nil: undefined }), (id, path, h, body, status, timeoutMs, caps, credit, more) => {
+      const env: RequestEnvelope = { v: 2, id, method: 'GET', path, query: id, headers: h, body, remote: path, scheme: 'http', host: id, root: 'api', subject: path, timeoutMs };
+      if (caps !== undefined) env.caps = caps;
+      if (credit !== undefined) env.credit = credit;
+      if (more !== undefined) env.more = more;
+      assert.deepEqual(Buffer.from(encodeRequest(env)), Buffer.from(reference.pack(env)));
+      const reply: ReplyEnvelope = { v: 1, status, headers: h, body };
+      if (more !== undefined) reply.more = more;
+      if (caps !== undefined) reply.inbox = id;
+      assert.deepEqual(Buffer.from(encodeReply(reply)), Buffer.from(reference.pack(reply)));
+    }),
+    { numRuns: 2000 },
+  );
+  // Views handed out earlier stay intact while later messages are written.
+  const first = encodeReply({ v: 1, status: 200, headers: ['a', 'b'], body: Buffer.from('one') });
+  const copy = Buffer.from(first);
+  for (let i = 0; i < 10_000; i++) encodeReply({ v: 1, status: 200, headers: ['a', 'b'.repeat(i % 300)], body: Buffer.alloc(i % 5000) });
+  assert.deepEqual(Buffer.from(first), copy);
 });
 
 test('protocol: a __proto__ key in a reply cannot pollute objects', () => {

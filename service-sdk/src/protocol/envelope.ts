@@ -4,9 +4,9 @@
  * head are in stream.ts). PROTOCOL.md is the specification; this file is its
  * only implementation, imported by both the gateway and the service SDK.
  */
-import { Packr } from 'msgpackr';
 import { CONTROL, NOT_TCHAR, NOT_VISIBLE } from './http-syntax.js';
 import * as R from './msgpack-reader.js';
+import * as W from './msgpack-writer.js';
 import { decodeFrame, isValidInbox, STREAM_VERSION } from './stream.js';
 
 /** The protocol's major version, carried as `v` in every envelope. */
@@ -66,24 +66,86 @@ export interface ReplyEnvelope {
   inbox?: string;
 }
 
-// useRecords: false keeps the output plain msgpack that any implementation
-// can read; variableMapSize writes the smallest map header (fixmap).
-const packr = new Packr({ useRecords: false, variableMapSize: true });
+// Keys written often, as the str(...) calls below take them.
+const K = { v: 'v', id: 'id', method: 'method', path: 'path', query: 'query', headers: 'headers', body: 'body', remote: 'remote', scheme: 'scheme', host: 'host', root: 'root', subject: 'subject', timeoutMs: 'timeoutMs', caps: 'caps', credit: 'credit', more: 'more', status: 'status', inbox: 'inbox' } as const;
 
 /**
- * Encodes a request envelope.
+ * Encodes a request envelope: a map of its fields in the order below (the
+ * optional ones only when set). Any msgpack decoder reads it.
  * @example encodeRequest({ v: 1, id: 'r1', method: 'GET', path: '/', query: '', headers: [], body: new Uint8Array(), remote: '127.0.0.1', scheme: 'http', host: 'localhost', root: 'api', subject: 'api', timeoutMs: 30000 })
  */
 export function encodeRequest(env: RequestEnvelope): Uint8Array {
-  return packr.pack(env);
+  const { caps, credit, more } = env;
+  W.begin(
+    200 + W.strBound(env.id) + W.strBound(env.method) + W.strBound(env.path) + W.strBound(env.query) + W.strArrayBound(env.headers) + env.body.length + W.strBound(env.remote) + W.strBound(env.scheme) + W.strBound(env.host) + W.strBound(env.root) + W.strBound(env.subject) + (caps === undefined ? 0 : W.strArrayBound(caps)),
+  );
+  W.mapHeader(13 + (caps === undefined ? 0 : 1) + (credit === undefined ? 0 : 1) + (more === undefined ? 0 : 1));
+  W.str(K.v);
+  W.uint(env.v);
+  W.str(K.id);
+  W.str(env.id);
+  W.str(K.method);
+  W.str(env.method);
+  W.str(K.path);
+  W.str(env.path);
+  W.str(K.query);
+  W.str(env.query);
+  W.str(K.headers);
+  W.strArray(env.headers);
+  W.str(K.body);
+  W.bin(env.body);
+  W.str(K.remote);
+  W.str(env.remote);
+  W.str(K.scheme);
+  W.str(env.scheme);
+  W.str(K.host);
+  W.str(env.host);
+  W.str(K.root);
+  W.str(env.root);
+  W.str(K.subject);
+  W.str(env.subject);
+  W.str(K.timeoutMs);
+  W.uint(env.timeoutMs);
+  if (caps !== undefined) {
+    W.str(K.caps);
+    W.strArray(caps);
+  }
+  if (credit !== undefined) {
+    W.str(K.credit);
+    W.uint(credit);
+  }
+  if (more !== undefined) {
+    W.str(K.more);
+    W.bool(more);
+  }
+  return W.finish();
 }
 
 /**
- * Encodes a reply envelope.
+ * Encodes a reply envelope (fields in this order, the optional ones only when set).
  * @example encodeReply({ v: 1, status: 200, headers: ['content-type', 'text/plain'], body: Buffer.from('hi') })
  */
 export function encodeReply(env: ReplyEnvelope): Uint8Array {
-  return packr.pack(env);
+  const { more, inbox } = env;
+  W.begin(64 + W.strArrayBound(env.headers) + env.body.length + (inbox === undefined ? 0 : W.strBound(inbox)));
+  W.mapHeader(4 + (more === undefined ? 0 : 1) + (inbox === undefined ? 0 : 1));
+  W.str(K.v);
+  W.uint(env.v);
+  W.str(K.status);
+  W.uint(env.status);
+  W.str(K.headers);
+  W.strArray(env.headers);
+  W.str(K.body);
+  W.bin(env.body);
+  if (more !== undefined) {
+    W.str(K.more);
+    W.bool(more);
+  }
+  if (inbox !== undefined) {
+    W.str(K.inbox);
+    W.str(inbox);
+  }
+  return W.finish();
 }
 
 /** Thrown (SDK side) for a request envelope that does not follow the protocol. */
