@@ -3,28 +3,53 @@
  * to the same destination as the gateway's pino lines
  * (`{"level":30,"time":…,"app":"natsgw","kind":"access",…,"msg":"request"}`).
  *
- * Why not `logger.info({...})`: on the NATS path that call cost the gateway
- * about a fifth of its throughput (bench, issue 10): an object per line,
- * pino's generic serialiser walking it, and an ISO timestamp formatted per
- * line. Here the line is one template over fields whose types are known; the
- * timestamp string is reused while the millisecond does not change; only
- * strings that can hold characters JSON must escape go through
- * JSON.stringify. The write goes to pino's own destination, so the 16 MiB cap
- * on a slow stdout (log.ts) holds for these lines too.
+ * Why not `logger.info({...})`: that call costs an object per line, pino's
+ * generic serialiser walking it, an ISO timestamp formatted per line, and
+ * strings concatenated and converted to bytes again on the way out. Here
+ * the line's bytes are written straight into the LogBatcher's buffer
+ * (log-batcher.ts): constant parts copied, the timestamp reused while the
+ * millisecond does not change, a string checked as it is copied and passed
+ * through JSON.stringify only when it holds a character JSON must escape or
+ * one outside printable ASCII. The
+ * 16 MiB cap on a slow stdout (log.ts) holds for these lines too.
  */
 import { pino, type Logger } from 'pino';
 import type { Exchange } from '../front/exchange.js';
+import { LogBatcher } from '../log-batcher.js';
 
-/** What a destination must offer: pino's SonicBoom, pino-pretty's stream, or a test's `{ write }`. */
-interface LineSink {
-  write(line: string): unknown;
+/** Copies an ASCII string; returns the end. */
+function ascii(buf: Buffer, p: number, s: string): number {
+  for (let i = 0; i < s.length; i++) buf[p++] = s.charCodeAt(i);
+  return p;
 }
 
-/** Characters a JSON string must escape, and anything outside printable ASCII (kept exact by JSON.stringify). A single class: no backtracking. */
-const NEEDS_ESCAPE = /["\\\x00-\x1f\x7f-\uffff]/;
+/**
+ * Writes `s` as a JSON string; returns the end. Printable ASCII other than
+ * " and \\ is copied as it is checked (one pass); a string with anything else
+ * is written as JSON.stringify writes it.
+ */
+function jsonString(buf: Buffer, p: number, s: string): number {
+  buf[p] = 0x22;
+  let q = p + 1;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return p + buf.write(JSON.stringify(s), p, 'utf8');
+    buf[q++] = c;
+  }
+  buf[q++] = 0x22;
+  return q;
+}
 
-function jsonString(s: string): string {
-  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : '"' + s + '"';
+/** Writes a non-negative safe integer in decimal; returns the end. */
+function digits(buf: Buffer, p: number, n: number): number {
+  let length = 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) length++;
+  let q = p + length;
+  do {
+    buf[--q] = 0x30 + (n % 10);
+    n = Math.floor(n / 10);
+  } while (n > 0);
+  return p + length;
 }
 
 /**
@@ -34,32 +59,61 @@ function jsonString(s: string): string {
  */
 export function createAccessLog(log: Logger): ((ex: Exchange, durationMs: number, aborted: boolean) => void) | undefined {
   if (!log.isLevelEnabled('info')) return undefined;
-  const sink = (log as unknown as Record<symbol, LineSink>)[pino.symbols.streamSym];
-  if (sink === undefined || typeof sink.write !== 'function') {
-    // Not a pino logger with a stream (a test double): the generic path.
-    const child = log.child({ kind: 'access' });
-    return (ex, durationMs, aborted) => child.info(accessFields(ex, durationMs, aborted), 'request');
-  }
-  // The prefix pino would write for `log.child({ kind: 'access' }).info(...)`, bindings included.
-  const bindings = JSON.stringify({ ...log.bindings(), kind: 'access' }).slice(1, -1);
-  const level = log.levels.values.info;
+  const child = log.child({ kind: 'access' });
+  const generic = (ex: Exchange, durationMs: number, aborted: boolean) => child.info(accessFields(ex, durationMs, aborted), 'request');
+  const batcher = (log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+  // Not the gateway's batched destination (pretty output, a test's stream): the generic path.
+  if (!(batcher instanceof LogBatcher)) return generic;
+  // The line pino would write for `log.child({ kind: 'access' }).info(...)`, bindings included.
+  const head = `{"level":${log.levels.values.info},"time":"`;
+  const bindings = `",${JSON.stringify({ ...log.bindings(), kind: 'access' }).slice(1, -1)},"requestId":`;
   let lastMs = -1;
   let lastTime = '';
   return (ex, durationMs, aborted) => {
+    const route = ex.route?.key;
+    const failure = ex.streamFailure;
+    // JSON escapes take at most 6 bytes per UTF-16 unit.
+    const max = 512 + 6 * (ex.requestId.length + ex.method.length + ex.path.length + ex.subject.length + (route?.length ?? 0) + ex.upstream.length + (failure?.length ?? 0));
+    batcher.reserve(max);
+    const buf = batcher.buffer;
+    if (buf.length - batcher.pos < max) return generic(ex, durationMs, aborted); // larger than a batch
     const now = Date.now();
     if (now !== lastMs) {
       lastMs = now;
       lastTime = new Date(now).toISOString();
     }
-    let line = `{"level":${level},"time":"${lastTime}",${bindings},"requestId":${jsonString(ex.requestId)},"method":${jsonString(ex.method)},"path":${jsonString(ex.path)}`;
-    if (ex.route !== undefined) {
-      line += `,"route":${jsonString(ex.route.key)}`;
-      if (ex.upstream !== '') line += `,"upstream":${jsonString(ex.upstream)}`;
-    } else if (ex.subject !== '') line += `,"subject":${jsonString(ex.subject)}`;
-    line += `,"status":${aborted ? 499 : ex.status},"durationMs":${Math.round(durationMs * 100) / 100},"bytes":${ex.bytesOut}`;
-    if (aborted) line += ',"aborted":true';
-    if (ex.streamFailure !== undefined) line += `,"cutOff":${jsonString(ex.streamFailure)}`;
-    sink.write(line + ',"msg":"request"}\n');
+    let p = ascii(buf, batcher.pos, head);
+    p = ascii(buf, p, lastTime);
+    p = ascii(buf, p, bindings);
+    p = jsonString(buf, p, ex.requestId);
+    p = ascii(buf, p, ',"method":');
+    p = jsonString(buf, p, ex.method);
+    p = ascii(buf, p, ',"path":');
+    p = jsonString(buf, p, ex.path);
+    if (route !== undefined) {
+      p = ascii(buf, p, ',"route":');
+      p = jsonString(buf, p, route);
+      if (ex.upstream !== '') {
+        p = ascii(buf, p, ',"upstream":');
+        p = jsonString(buf, p, ex.upstream);
+      }
+    } else if (ex.subject !== '') {
+      p = ascii(buf, p, ',"subject":');
+      p = jsonString(buf, p, ex.subject);
+    }
+    p = ascii(buf, p, ',"status":');
+    p = digits(buf, p, aborted ? 499 : ex.status);
+    p = ascii(buf, p, ',"durationMs":');
+    p = ascii(buf, p, String(Math.round(durationMs * 100) / 100));
+    p = ascii(buf, p, ',"bytes":');
+    p = digits(buf, p, ex.bytesOut);
+    if (aborted) p = ascii(buf, p, ',"aborted":true');
+    if (failure !== undefined) {
+      p = ascii(buf, p, ',"cutOff":');
+      p = jsonString(buf, p, failure);
+    }
+    p = ascii(buf, p, ',"msg":"request"}\n');
+    batcher.commit(p);
   };
 }
 

@@ -14,13 +14,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { answer } from '../ops/admin-data.js';
 import { startGateway, type Gateway } from '../gateway.js';
-import { createWorkerLogger, flushLogs } from '../log.js';
+import { createBatchedLogger, flushLogs } from '../log.js';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.js';
 
 const port = parentPort!;
 const init = workerData as WorkerInit;
 const send = (m: FromWorker) => port.postMessage(m);
-const log = createWorkerLogger(init.config.logLevel, init.worker, (lines) => send({ t: 'log', lines }));
+const log = createBatchedLogger(init.config.logLevel, { write: (lines) => send({ t: 'log', lines }) }, { worker: init.worker });
 
 let gateway: Gateway | undefined;
 let exiting = false;

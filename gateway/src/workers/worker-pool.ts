@@ -10,13 +10,12 @@
 import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { connect, nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { pino } from 'pino';
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import { guardConnection } from '@natsgw/service-sdk/nats-guard';
 import type { GatewayConfig } from '../config.js';
 import type { Gateway } from '../gateway.js';
 import { VERSION } from '../gateway.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, writeLogLines, type Logger } from '../log.js';
 import { natsConnectionOptions } from '../nats/nats-options.js';
 import { NatsFaults } from '../nats/nats-faults.js';
 import type { AdminVerb, BackendView, CircuitView, GatewayStatus, RoutesView } from '../ops/admin-data.js';
@@ -73,8 +72,6 @@ async function freePort(host: string): Promise<number> {
  */
 export async function startWorkerPool(config: GatewayConfig, deps: { logger?: Logger } = {}): Promise<WorkerPool> {
   const log = deps.logger ?? createLogger(config.logLevel, config.logFormat);
-  // The workers' lines go to the same destination as this thread's own.
-  const sink = (log as unknown as Record<symbol, { write(s: string): unknown }>)[pino.symbols.streamSym]!;
   const id = nuid.next();
   const n = config.workers;
   // Port 0: every worker must listen on the same port, so pick it here.
@@ -107,7 +104,8 @@ export async function startWorkerPool(config: GatewayConfig, deps: { logger?: Lo
     worker.on('message', (m: FromWorker) => {
       switch (m.t) {
         case 'log':
-          sink.write(m.lines);
+          // To the same destination as this thread's own lines.
+          writeLogLines(log, m.lines);
           return;
         case 'listening':
           slot.listening = true;

@@ -30,7 +30,8 @@ export type FromWorker =
   | { t: 'connect-failed'; message: string }
   | { t: 'failed'; message: string }
   | { t: 'answer'; seq: number; data?: unknown; error?: string }
-  | { t: 'log'; lines: string }
+  /** Whole log lines, as the worker's LogBatcher hands them over. */
+  | { t: 'log'; lines: Uint8Array }
   | { t: 'load'; inFlight: number }
   | { t: 'closed' };
 
