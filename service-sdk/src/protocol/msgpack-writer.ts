@@ -50,43 +50,39 @@ export function strBound(s: string): number {
   return 5 + s.length * 3;
 }
 
-export function mapHeader(n: number): void {
-  if (n < 16) scratch[pos++] = 0x80 | n;
-  else {
-    scratch[pos++] = 0xde;
+/**
+ * `tag8`, `tag16` or `tag32` followed by `n` in 1, 2 or 4 big-endian bytes:
+ * the smallest that holds it (tag8 0: there is no 1-byte form).
+ */
+function sized(n: number, tag8: number, tag16: number, tag32: number): void {
+  if (n < 0x100 && tag8 !== 0) {
+    scratch[pos++] = tag8;
+    scratch[pos++] = n;
+  } else if (n < 0x10000) {
+    scratch[pos++] = tag16;
     scratch[pos++] = n >>> 8;
     scratch[pos++] = n & 0xff;
+  } else {
+    scratch[pos++] = tag32;
+    scratch.writeUInt32BE(n, pos);
+    pos += 4;
   }
+}
+
+export function mapHeader(n: number): void {
+  if (n < 16) scratch[pos++] = 0x80 | n;
+  else sized(n, 0, 0xde, 0xdf);
 }
 
 export function arrayHeader(n: number): void {
   if (n < 16) scratch[pos++] = 0x90 | n;
-  else if (n < 0x10000) {
-    scratch[pos++] = 0xdc;
-    scratch[pos++] = n >>> 8;
-    scratch[pos++] = n & 0xff;
-  } else {
-    scratch[pos++] = 0xdd;
-    scratch.writeUInt32BE(n, pos);
-    pos += 4;
-  }
+  else sized(n, 0, 0xdc, 0xdd);
 }
 
 /** A non-negative integer below 2^32 (every integer an envelope carries). */
 export function uint(n: number): void {
   if (n < 0x80) scratch[pos++] = n;
-  else if (n < 0x100) {
-    scratch[pos++] = 0xcc;
-    scratch[pos++] = n;
-  } else if (n < 0x10000) {
-    scratch[pos++] = 0xcd;
-    scratch[pos++] = n >>> 8;
-    scratch[pos++] = n & 0xff;
-  } else {
-    scratch[pos++] = 0xce;
-    scratch.writeUInt32BE(n, pos);
-    pos += 4;
-  }
+  else sized(n, 0xcc, 0xcd, 0xce);
 }
 
 export function bool(b: boolean): void {
@@ -96,7 +92,7 @@ export function bool(b: boolean): void {
 export function str(s: string): void {
   const n = s.length;
   // Short ASCII strings (keys, methods, most header names and values) are
-  // copied here; anything else by Buffer#utf8Write.
+  // copied here; anything else by Buffer#write.
   if (n < 32) {
     let i = 0;
     for (; i < n; i++) {
@@ -111,42 +107,15 @@ export function str(s: string): void {
     }
   }
   const bytes = Buffer.byteLength(s, 'utf8');
-  strHeader(bytes);
+  if (bytes < 32) scratch[pos++] = 0xa0 | bytes;
+  else sized(bytes, 0xd9, 0xda, 0xdb);
   pos += scratch.write(s, pos, bytes, 'utf8');
 }
 
-function strHeader(bytes: number): void {
-  if (bytes < 32) scratch[pos++] = 0xa0 | bytes;
-  else if (bytes < 0x100) {
-    scratch[pos++] = 0xd9;
-    scratch[pos++] = bytes;
-  } else if (bytes < 0x10000) {
-    scratch[pos++] = 0xda;
-    scratch[pos++] = bytes >>> 8;
-    scratch[pos++] = bytes & 0xff;
-  } else {
-    scratch[pos++] = 0xdb;
-    scratch.writeUInt32BE(bytes, pos);
-    pos += 4;
-  }
-}
-
 export function bin(b: Uint8Array): void {
-  const n = b.length;
-  if (n < 0x100) {
-    scratch[pos++] = 0xc4;
-    scratch[pos++] = n;
-  } else if (n < 0x10000) {
-    scratch[pos++] = 0xc5;
-    scratch[pos++] = n >>> 8;
-    scratch[pos++] = n & 0xff;
-  } else {
-    scratch[pos++] = 0xc6;
-    scratch.writeUInt32BE(n, pos);
-    pos += 4;
-  }
+  sized(b.length, 0xc4, 0xc5, 0xc6);
   scratch.set(b, pos);
-  pos += n;
+  pos += b.length;
 }
 
 /** Upper bound of a flat string list (headers, caps) as a msgpack array. */
