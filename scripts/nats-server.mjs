@@ -44,11 +44,7 @@ function downloadAndExtract() {
   try {
     run('apt-get', ['download', 'nats-server'], { cwd: debDir });
   } catch {
-    const privateState = [
-      '-o', `Dir::State::Lists=${join(work, 'lists')}`,
-      '-o', `Dir::Cache=${work}`,
-      '-o', 'Debug::NoLocking=1',
-    ];
+    const privateState = ['-o', `Dir::State::Lists=${join(work, 'lists')}`, '-o', `Dir::Cache=${work}`, '-o', 'Debug::NoLocking=1'];
     run('apt-get', [...privateState, 'update']);
     run('apt-get', [...privateState, 'download', 'nats-server'], { cwd: debDir });
   }

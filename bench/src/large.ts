@@ -56,7 +56,12 @@ async function upload(base: string, mib: number): Promise<number> {
 }
 
 /** Runs every contender `rounds` times (alternating); the best round of each, and peak RSS of `watch` pids during all transfers. */
-export async function runLarge(contenders: LargeContender[], rounds: number, mib: number, watch: Record<string, number>): Promise<{ best: Record<string, LargeResult>; peakRss: Record<string, number> }> {
+export async function runLarge(
+  contenders: LargeContender[],
+  rounds: number,
+  mib: number,
+  watch: Record<string, number>,
+): Promise<{ best: Record<string, LargeResult>; peakRss: Record<string, number> }> {
   const best: Record<string, LargeResult> = {};
   const peakRss: Record<string, number> = Object.fromEntries(Object.keys(watch).map((k) => [k, 0]));
   const timer = setInterval(() => {

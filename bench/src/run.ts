@@ -37,7 +37,23 @@ import { fileURLToPath } from 'node:url';
 import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
 import { burst } from './burst.js';
 import { runLarge, type LargeContender } from './large.js';
-import { cpuTicks, cpuUsPerRequest, envCount, memoryKb, putProxiedOverride, runAutocannon, runWrk, start, startGateway, startNginx, stopAll, waitForLine, waitForLog, which, type Measurement } from './tools.js';
+import {
+  cpuTicks,
+  cpuUsPerRequest,
+  envCount,
+  memoryKb,
+  putProxiedOverride,
+  runAutocannon,
+  runWrk,
+  start,
+  startGateway,
+  startNginx,
+  stopAll,
+  waitForLine,
+  waitForLog,
+  which,
+  type Measurement,
+} from './tools.js';
 
 const DURATION_S = envCount('BENCH_DURATION', 5);
 const CONNECTIONS = envCount('BENCH_CONNECTIONS', 50);
@@ -78,8 +94,8 @@ async function main(): Promise<void> {
   const nginx = which('nginx');
   const tool = wrk ? 'wrk' : 'autocannon';
   console.log(`natsgw bench: ${tool}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${cpus().length} CPUs, node ${process.version}`);
-  if (!wrk) console.log('  (wrk not installed: using autocannon, which runs in this process; install Debian\'s wrk for steadier figures)');
-  if (!nginx) console.log('  (nginx not installed: skipping the nginx contenders; install Debian\'s nginx to compare)');
+  if (!wrk) console.log("  (wrk not installed: using autocannon, which runs in this process; install Debian's wrk for steadier figures)");
+  if (!nginx) console.log("  (nginx not installed: skipping the nginx contenders; install Debian's nginx to compare)");
 
   const contenders: Contender[] = [];
   let nats: NatsServer | undefined;
@@ -97,8 +113,24 @@ async function main(): Promise<void> {
       const [port, logPort] = [await freePort(), await freePort()];
       const n = await startNginx(nginx, directPort, port, logPort);
       nginxDir = n.dir;
-      contenders.push({ key: 'nginx', label: 'nginx → node:http', url: `http://127.0.0.1:${port}/hello`, pids: [['nginx', n.workerPid], ['node:http', directPid]] });
-      contenders.push({ key: 'nginxLog', label: 'nginx+log → node:http', url: `http://127.0.0.1:${logPort}/hello`, pids: [['nginx', n.workerPid], ['node:http', directPid]] });
+      contenders.push({
+        key: 'nginx',
+        label: 'nginx → node:http',
+        url: `http://127.0.0.1:${port}/hello`,
+        pids: [
+          ['nginx', n.workerPid],
+          ['node:http', directPid],
+        ],
+      });
+      contenders.push({
+        key: 'nginxLog',
+        label: 'nginx+log → node:http',
+        url: `http://127.0.0.1:${logPort}/hello`,
+        pids: [
+          ['nginx', n.workerPid],
+          ['node:http', directPid],
+        ],
+      });
     }
 
     // (c) gateway → NATS → SDK service
@@ -106,7 +138,11 @@ async function main(): Promise<void> {
     const service = start(process.execPath, [here('./service.js')], { NATS_URL: nats.url, SUBJECT: 'api.hello' });
     const servicePid = service.pid!;
     await waitForLine(service, /ready/, 'service');
-    const natsPath = (gatewayPid: number): Contender['pids'] => [['gateway', gatewayPid], ['service', servicePid], ['nats-server', nats!.pid]];
+    const natsPath = (gatewayPid: number): Contender['pids'] => [
+      ['gateway', gatewayPid],
+      ['service', servicePid],
+      ['nats-server', nats!.pid],
+    ];
     const gateway = await startGateway(nats.url);
     const gatewayStarted = Date.now();
     await waitForLog(gateway, 'connected to NATS', 'connect to NATS');
@@ -137,10 +173,26 @@ async function main(): Promise<void> {
 
     // (d) gateway → HTTP override → the same node:http server as (a)
     await putProxiedOverride(nats.url, directPort, gateway);
-    contenders.push({ key: 'override', label: 'natsgw → HTTP override', url: `http://127.0.0.1:${gateway.port}/proxied/hello`, pids: [['gateway', gatewayPid], ['node:http', directPid]] });
+    contenders.push({
+      key: 'override',
+      label: 'natsgw → HTTP override',
+      url: `http://127.0.0.1:${gateway.port}/proxied/hello`,
+      pids: [
+        ['gateway', gatewayPid],
+        ['node:http', directPid],
+      ],
+    });
     if (other !== undefined) {
       await waitForLog(other, 'override applied', 'apply the override');
-      contenders.push({ key: 'compareOverride', label: 'compare: natsgw → override', url: `http://127.0.0.1:${other.port}/proxied/hello`, pids: [['gateway', other.child.pid!], ['node:http', directPid]] });
+      contenders.push({
+        key: 'compareOverride',
+        label: 'compare: natsgw → override',
+        url: `http://127.0.0.1:${other.port}/proxied/hello`,
+        pids: [
+          ['gateway', other.child.pid!],
+          ['node:http', directPid],
+        ],
+      });
     }
 
     const measure = (url: string, seconds: number) => (wrk ? Promise.resolve(runWrk(wrk, url, seconds, CONNECTIONS)) : runAutocannon(url, seconds, CONNECTIONS));
@@ -154,7 +206,9 @@ async function main(): Promise<void> {
         m.proxyCpuUsPerReq = m.cpuUsPerReq[c.pids[0]![0]]!;
         (rounds[c.key] ??= []).push(m);
         const cpu = c.pids.map(([role]) => `${role} ${m.cpuUsPerReq![role]!.toFixed(1)}`).join(' + ');
-        console.log(`  round ${round}  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)} req/s  p50 ${m.p50Ms.toFixed(2)} ms  p99 ${m.p99Ms.toFixed(2)} ms  CPU µs/req ${cpu}${m.errors ? `  errors ${m.errors}` : ''}`);
+        console.log(
+          `  round ${round}  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)} req/s  p50 ${m.p50Ms.toFixed(2)} ms  p99 ${m.p99Ms.toFixed(2)} ms  CPU µs/req ${cpu}${m.errors ? `  errors ${m.errors}` : ''}`,
+        );
       }
     }
     const afterRounds = memoryKb(gatewayPid);
@@ -170,7 +224,9 @@ async function main(): Promise<void> {
     if (LARGE_MIB > 0) {
       console.log(`\nlarge bodies: ${LARGE_MIB} MiB down and up, ${ROUNDS} rounds`);
       const base = (key: string) => contenders.find((c) => c.key === key)!.url.replace(/\/hello$/, '/big');
-      const largeContenders: LargeContender[] = contenders.filter((c) => c.key === 'direct' || c.key === 'nginx' || c.key === 'gateway').map((c) => ({ key: c.key, label: c.label, base: base(c.key) }));
+      const largeContenders: LargeContender[] = contenders
+        .filter((c) => c.key === 'direct' || c.key === 'nginx' || c.key === 'gateway')
+        .map((c) => ({ key: c.key, label: c.label, base: base(c.key) }));
       large = await runLarge(largeContenders, ROUNDS, LARGE_MIB, { gateway: gatewayPid, service: servicePid });
     }
     const compareMem = compare !== undefined ? memoryKb(contenders.find((c) => c.key === 'compareGateway')!.pids[0]![1]) : undefined;
@@ -188,10 +244,7 @@ async function main(): Promise<void> {
       durationS: DURATION_S,
       rounds: ROUNDS,
       results: Object.fromEntries(
-        contenders.map((c) => [
-          c.key,
-          { label: c.label, best: best[c.key], medianCpuUsPerReq: Object.fromEntries(c.pids.map(([role]) => [role, medianCpu(c.key, role)])), rounds: rounds[c.key] },
-        ]),
+        contenders.map((c) => [c.key, { label: c.label, best: best[c.key], medianCpuUsPerReq: Object.fromEntries(c.pids.map(([role]) => [role, medianCpu(c.key, role)])), rounds: rounds[c.key] }]),
       ),
       memoryMiB: {
         gatewayIdle: mib(idle.rssKb),
@@ -233,7 +286,9 @@ async function main(): Promise<void> {
       const m = best[c.key]!;
       const cpu = c.pids.map(([role]) => `${role} ${medianCpu(c.key, role).toFixed(1)}`);
       const sum = c.pids.reduce((a, [role]) => a + medianCpu(c.key, role), 0);
-      console.log(`  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)}  ${m.p50Ms.toFixed(2).padStart(8)} ${m.p99Ms.toFixed(2).padStart(8)}  ${String(m.errors).padStart(6)}  ${cpu.join(' + ')} = ${sum.toFixed(1)}`);
+      console.log(
+        `  ${c.label.padEnd(26)} ${m.requestsPerSec.toFixed(0).padStart(7)}  ${m.p50Ms.toFixed(2).padStart(8)} ${m.p99Ms.toFixed(2).padStart(8)}  ${String(m.errors).padStart(6)}  ${cpu.join(' + ')} = ${sum.toFixed(1)}`,
+      );
     }
     const verdict = (r: number | undefined, target: number) => (r === undefined ? 'n/a' : `${r.toFixed(2)}×  (target ≥ ${target.toFixed(2)}×: ${r >= target ? 'met' : 'NOT met'})`);
     console.log('');
@@ -245,23 +300,34 @@ async function main(): Promise<void> {
     }
     console.log(`  natsgw / node:http direct           = ${result.ratios.gatewayVsDirect!.toFixed(2)}×`);
     const mem = result.memoryMiB;
-    console.log(`\n  gateway RSS: idle ${mem.gatewayIdle} MiB 1 s after start, ${mem.gatewayIdleAfter35s} MiB 35 s after (target ≤ 60), after the rounds ${mem.gatewayAfterRounds} MiB; with its access log: idle ${mem.gatewayLogIdle} MiB, after the rounds ${mem.gatewayLogAfterRounds} MiB`);
+    console.log(
+      `\n  gateway RSS: idle ${mem.gatewayIdle} MiB 1 s after start, ${mem.gatewayIdleAfter35s} MiB 35 s after (target ≤ 60), after the rounds ${mem.gatewayAfterRounds} MiB; with its access log: idle ${mem.gatewayLogIdle} MiB, after the rounds ${mem.gatewayLogAfterRounds} MiB`,
+    );
     console.log(`  1,000-connection burst, log on: peak ${mem.burst.peak} MiB, after ${mem.burst.after} MiB (target ≤ 100)`);
     console.log(`  --workers 2 after the rounds: ${mem.gatewayWorkersAfterRounds} MiB`);
     console.log(`  what loading costs (RSS MiB, cumulative, node ${process.version}): ${imports.map((i) => `${i.module} ${i.rssMiB}`).join(', ')}`);
     if (compare !== undefined) {
       console.log(`\n  this checkout vs ${compare} (same run):`);
-      for (const [mine, theirs, what] of [['gateway', 'compareGateway', 'NATS path'], ['override', 'compareOverride', 'override path']] as const) {
-        console.log(`    ${what.padEnd(14)} req/s ${ratio(mine, theirs)!.toFixed(2)}×   gateway CPU µs/req (median of rounds) ${medianCpu(mine, 'gateway').toFixed(1)} vs ${medianCpu(theirs, 'gateway').toFixed(1)}`);
+      for (const [mine, theirs, what] of [
+        ['gateway', 'compareGateway', 'NATS path'],
+        ['override', 'compareOverride', 'override path'],
+      ] as const) {
+        console.log(
+          `    ${what.padEnd(14)} req/s ${ratio(mine, theirs)!.toFixed(2)}×   gateway CPU µs/req (median of rounds) ${medianCpu(mine, 'gateway').toFixed(1)} vs ${medianCpu(theirs, 'gateway').toFixed(1)}`,
+        );
       }
       console.log(`    gateway memory RSS ${mib(afterRounds.rssKb)} MiB vs ${mib(compareMem!.rssKb)} MiB`);
     }
 
     if (large !== undefined) {
       console.log(`\n  large bodies (${LARGE_MIB} MiB, best of rounds)      download MB/s   upload MB/s`);
-      for (const [key, r] of Object.entries(large.best)) console.log(`    ${contenders.find((c) => c.key === key)!.label.padEnd(30)} ${r.downloadMBps.toFixed(0).padStart(10)} ${r.uploadMBps.toFixed(0).padStart(13)}`);
+      for (const [key, r] of Object.entries(large.best))
+        console.log(`    ${contenders.find((c) => c.key === key)!.label.padEnd(30)} ${r.downloadMBps.toFixed(0).padStart(10)} ${r.uploadMBps.toFixed(0).padStart(13)}`);
       const lr = result.large?.ratios;
-      if (lr !== undefined) console.log(`    natsgw / nginx→node:http: download ${lr.downloadVsNginx.toFixed(2)}×, upload ${lr.uploadVsNginx.toFixed(2)}×  (target ≥ 0.50×: ${lr.downloadVsNginx >= 0.5 && lr.uploadVsNginx >= 0.5 ? 'met' : 'NOT met'})`);
+      if (lr !== undefined)
+        console.log(
+          `    natsgw / nginx→node:http: download ${lr.downloadVsNginx.toFixed(2)}×, upload ${lr.uploadVsNginx.toFixed(2)}×  (target ≥ 0.50×: ${lr.downloadVsNginx >= 0.5 && lr.uploadVsNginx >= 0.5 ? 'met' : 'NOT met'})`,
+        );
       console.log(`    peak RSS during the transfers: gateway ${result.large!.peakRssMiB.gateway} MiB, service ${result.large!.peakRssMiB.service} MiB`);
     }
 

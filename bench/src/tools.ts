@@ -205,7 +205,25 @@ export interface GatewayRun {
  */
 export async function startGateway(natsUrl: string, run: GatewayRun = {}): Promise<BenchGateway> {
   const bin = run.checkout === undefined ? fileURLToPath(new URL('../../../gateway/bin/natsgw.js', import.meta.url)) : join(run.checkout, 'gateway', 'bin', 'natsgw.js');
-  const args = ['serve', '--nats', natsUrl, '--subject', 'api', '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info', '--log-format', 'json', '--access-log', String(run.accessLog === true)];
+  const args = [
+    'serve',
+    '--nats',
+    natsUrl,
+    '--subject',
+    'api',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--admin-port',
+    '0',
+    '--log-level',
+    'info',
+    '--log-format',
+    'json',
+    '--access-log',
+    String(run.accessLog === true),
+  ];
   if (run.workers !== undefined) args.push('--workers', String(run.workers));
   const logFd = run.logFile === undefined ? undefined : openSync(run.logFile, 'w');
   const child = spawn(bin, args, { env: process.env, stdio: ['ignore', logFd ?? 'pipe', 'pipe'] });

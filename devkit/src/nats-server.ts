@@ -87,11 +87,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 
   const confFile = join(dir, 'server.conf');
   const writeConf = (): void => {
-    const conf = [
-      `listen: "127.0.0.1:${port}"`,
-      opts.jetstream === false ? '' : `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
-      opts.config ?? '',
-    ].join('\n');
+    const conf = [`listen: "127.0.0.1:${port}"`, opts.jetstream === false ? '' : `jetstream { store_dir: ${JSON.stringify(storeDir)} }`, opts.config ?? ''].join('\n');
     writeFileSync(confFile, conf);
   };
 

@@ -50,7 +50,9 @@ while (Date.now() - started < seconds * 1000) {
   else await kv.delete('api.shop');
   await new Promise((r) => setTimeout(r, 500));
   if (Math.floor((Date.now() - started) / 1000) !== Math.floor((Date.now() - started - 500) / 1000)) {
-    console.log(`  ${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s   nats ${String(counts.nats - last.nats).padStart(5)}   http ${String(counts.http - last.http).padStart(5)}   failed ${counts.failed - last.failed}`);
+    console.log(
+      `  ${((Date.now() - started) / 1000).toFixed(0).padStart(3)} s   nats ${String(counts.nats - last.nats).padStart(5)}   http ${String(counts.http - last.http).padStart(5)}   failed ${counts.failed - last.failed}`,
+    );
     last = { ...counts };
   }
 }

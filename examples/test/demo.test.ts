@@ -42,7 +42,10 @@ test('demo: starts everything, its curl lines work, Ctrl-C stops everything', { 
       demo.once('exit', (code) => reject(new Error(`demo exited ${code}:\n${out}`)));
     });
     const natsPort = Number(/nats-server\s+nats:\/\/127\.0\.0\.1:(\d+)/.exec(out)?.[1]);
-    const curls = out.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('curl '));
+    const curls = out
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l.startsWith('curl '));
     assert.ok(curls.length >= 5, `printed curl lines:\n${out}`);
     for (const line of curls) {
       const command = line.replace(/\s+#.*$/, '');

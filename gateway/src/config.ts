@@ -93,7 +93,7 @@ export const GatewayOptionsSchema = Type.Object(
       placeholder: 'CIDR[,CIDR...]',
     }),
     inboxPrefix: opt(Type.String({ pattern: ROOT_SUBJECT_PATTERN, default: DEFAULT_INBOX_PREFIX }), {
-      description: 'Prefix of the subjects replies come back on; give each NATS user its own (e.g. _INBOX_gw) so one cannot read another\'s replies',
+      description: "Prefix of the subjects replies come back on; give each NATS user its own (e.g. _INBOX_gw) so one cannot read another's replies",
       placeholder: 'PREFIX',
       hint: 'must be subject tokens of A-Z a-z 0-9 - _ separated by dots, e.g. _INBOX_gw',
     }),
@@ -115,16 +115,28 @@ export const GatewayOptionsSchema = Type.Object(
       secret: true,
       hint: 'must be at least 16 characters',
     }),
-    logLevel: opt(Type.Union(LOG_LEVELS.map((l) => Type.Literal(l)), { default: 'info' }), {
-      description: 'Log level',
-      placeholder: 'LEVEL',
-      hint: `must be one of ${LOG_LEVELS.join(', ')}`,
-    }),
-    logFormat: opt(Type.Union(LOG_FORMATS.map((l) => Type.Literal(l)), { default: 'auto' }), {
-      description: 'json, pretty (for humans), or auto: pretty on a terminal, json otherwise',
-      placeholder: 'FORMAT',
-      hint: `must be one of ${LOG_FORMATS.join(', ')}`,
-    }),
+    logLevel: opt(
+      Type.Union(
+        LOG_LEVELS.map((l) => Type.Literal(l)),
+        { default: 'info' },
+      ),
+      {
+        description: 'Log level',
+        placeholder: 'LEVEL',
+        hint: `must be one of ${LOG_LEVELS.join(', ')}`,
+      },
+    ),
+    logFormat: opt(
+      Type.Union(
+        LOG_FORMATS.map((l) => Type.Literal(l)),
+        { default: 'auto' },
+      ),
+      {
+        description: 'json, pretty (for humans), or auto: pretty on a terminal, json otherwise',
+        placeholder: 'FORMAT',
+        hint: `must be one of ${LOG_FORMATS.join(', ')}`,
+      },
+    ),
     accessLog: opt(Type.Boolean({ default: true }), { description: 'Log one line per request (at info level)', placeholder: 'BOOL' }),
     shutdownGrace: opt(Type.Integer({ minimum: 0, maximum: 600_000, default: DEFAULT_SHUTDOWN_GRACE_MS }), {
       description: 'On SIGTERM/SIGINT, how long requests in flight may take to finish, in milliseconds',
@@ -236,7 +248,28 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     throw new ConfigError(describe(validate.errors![0]!, merged, origin));
   }
   const o = merged as Required<
-    Pick<GatewayOptions, 'nats' | 'subject' | 'port' | 'host' | 'workers' | 'timeout' | 'maxBody' | 'streamIdleTimeout' | 'maxHeaderSize' | 'trustedProxies' | 'routesBucket' | 'routesReplicas' | 'inboxPrefix' | 'logLevel' | 'logFormat' | 'accessLog' | 'adminHost' | 'adminPort' | 'shutdownGrace'>
+    Pick<
+      GatewayOptions,
+      | 'nats'
+      | 'subject'
+      | 'port'
+      | 'host'
+      | 'workers'
+      | 'timeout'
+      | 'maxBody'
+      | 'streamIdleTimeout'
+      | 'maxHeaderSize'
+      | 'trustedProxies'
+      | 'routesBucket'
+      | 'routesReplicas'
+      | 'inboxPrefix'
+      | 'logLevel'
+      | 'logFormat'
+      | 'accessLog'
+      | 'adminHost'
+      | 'adminPort'
+      | 'shutdownGrace'
+    >
   > &
     GatewayOptions;
   checkCombinations(o, origin);
@@ -293,7 +326,7 @@ function describe(e: ErrorObject, values: Record<string, unknown>, origin: Recor
   const meta = (GatewayOptionsSchema.properties as Record<string, Meta | undefined>)[key];
   const raw = values[key];
   const shown = meta?.secret ? '' : ` (got ${JSON.stringify(Array.isArray(raw) ? raw.join(',') : raw)})`;
-  const reason = meta?.hint ?? (e.message ?? 'is invalid');
+  const reason = meta?.hint ?? e.message ?? 'is invalid';
   return `invalid ${where}: ${reason}${shown}`;
 }
 

@@ -92,7 +92,10 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const log = deps.logger ?? createLogger(config.logLevel, config.logFormat);
   const uWS = loadUws(config.maxHeaderBytes);
   if (uwsHeadLimitBytes < config.maxHeaderBytes) {
-    log.warn({ maxHeaderSize: config.maxHeaderBytes, uwsLimit: uwsHeadLimitBytes }, 'request heads are limited to UWS_HTTP_MAX_HEADERS_SIZE bytes, fixed when uWebSockets.js loaded; larger ones get 431 from uWS');
+    log.warn(
+      { maxHeaderSize: config.maxHeaderBytes, uwsLimit: uwsHeadLimitBytes },
+      'request heads are limited to UWS_HTTP_MAX_HEADERS_SIZE bytes, fixed when uWebSockets.js loaded; larger ones get 431 from uWS',
+    );
   }
   const id = deps.id ?? nuid.next();
   const embedded = deps.embedded === true;

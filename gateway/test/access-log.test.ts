@@ -68,18 +68,26 @@ test('access log: any request id, path, subject or cut-off reason gives valid JS
   const { read, log } = batched();
   const access = createAccessLog(log)!;
   fc.assert(
-    fc.property(fc.string({ unit: 'binary' }), fc.string({ unit: 'binary' }), fc.string(), fc.option(fc.string({ unit: 'grapheme' }), { nil: undefined }), fc.nat(), fc.double({ min: 0, max: 1e7, noNaN: true }), (requestId, path, subject, streamFailure, bytesOut, ms) => {
-      const ex = exchange({ requestId, path, subject, streamFailure, bytesOut });
-      access(ex, ms, false);
-      const lines = read();
-      assert.equal(lines.length, 1);
-      const parsed = JSON.parse(lines[0]!) as Record<string, unknown>;
-      assert.equal(parsed.requestId, requestId);
-      assert.equal(parsed.path, path);
-      assert.equal(parsed.subject, subject === '' ? undefined : subject);
-      assert.equal(parsed.cutOff, streamFailure);
-      assert.equal(withoutTime(lines[0]!), withoutTime(pinoLine(ex, ms, false)));
-    }),
+    fc.property(
+      fc.string({ unit: 'binary' }),
+      fc.string({ unit: 'binary' }),
+      fc.string(),
+      fc.option(fc.string({ unit: 'grapheme' }), { nil: undefined }),
+      fc.nat(),
+      fc.double({ min: 0, max: 1e7, noNaN: true }),
+      (requestId, path, subject, streamFailure, bytesOut, ms) => {
+        const ex = exchange({ requestId, path, subject, streamFailure, bytesOut });
+        access(ex, ms, false);
+        const lines = read();
+        assert.equal(lines.length, 1);
+        const parsed = JSON.parse(lines[0]!) as Record<string, unknown>;
+        assert.equal(parsed.requestId, requestId);
+        assert.equal(parsed.path, path);
+        assert.equal(parsed.subject, subject === '' ? undefined : subject);
+        assert.equal(parsed.cutOff, streamFailure);
+        assert.equal(withoutTime(lines[0]!), withoutTime(pinoLine(ex, ms, false)));
+      },
+    ),
     { numRuns: 500 },
   );
 });
@@ -92,7 +100,10 @@ test('access log: a line larger than a whole batch still goes out, whole, in ord
   access(huge, 1, false);
   access(exchange({ requestId: 'after' }), 1, false);
   const lines = read().map((l) => JSON.parse(l) as { requestId: string; path: string });
-  assert.deepEqual(lines.map((l) => l.requestId), ['before', 'huge', 'after']);
+  assert.deepEqual(
+    lines.map((l) => l.requestId),
+    ['before', 'huge', 'after'],
+  );
   assert.equal(lines[1]!.path, huge.path);
 });
 
@@ -105,7 +116,10 @@ test('access log: lines wait at most 100 ms, then go out together', async () => 
   assert.equal(chunks.length, 0, 'nothing written yet');
   await new Promise((r) => setTimeout(r, 250));
   assert.equal(chunks.length, 1, 'one write for all of them');
-  const lines = chunks[0]!.trimEnd().split('\n').map((l) => JSON.parse(l) as { msg: string });
+  const lines = chunks[0]!
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { msg: string });
   assert.equal(lines.length, 51);
   assert.equal(lines[50]!.msg, 'not an access line');
 });

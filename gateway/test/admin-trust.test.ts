@@ -89,7 +89,12 @@ test('admin: without --admin-token, requestHeaders.set values (backend API keys)
     const nats = Buffer.from((await s.nc.request('natsgw.admin.routes', '', { timeout: 1000 })).data).toString();
     const ls = await runCli(['routes', 'ls', '--nats', s.ns.url, '--json']);
     const fleet = await runCli(['routes', '--nats', s.ns.url, '--json']);
-    for (const [where, text] of [['/routes', http], ['NATS', nats], ['routes ls', ls.stdout], ['routes (fleet)', fleet.stdout]] as const) {
+    for (const [where, text] of [
+      ['/routes', http],
+      ['NATS', nats],
+      ['routes ls', ls.stdout],
+      ['routes (fleet)', fleet.stdout],
+    ] as const) {
       assert.ok(text.includes('x-api-key'), `${where} names the header`);
       assert.ok(!text.includes('sk-live-SECRET-123'), `${where} hides its value`);
       assert.ok(text.includes('[redacted]'), `${where} says it is redacted`);
@@ -128,12 +133,20 @@ test('fleet CLI: rogue and garbage answers are skipped and named; control charac
     for (const out of [table.stdout, table.stderr]) assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/.test(out), 'no raw control characters');
     const json = await runCli(['status', '--nats', s.ns.url, '--json']);
     assert.ok(!/[\u007f-\u009f\u202e]/.test(json.stdout), 'JSON escapes them');
-    assert.equal((JSON.parse(json.stdout) as Array<{ data: { rootSubject: string } }>).find((a) => (a as unknown as { gateway: string }).gateway === 'painted')!.data.rootSubject, 'api\u001b[31m\u009b2J\u202e', 'the same data for a JSON reader');
+    assert.equal(
+      (JSON.parse(json.stdout) as Array<{ data: { rootSubject: string } }>).find((a) => (a as unknown as { gateway: string }).gateway === 'painted')!.data.rootSubject,
+      'api\u001b[31m\u009b2J\u202e',
+      'the same data for a JSON reader',
+    );
 
     // A value in the routes bucket with terminal escapes in it.
     const kv = await openRoutesBucket(s.nc);
     await kv.put('api.evil', '{"upstreams": "\u001b]0;pwned\u0007\u009b"}');
-    for (const args of [['routes', 'get', 'api.evil'], ['routes', 'ls'], ['routes', 'ls', '--json']]) {
+    for (const args of [
+      ['routes', 'get', 'api.evil'],
+      ['routes', 'ls'],
+      ['routes', 'ls', '--json'],
+    ]) {
       const r = await runCli([...args, '--nats', s.ns.url]);
       assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/.test(r.stdout + r.stderr), `${args.join(' ')}: no raw control characters in ${JSON.stringify(r.stdout)}`);
     }

@@ -50,7 +50,10 @@ test('admin: every endpoint answers with what the gateway is doing', async () =>
     assert.equal(status.requestsTotal, 11);
 
     const routes = JSON.parse((await get('/routes')).body) as RoutesView;
-    assert.deepEqual(routes.applied.map((r) => [r.subject, r.revision, r.balancing]), [['api.legacy', rev, 'round-robin']]);
+    assert.deepEqual(
+      routes.applied.map((r) => [r.subject, r.revision, r.balancing]),
+      [['api.legacy', rev, 'round-robin']],
+    );
     assert.equal(routes.rejected[0]!.subject, 'api.broken');
     assert.match(routes.rejected[0]!.reason, /upstreams: must NOT have fewer than 1 items/);
 
@@ -63,7 +66,7 @@ test('admin: every endpoint answers with what the gateway is doing', async () =>
     assert.equal(b1.lastProbe!.ok, true);
     assert.equal(b2.breaker, 'open');
     assert.equal(b2.available, false);
-    assert.equal(b2.failures, 2, "two failures opened the breaker; it then took no more");
+    assert.equal(b2.failures, 2, 'two failures opened the breaker; it then took no more');
     assert.equal(b1.inFlight, 0);
     assert.equal(typeof b1.ejections, 'number');
 
@@ -183,7 +186,10 @@ test('admin: natsgw status finds every gateway on the cluster (scatter-gather); 
     assert.match(backends.stdout, new RegExp(`${s.gw.id}\\s+api\\.staging\\.legacy\\s+http://127\\.0\\.0\\.1:${b!.port}/\\s+up`));
     const circuits = await cli(['circuits', ...nats, '--json']);
     const cj = JSON.parse(circuits.stdout) as Array<{ gateway: string; data: CircuitView[] }>;
-    assert.deepEqual(cj.find((a) => a.gateway === s.gw.id)!.data.map((c) => c.state), ['closed']);
+    assert.deepEqual(
+      cj.find((a) => a.gateway === s.gw.id)!.data.map((c) => c.state),
+      ['closed'],
+    );
     assert.deepEqual(cj.find((a) => a.gateway === prod.gw.id)!.data, []);
     const stats = await cli(['stats', ...nats]);
     assert.match(stats.stdout, /^GATEWAY\s+ROUTE\s+TARGET\s+REQUESTS\s+2XX\s+3XX\s+4XX\s+5XX\s+P50 MS\s+P90 MS\s+P99 MS\s+BYTES/);

@@ -74,7 +74,13 @@ test('breaker: reading it (admitsAt, stateAt, Upstream.wouldAccept) changes noth
   assert.equal(b.admitsAt(1000), false, 'its one trial slot is taken');
   assert.equal(b.canAccept(1000), false);
 
-  const u = new Upstream('http://10.9.8.3:80', 1, { maxConnections: 1, connectTimeoutMs: 10 }, { consecutiveFailures: 100, baseEjectionMs: 1, maxEjectionMs: 1, maxEjectionPercent: 100, failureStatuses: [] }, { ...settings });
+  const u = new Upstream(
+    'http://10.9.8.3:80',
+    1,
+    { maxConnections: 1, connectTimeoutMs: 10 },
+    { consecutiveFailures: 100, baseEjectionMs: 1, maxEjectionMs: 1, maxEjectionPercent: 100, failureStatuses: [] },
+    { ...settings },
+  );
   for (let i = 0; i < 3; i++) {
     u.acquire();
     u.release('failure', Date.now(), () => false);

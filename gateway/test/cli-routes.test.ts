@@ -16,13 +16,30 @@ test('cli routes: put/get/ls/rm against a running gateway, validated by the gate
   const s = await startStack();
   const nats = ['--nats', s.ns.url];
   try {
-    const put = cli(['routes', 'put', 'api.legacy', ...nats, '--upstream', 'http://127.0.0.1:9=3', '--upstream', 'http://127.0.0.1:10', '--balancing', 'round-robin', '--health-path', '/health', '--strip-prefix']);
+    const put = cli([
+      'routes',
+      'put',
+      'api.legacy',
+      ...nats,
+      '--upstream',
+      'http://127.0.0.1:9=3',
+      '--upstream',
+      'http://127.0.0.1:10',
+      '--balancing',
+      'round-robin',
+      '--health-path',
+      '/health',
+      '--strip-prefix',
+    ]);
     assert.equal(put.status, 0, put.stderr);
     assert.match(put.stdout, /^put api\.legacy \(revision \d+\): http:\/\/127\.0\.0\.1:9=3 http:\/\/127\.0\.0\.1:10 {2}\(round-robin, health \/health, strip-prefix\)\n$/);
     await eventually(() => s.gw.routes.match('api.legacy') !== undefined, 3000, 'the gateway applied it');
     const applied = s.gw.routes.match('api.legacy')!;
     assert.equal(applied.config.balancing, 'round-robin');
-    assert.deepEqual(applied.upstreams.map((u) => u.weight), [3, 1]);
+    assert.deepEqual(
+      applied.upstreams.map((u) => u.weight),
+      [3, 1],
+    );
 
     // The stored value is what the user said; defaults stay implicit.
     const kv = await routesBucket(s.nc);
@@ -49,7 +66,13 @@ test('cli routes: put/get/ls/rm against a running gateway, validated by the gate
     assert.match(ls.stdout, /api\.broken\s+\d+\s+invalid\s+INVALID: balancing: must be one of p2c, round-robin, least-connections, random/);
     assert.ok(ls.stdout.includes(`INVALID: ${s.gw.routes.rejected.get('api.broken')!.reason}`), 'same reason as the gateway');
     const lsJson = JSON.parse(cli(['routes', 'ls', ...nats, '--json']).stdout) as Array<{ subject: string; valid: boolean }>;
-    assert.deepEqual(lsJson.map((l) => [l.subject, l.valid]), [['api.broken', false], ['api.legacy', true]]);
+    assert.deepEqual(
+      lsJson.map((l) => [l.subject, l.valid]),
+      [
+        ['api.broken', false],
+        ['api.legacy', true],
+      ],
+    );
 
     const rm = cli(['routes', 'rm', 'api.legacy', ...nats]);
     assert.equal(rm.status, 0);

@@ -59,7 +59,10 @@ test('cli: a port already in use is a one-line runtime error, exit 1', async () 
 
 test('cli: serve runs the gateway and exits 0 on SIGTERM', async () => {
   const ns = await startNatsServer();
-  const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--subject', 'cli.test'], (out) => /listening on/.test(out) && out.includes('connected to NATS'));
+  const gw = await spawnGateway(
+    ['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--subject', 'cli.test'],
+    (out) => /listening on/.test(out) && out.includes('connected to NATS'),
+  );
   try {
     const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(gw.output())![1]);
     const r = await request(`http://127.0.0.1:${port}/x`);
@@ -102,7 +105,7 @@ test('cli: a uWebSockets.js native binary that cannot load is one clear line and
   }
 });
 
-test('cli: responses carry no uWebSockets header; --max-header-size (default 16 KiB) is the limit clients meet, not uWS\'s 4 KiB', async () => {
+test("cli: responses carry no uWebSockets header; --max-header-size (default 16 KiB) is the limit clients meet, not uWS's 4 KiB", async () => {
   const ns = await startNatsServer();
   const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0'], (out) => out.includes('connected to NATS'));
   try {
@@ -127,7 +130,10 @@ test('cli: --log-format pretty writes lines for humans instead of JSON', async (
   const ns = await startNatsServer();
   const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-format', 'pretty'], (out) => out.includes('connected to NATS'));
   try {
-    const line = gw.output().split('\n').find((l) => l.includes('listening on'))!;
+    const line = gw
+      .output()
+      .split('\n')
+      .find((l) => l.includes('listening on'))!;
     assert.doesNotMatch(line, /^\{/, 'not JSON');
     assert.match(line, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: listening on http:\/\/127\.0\.0\.1:\d+/);
   } finally {

@@ -40,8 +40,14 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
       t,
       async () => {
         const [o, n] = await Promise.all([
-          request(`${base}/legacy/x`).then(async (r) => (await r.body.text(), r.statusCode), (e: Error) => `override: ${e.message}`),
-          request(`${base}/core`).then(async (r) => (await r.body.text(), r.statusCode), (e: Error) => `nats: ${e.message}`),
+          request(`${base}/legacy/x`).then(
+            async (r) => (await r.body.text(), r.statusCode),
+            (e: Error) => `override: ${e.message}`,
+          ),
+          request(`${base}/core`).then(
+            async (r) => (await r.body.text(), r.statusCode),
+            (e: Error) => `nats: ${e.message}`,
+          ),
         ]);
         if (o === 200) results.override++;
         else {
@@ -67,14 +73,18 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
     // itself takes writes within a second, and the gateway reads them with
     // direct gets meanwhile (routes-watcher.ts), so the update must arrive
     // within seconds of the write, whatever the election does.
-    await eventually(async () => {
-      try {
-        await kv.put('api.legacy', JSON.stringify({ upstreams: [{ url: b!.url }] }));
-        return true;
-      } catch {
-        return false;
-      }
-    }, 30_000, 'bucket writable with a node down');
+    await eventually(
+      async () => {
+        try {
+          await kv.put('api.legacy', JSON.stringify({ upstreams: [{ url: b!.url }] }));
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+      'bucket writable with a node down',
+    );
     await eventually(() => gw.routes.match('api.legacy')?.upstreams[0]?.url === new URL(b!.url).href, 10_000, 'update reached the gateway');
     await load.stop();
     assert.equal(results.overrideFailures, 0, `overrides never stopped serving: ${results.other.slice(0, 5).join('; ')}`);

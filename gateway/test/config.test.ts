@@ -70,9 +70,12 @@ test('config: every bad value is one line naming where it came from', () => {
 });
 
 test('config: secrets are never echoed in errors', () => {
-  assert.throws(() => loadConfig({ flags: { user: 'u', pass: 12 as unknown as string, token: 'secret-token' } }), (err: unknown) => {
-    return err instanceof ConfigError && !err.message.includes('secret-token');
-  });
+  assert.throws(
+    () => loadConfig({ flags: { user: 'u', pass: 12 as unknown as string, token: 'secret-token' } }),
+    (err: unknown) => {
+      return err instanceof ConfigError && !err.message.includes('secret-token');
+    },
+  );
 });
 
 test('config: --stream-idle-timeout and --max-body for streamed bodies', () => {
@@ -81,6 +84,9 @@ test('config: --stream-idle-timeout and --max-body for streamed bodies', () => {
   assert.equal(d.maxBodyBytes, 1024 * 1024 * 1024, 'streamed bodies: 1 GiB by default');
   assert.equal(loadConfig({ env: { NATSGW_STREAM_IDLE_TIMEOUT: '2500' } }).streamIdleMs, 2500);
   assert.equal(loadConfig({ flags: { maxBody: String(8 * 1024 ** 3) } }).maxBodyBytes, 8 * 1024 ** 3, 'beyond max_payload: bodies stream');
-  assert.throws(() => loadConfig({ flags: { streamIdleTimeout: '50' } }), (e: unknown) => e instanceof ConfigError && /stream-idle-timeout/.test(e.message));
+  assert.throws(
+    () => loadConfig({ flags: { streamIdleTimeout: '50' } }),
+    (e: unknown) => e instanceof ConfigError && /stream-idle-timeout/.test(e.message),
+  );
   assert.throws(() => loadConfig({ env: { NATSGW_STREAM_IDLE_TIMEOUT: 'soon' } }), ConfigError);
 });

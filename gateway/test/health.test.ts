@@ -102,7 +102,10 @@ test('health: probes mark a backend down after unhealthyThreshold failures and u
     assert.equal(r.statusCode, 503);
     const detail = ((await r.body.json()) as { detail: string }).detail;
     assert.equal(detail, 'no backend of api.probe is available', 'the client learns no backend state');
-    assert.ok(s.logs.some((l) => l.msg === 'override request failed' && /unhealthy/.test(String(l.detail))), 'the log says why');
+    assert.ok(
+      s.logs.some((l) => l.msg === 'override request failed' && /unhealthy/.test(String(l.detail))),
+      'the log says why',
+    );
     healthStatus = 200;
     await eventually(() => changes.length === 2, 3000, 'healthy again');
     assert.deepEqual(changes, [false, true]);
@@ -136,7 +139,10 @@ test('health: the breaker cycle seen through the gateway', async () => {
   assert.equal(fast.status, 503);
   assert.match(fast.body, /"code":"no-backend"/);
   assert.doesNotMatch(fast.body, /breaker|127\.0\.0\.1/, 'no breaker state or address for the client');
-  assert.ok(s.logs.some((l) => l.msg === 'override request failed' && /breaker open/.test(String(l.detail))), 'the log says why');
+  assert.ok(
+    s.logs.some((l) => l.msg === 'override request failed' && /breaker open/.test(String(l.detail))),
+    'the log says why',
+  );
   assert.equal(b!.hits, hits, 'fails fast without touching the backend');
 
   // Half-open: one trial at a time; it fails → open again for twice as long.

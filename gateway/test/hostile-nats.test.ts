@@ -86,7 +86,10 @@ test('hostile: a malformed NATS header on a reply, an admin request, a KV entry 
     await servedAtOnce(s.base, '/svc');
 
     assert.ok(s.gw.view.faults['malformed-headers'] >= 4, `counted: ${JSON.stringify(s.gw.view.faults)}`);
-    assert.ok(s.logs.some((l) => /header lines that do not parse/.test(l.msg)), 'logged');
+    assert.ok(
+      s.logs.some((l) => /header lines that do not parse/.test(l.msg)),
+      'logged',
+    );
   } finally {
     raw.close();
     await s.close();
@@ -114,7 +117,11 @@ test('hostile: replies in legal but unusual msgpack are served or refused with a
     assert.equal(served.statusCode, 200);
     assert.equal(await served.body.text(), 'u64');
     const heapBefore = process.memoryUsage().heapUsed;
-    for (const [kind, reason] of [['huge', /integer out of range/], ['bomb', /longer than the message/], ['ext', /extension types/]] as const) {
+    for (const [kind, reason] of [
+      ['huge', /integer out of range/],
+      ['bomb', /longer than the message/],
+      ['ext', /extension types/],
+    ] as const) {
       const t0 = Date.now();
       const r = await request(`${s.base}/odd/${kind}`);
       assert.equal(r.statusCode, 502, kind);
@@ -259,7 +266,25 @@ test('hostile: in a service, a logger that throws while a bad request is rejecte
     await s.serve((_req, res) => res.end('fine'), { nats: s.nc, subject: 'api.log', logger: throwing });
     const answer = await s.nc.request('api.log.x', Buffer.from('not an envelope'), { timeout: 1000 });
     assert.ok(answer.data.length > 0, 'the bad request is still answered (400)');
-    const good = await s.nc.request('api.log.x', encodeRequest({ v: 1, id: 'r', method: 'GET', path: '/log/x', query: '', headers: [], body: new Uint8Array(0), remote: '', scheme: 'http', host: '', root: 'api', subject: 'api.log.x', timeoutMs: 1000 }), { timeout: 1000 });
+    const good = await s.nc.request(
+      'api.log.x',
+      encodeRequest({
+        v: 1,
+        id: 'r',
+        method: 'GET',
+        path: '/log/x',
+        query: '',
+        headers: [],
+        body: new Uint8Array(0),
+        remote: '',
+        scheme: 'http',
+        host: '',
+        root: 'api',
+        subject: 'api.log.x',
+        timeoutMs: 1000,
+      }),
+      { timeout: 1000 },
+    );
     assert.ok(good.data.length > 0);
     await servedAtOnce(s.base, '/log/y');
   } finally {

@@ -55,7 +55,11 @@ test('front: repeated request headers keep their order; hop-by-hop ones are not 
   for (let i = 0; i < env.headers.length; i += 2) pairs.push([env.headers[i]!, env.headers[i + 1]!]);
   assert.deepEqual(
     pairs.filter(([n]) => n === 'x-a' || n === 'x-b'),
-    [['x-a', '1'], ['x-b', '2'], ['x-a', '3']],
+    [
+      ['x-a', '1'],
+      ['x-b', '2'],
+      ['x-a', '3'],
+    ],
   );
   const names = pairs.map(([n]) => n);
   for (const hop of ['connection', 'keep-alive', 'te', 'upgrade', 'x-secret']) assert.ok(!names.includes(hop), hop);
@@ -348,11 +352,13 @@ test('front: X-Forwarded-* from a trusted proxy are extended', async () => {
       }
     });
     sock.on('error', reject);
-    sock.write('GET /echo/fwd HTTP/1.1\r\nHost: inner\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\nForwarded: for=203.0.113.9\r\nX-Real-IP: 203.0.113.9\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Prefix: /shop\r\n\r\n');
+    sock.write(
+      'GET /echo/fwd HTTP/1.1\r\nHost: inner\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\nForwarded: for=203.0.113.9\r\nX-Real-IP: 203.0.113.9\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Prefix: /shop\r\n\r\n',
+    );
   });
   const env = JSON.parse(parseResponses(text)[0]!.body) as RequestEnvelope;
   const h = (n: string) => env.headers.filter((_, i) => env.headers[i - 1] === n);
-  assert.deepEqual([h('forwarded'), h('x-real-ip'), h('x-forwarded-port'), h('x-forwarded-prefix')], [['for=203.0.113.9'], ['203.0.113.9'], ['443'], ['/shop']], 'a trusted proxy\'s are kept');
+  assert.deepEqual([h('forwarded'), h('x-real-ip'), h('x-forwarded-port'), h('x-forwarded-prefix')], [['for=203.0.113.9'], ['203.0.113.9'], ['443'], ['/shop']], "a trusted proxy's are kept");
   assert.deepEqual(h('x-forwarded-for'), ['203.0.113.9, 127.0.0.2']);
   assert.equal(env.scheme, 'https');
   assert.equal(env.host, 'shop.example');
@@ -422,7 +428,11 @@ test('front: slowloris is cut off by the idle timeout; unparseable requests get 
     assert.equal(r.text, '', 'nothing answered');
   }
   // uWS v20.51 answers what it cannot parse at once (its parser names a bad request line 505) and closes.
-  for (const [r, status] of [[control, 505], [fold, 400], [bareLf, 505]] as const) {
+  for (const [r, status] of [
+    [control, 505],
+    [fold, 400],
+    [bareLf, 505],
+  ] as const) {
     assert.ok(r.closedAfterMs < 1000, `closed after ${r.closedAfterMs} ms`);
     assert.match(r.text, new RegExp(`^HTTP/1\\.1 ${status} `));
   }

@@ -13,20 +13,28 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
   const ns = await startNatsServer();
   const service = await serve((_req, res) => setTimeout(() => res.end('done'), 150), { nats: ns.url, subject: 'api.work' });
   const [port, adminPort] = [await freePort(), await freePort()];
-  const gateway = spawn(process.execPath, [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', String(port), '--admin-port', String(adminPort), '--shutdown-grace', '5000', '--access-log', 'false'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const gateway = spawn(
+    process.execPath,
+    [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', String(port), '--admin-port', String(adminPort), '--shutdown-grace', '5000', '--access-log', 'false'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let log = '';
   gateway.stdout.on('data', (d: Buffer) => (log += d.toString()));
   const exited = new Promise<number | null>((resolve) => gateway.once('exit', resolve));
   try {
-    await eventually(async () => {
-      try {
-        return (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200;
-      } catch {
-        return false;
-      }
-    }, 10_000, 'gateway ready');
+    await eventually(
+      async () => {
+        try {
+          return (await request(`http://127.0.0.1:${adminPort}/readyz`)).statusCode === 200;
+        } catch {
+          return false;
+        }
+      },
+      10_000,
+      'gateway ready',
+    );
 
     // Each request on its own connection (Connection: close), so "accepted"
     // is clear: a refused connection was never accepted; anything accepted
@@ -56,11 +64,15 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
     gateway.kill('SIGTERM');
     // Readiness drops as soon as the signal is handled, while requests still finish.
     let shuttingDown = false;
-    await eventually(async () => {
-      const ready = await request(`http://127.0.0.1:${adminPort}/readyz`);
-      shuttingDown = ((await ready.body.json()) as { shuttingDown: boolean }).shuttingDown;
-      return ready.statusCode === 503;
-    }, 500, 'not ready within 500 ms of SIGTERM');
+    await eventually(
+      async () => {
+        const ready = await request(`http://127.0.0.1:${adminPort}/readyz`);
+        shuttingDown = ((await ready.body.json()) as { shuttingDown: boolean }).shuttingDown;
+        return ready.statusCode === 503;
+      },
+      500,
+      'not ready within 500 ms of SIGTERM',
+    );
     assert.equal(shuttingDown, true);
 
     assert.equal(await exited, 0, `clean exit:\n${log.slice(-2000)}`);
@@ -68,7 +80,10 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
     await load.stop();
 
     const inFlightAtSignal = outcomes.filter((o) => o.startedAt < signalledAt - 20);
-    assert.ok(inFlightAtSignal.every((o) => o.status === 200), 'every request in flight when the signal came was answered 200');
+    assert.ok(
+      inFlightAtSignal.every((o) => o.status === 200),
+      'every request in flight when the signal came was answered 200',
+    );
     for (const o of outcomes) {
       if (o.status !== undefined) {
         assert.ok(o.status === 200 || (o.status === 503 && o.code === 'shutting-down'), `answered ${o.status} ${o.code ?? ''}`);

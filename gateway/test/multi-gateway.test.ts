@@ -34,7 +34,10 @@ test('gateways: api.staging and api.prod share one NATS server and never cross o
     }
     assert.equal(calls.filter((c) => c.startsWith('staging')).length, 20);
     assert.equal(calls.filter((c) => c.startsWith('prod')).length, 20);
-    assert.ok(calls.every((c) => (c.startsWith('staging') ? c.includes(' GET ') : c.includes(' POST '))), 'each request went to its own environment');
+    assert.ok(
+      calls.every((c) => (c.startsWith('staging') ? c.includes(' GET ') : c.includes(' POST '))),
+      'each request went to its own environment',
+    );
 
     const beta = await request(`${prod.base}/beta`);
     assert.equal(beta.statusCode, 503, 'prod cannot reach a staging-only service');

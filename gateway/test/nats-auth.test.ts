@@ -114,7 +114,10 @@ test('auth: a user revoked by a config reload — a service whose connection ser
   const dir = mkdtempSync(join(tmpdir(), 'natsgw-svc-'));
   const script = join(dir, 'service.mjs');
   const sdk = new URL('../../../service-sdk/dist/src/index.js', import.meta.url).href;
-  writeFileSync(script, `import { serve } from ${JSON.stringify(sdk)};\nawait serve((req, res) => res.end('hi'), { nats: { servers: ${JSON.stringify(ns.url)}, user: 'svc', pass: 'pw', reconnectTimeWait: 200 }, subject: 'api.svc' });\nconsole.log('ready');\n`);
+  writeFileSync(
+    script,
+    `import { serve } from ${JSON.stringify(sdk)};\nawait serve((req, res) => res.end('hi'), { nats: { servers: ${JSON.stringify(ns.url)}, user: 'svc', pass: 'pw', reconnectTimeWait: 200 }, subject: 'api.svc' });\nconsole.log('ready');\n`,
+  );
   const child = spawn(process.execPath, [script], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     let stdout = '';

@@ -152,7 +152,10 @@ test('nats: nats-server restarted under traffic → 503 while down, automatic re
     assert.deepEqual(load.errors, []);
     const statuses = new Set(outcomes.map((o) => o.status));
     assert.deepEqual([...statuses].sort(), [200, 503], 'only successes and fast 503s');
-    assert.ok(outcomes.every((o) => o.ms < 2000), 'no request waited for the timeout');
+    assert.ok(
+      outcomes.every((o) => o.ms < 2000),
+      'no request waited for the timeout',
+    );
     await eventually(() => s.gw.inFlight === 0, 2000, 'nothing in flight');
   } finally {
     await service.close();
@@ -168,7 +171,11 @@ test('nats: a body larger than one message streams to a v2 service; a v1 service
       callback: (_e, msg) => {
         const req = new Packr({ useRecords: false }).unpack(msg.data) as { v: number; body: Uint8Array };
         const problem = { status: 400, code: 'unsupported-version' };
-        msg.respond(req.v === 1 ? encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from(String(req.body.length)) }) : encodeReply({ v: 1, status: 400, headers: [], body: Buffer.from(JSON.stringify(problem)) }));
+        msg.respond(
+          req.v === 1
+            ? encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from(String(req.body.length)) })
+            : encodeReply({ v: 1, status: 400, headers: [], body: Buffer.from(JSON.stringify(problem)) }),
+        );
       },
     });
     await s.nc.flush();

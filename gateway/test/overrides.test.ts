@@ -75,7 +75,10 @@ test('overrides: an invalid value is rejected with its reason; the last good ver
     assert.match(s.gw.routes.rejected.get('api.svc')!.reason, /upstreams\.0\.url/);
     assert.equal(s.gw.routes.rejected.get('api.svc')!.revision, badRev);
     assert.equal(await backendOf(await request(`${s.base}/svc/x`)), 'b1');
-    assert.ok(s.logs.some((l) => l.msg === 'override rejected' && l.key === 'api.svc' && /url/.test(String(l.reason))), 'rejection logged with its reason');
+    assert.ok(
+      s.logs.some((l) => l.msg === 'override rejected' && l.key === 'api.svc' && /url/.test(String(l.reason))),
+      'rejection logged with its reason',
+    );
     // A rejected key that never had a good version leaves its paths on NATS.
     await putRoute(kv, s.gw, 'api.fresh', '{"upstreams": "nope"}');
     assert.equal(s.gw.routes.match('api.fresh'), undefined);
@@ -160,7 +163,11 @@ test('overrides: unchanged backends keep their state across an update; removed o
     // b gets a slow request in flight, then the route drops b and adds c.
     b!.handler = (_req, res) => setTimeout(() => res.end(JSON.stringify({ backend: 'b2' })), 400);
     const slow = request(`${s.base}/keep/slow`);
-    await eventually(() => b!.requests.some((r) => r.url === '/keep/slow'), 2000, `slow request at b (seen: a ${a!.requests.map((r) => r.url).join(',')} b ${b!.requests.map((r) => r.url).join(',')})`);
+    await eventually(
+      () => b!.requests.some((r) => r.url === '/keep/slow'),
+      2000,
+      `slow request at b (seen: a ${a!.requests.map((r) => r.url).join(',')} b ${b!.requests.map((r) => r.url).join(',')})`,
+    );
     await putRoute(kv, s.gw, 'api.keep', route([a!.url, c!.url]));
     const after = s.gw.routes.match('api.keep')!.upstreams.find((u) => u.url === new URL(a!.url).href)!;
     assert.equal(after, before, 'same backend object');
@@ -189,11 +196,15 @@ test('overrides: a NATS outage keeps the last known table serving, and updates r
     const nc = await connect({ servers: s.ns.url });
     try {
       const kv2 = await routesBucket(nc);
-      await eventually(async () => {
-        await kv2.put('api.keep', JSON.stringify({ upstreams: [{ url: b!.url }] }));
-        await new Promise((r) => setTimeout(r, 200));
-        return (await backendOf(await request(`${s.base}/keep/x`))) === 'b2';
-      }, 15_000, 'updates after the outage');
+      await eventually(
+        async () => {
+          await kv2.put('api.keep', JSON.stringify({ upstreams: [{ url: b!.url }] }));
+          await new Promise((r) => setTimeout(r, 200));
+          return (await backendOf(await request(`${s.base}/keep/x`))) === 'b2';
+        },
+        15_000,
+        'updates after the outage',
+      );
     } finally {
       await nc.close();
     }

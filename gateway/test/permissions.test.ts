@@ -62,7 +62,10 @@ const fleetReader = ['--nats', '', '--user', 'fleet-reader', '--pass', 'change-m
 const withUrl = (args: string[]) => args.map((a, i) => (i === 1 ? ns.url : a));
 
 test('permissions: with the shipped least-privilege config every role does its job', async () => {
-  for (const [path, by] of [['/foo/x', 'foo /foo/x'], ['/bar/y', 'bar /bar/y']]) {
+  for (const [path, by] of [
+    ['/foo/x', 'foo /foo/x'],
+    ['/bar/y', 'bar /bar/y'],
+  ]) {
     const r = await request(`${base}${path}`);
     assert.deepEqual([r.statusCode, await r.body.text()], [200, by]);
   }
@@ -95,7 +98,7 @@ for (const [role, user, pass] of [
     try {
       const attempts: Array<[string, () => void]> = [
         ['take requests for api.foo', () => raw.subscribe('api.foo.>', () => undefined, 'natsgw')],
-        ['sniff the gateway\'s replies', () => raw.subscribe('_INBOX_gw.>', () => undefined)],
+        ["sniff the gateway's replies", () => raw.subscribe('_INBOX_gw.>', () => undefined)],
         ['answer as the gateway to admin requests', () => raw.subscribe('natsgw.admin.>', () => undefined)],
         ['forge a mount announcement for api.foo', () => raw.publish('_NATSGW.mounts.announce.api.foo.deep', JSON.stringify({ v: 1, mount: 'api.foo.deep', id: 'x', state: 'up', ttlMs: 60_000 }))],
         ['hand a request to api.foo', () => raw.publish('_NATSGW.handoff.api.foo', 'x', { reply: 'app.reply' })],

@@ -70,7 +70,10 @@ test('v2: a responder written from PROTOCOL.md streams through; the gateway tops
   assert.equal(out.status, 200);
   assert.equal(out.cut, false);
   assert.equal(out.text.length, 1 + 8 * 200 * 1024 + 1);
-  assert.ok(frames.some((f) => f.t === 'credit' && f.n > 0), 'the gateway granted more credit as the client read');
+  assert.ok(
+    frames.some((f) => f.t === 'credit' && f.n > 0),
+    'the gateway granted more credit as the client read',
+  );
 });
 
 test('v2: a lost data frame (seq gap), a cancel, or a second head cut the stream off', async (t) => {
@@ -152,7 +155,24 @@ test('v2: the SDK ends a request body stream whose sender goes beyond its credit
       if (typeof f !== 'string') frames.push(f);
     },
   });
-  const head = encodeRequest({ v: 2, id: 'greedy1', method: 'POST', path: '/greedy', query: '', headers: ['transfer-encoding', 'chunked'], body: Buffer.alloc(0), remote: '127.0.0.1', scheme: 'http', host: 'x', root: 'api', subject: 'api.greedy', timeoutMs: 5000, caps: ['stream'], credit: 1024 * 1024, more: true });
+  const head = encodeRequest({
+    v: 2,
+    id: 'greedy1',
+    method: 'POST',
+    path: '/greedy',
+    query: '',
+    headers: ['transfer-encoding', 'chunked'],
+    body: Buffer.alloc(0),
+    remote: '127.0.0.1',
+    scheme: 'http',
+    host: 'x',
+    root: 'api',
+    subject: 'api.greedy',
+    timeoutMs: 5000,
+    caps: ['stream'],
+    credit: 1024 * 1024,
+    more: true,
+  });
   s.nc.publish('api.greedy', head, { reply: g });
   await eventually(() => frames.some((f) => f.t === 'credit' && f.inbox !== undefined), 2000, 'the service grants a first window, naming its inbox');
   const credit = frames.find((f) => f.t === 'credit') as { n: number; inbox: string };

@@ -28,7 +28,10 @@ test('proxy: a 100 MB download streams through with backpressure; gateway memory
   });
   await backend.start();
   let nc: Awaited<ReturnType<typeof connect>> | undefined;
-  const gw = await spawnGateway(['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info'], (out) => /listening on/.test(out) && out.includes('overrides: watching'));
+  const gw = await spawnGateway(
+    ['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--log-level', 'info'],
+    (out) => /listening on/.test(out) && out.includes('overrides: watching'),
+  );
   const gateway = gw.child;
   const out = gw.output;
   try {

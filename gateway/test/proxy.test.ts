@@ -131,7 +131,10 @@ test('proxy: an upstream that answers garbage → 502 (or a cut-off response onc
   const truncated = await rawServer((sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Le'));
   const short = await rawServer((sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc'));
   const badChunks = await rawServer((sock) => sock.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n'));
-  for (const [key, srv] of [['garbage', garbage], ['truncated', truncated]] as const) {
+  for (const [key, srv] of [
+    ['garbage', garbage],
+    ['truncated', truncated],
+  ] as const) {
     await putRoute(kv, s.gw, `api.bad.${key}`, { upstreams: [{ url: srv.url }], retries: 0 });
     const r = await request(`${s.base}/bad/${key}`);
     assert.equal(r.statusCode, 502, key);
@@ -139,7 +142,10 @@ test('proxy: an upstream that answers garbage → 502 (or a cut-off response onc
     assert.equal(p.code, 'upstream-error');
     assert.equal(upstreamOf(`api.bad.${key}`, srv.url).failures, 1, `${key} counted`);
   }
-  for (const [key, srv] of [['short', short], ['chunks', badChunks]] as const) {
+  for (const [key, srv] of [
+    ['short', short],
+    ['chunks', badChunks],
+  ] as const) {
     await putRoute(kv, s.gw, `api.bad.${key}`, { upstreams: [{ url: srv.url }], retries: 0 });
     const r = await request(`${s.base}/bad/${key}`);
     assert.equal(r.statusCode, 200, `${key}: headers were already sent`);
@@ -204,7 +210,7 @@ test('proxy: a head the backend sends before its body reaches the client at once
   assert.equal(await r.body.text(), 'later');
 });
 
-test('proxy: the idle limit counts the backend\'s silence, not a slow client\'s backpressure', async () => {
+test("proxy: the idle limit counts the backend's silence, not a slow client's backpressure", async () => {
   // 16 MiB sent at once fills every buffer on the way, so the gateway pauses
   // the upstream read while this client sleeps for well over timeoutMs.
   const [big] = await backends(1, (_req, res) => {
@@ -223,7 +229,7 @@ test('proxy: the idle limit counts the backend\'s silence, not a slow client\'s 
       await new Promise((res) => setTimeout(res, 1000));
     }
   }
-  assert.equal(received, 16 * 1024 * 1024, 'the whole body arrived after the client\'s pause');
+  assert.equal(received, 16 * 1024 * 1024, "the whole body arrived after the client's pause");
 });
 
 test('proxy: a try that waits for a free connection past tryTimeoutMs moves on, even a POST (nothing was sent)', async () => {
@@ -237,7 +243,10 @@ test('proxy: a try that waits for a free connection past tryTimeoutMs moves on, 
   const [spare] = await backends(1, (req, res) => res.end(`spare ${req.method}`));
   // One connection to `busy`; round-robin sends the first two requests there.
   await putRoute(kv, s.gw, 'api.queued', {
-    upstreams: [{ url: busy!.url, weight: 100 }, { url: spare!.url, weight: 1 }],
+    upstreams: [
+      { url: busy!.url, weight: 100 },
+      { url: spare!.url, weight: 1 },
+    ],
     balancing: 'round-robin',
     maxConnections: 1,
     tryTimeoutMs: 300,
@@ -270,9 +279,16 @@ test('proxy: connection refused everywhere → 502 after trying each; accepted b
   assert.equal(r.statusCode, 502);
   const detail = ((await r.body.json()) as { detail: string }).detail;
   assert.equal(detail, 'the backend of api.refused failed to answer', 'no address or OS error for the client');
-  assert.ok(s.logs.some((l) => l.msg === 'override request failed' && /ECONNREFUSED/.test(String(l.detail))), 'the log has the OS error');
+  assert.ok(
+    s.logs.some((l) => l.msg === 'override request failed' && /ECONNREFUSED/.test(String(l.detail))),
+    'the log has the OS error',
+  );
   const route = s.gw.routes.match('api.refused')!;
-  assert.deepEqual(route.upstreams.map((u) => u.failures), [1, 1], 'both tried once, even for POST: it never reached them');
+  assert.deepEqual(
+    route.upstreams.map((u) => u.failures),
+    [1, 1],
+    'both tried once, even for POST: it never reached them',
+  );
 
   const silent = await rawServer(() => undefined); // accepts, reads, never answers
   const [good] = await backends(1);
@@ -386,7 +402,10 @@ test('proxy: with every backend unavailable → 503 at once; why (breaker open) 
   const logged = s.logs.filter((l) => l.msg === 'override request failed' && l.route === 'api.alldown').at(-1);
   assert.match(String(logged?.detail), new RegExp(`${a!.url}/? breaker open, ${b!.url}/? breaker open`));
   const view = (await (await request(`http://127.0.0.1:${s.gw.adminPort}/backends`)).body.json()) as Array<{ route: string; breaker: string }>;
-  assert.deepEqual(view.filter((v) => v.route === 'api.alldown').map((v) => v.breaker), ['open', 'open']);
+  assert.deepEqual(
+    view.filter((v) => v.route === 'api.alldown').map((v) => v.breaker),
+    ['open', 'open'],
+  );
 });
 
 test('proxy: an upstream that answers early (401 before reading the body) is passed on, not counted as a failure', async () => {
@@ -427,7 +446,10 @@ test('proxy: a backend that fails fast does not attract traffic from least-conne
   // Up to three failures eject it; a few more may already be in flight from the other clients.
   assert.ok(bad!.hits <= 8, `the failing backend got ${bad!.hits} of 100`);
   assert.ok(upstreamOf('api.fastfail', bad!.url).isEjected(Date.now()), 'it is ejected');
-  assert.ok(statuses.every((x) => x === 200), 'retries hid its failures from clients');
+  assert.ok(
+    statuses.every((x) => x === 200),
+    'retries hid its failures from clients',
+  );
 });
 
 test('proxy: dot segments never take a request outside its route: normalised before matching and forwarding, or 400; nothing else reaches the backend', async () => {
@@ -455,7 +477,7 @@ test('proxy: dot segments never take a request outside its route: normalised bef
   assert.equal(b!.hits, hits, 'the backend saw none of them');
 });
 
-test('proxy: failures the request itself causes are the client\'s: no breaker opens, no backend is ejected or counted, no retry budget is spent', async () => {
+test("proxy: failures the request itself causes are the client's: no breaker opens, no backend is ejected or counted, no retry budget is spent", async () => {
   let release: (() => void) | undefined;
   const [b] = await backends(1, (req, res) => {
     if (req.url === '/busy/hold') {
@@ -463,8 +485,7 @@ test('proxy: failures the request itself causes are the client\'s: no breaker op
       res.writeHead(200, { 'content-length': '4' });
       res.flushHeaders();
       release = () => res.end('held');
-    }
-    else res.end(`ok ${req.method} ${req.url}`);
+    } else res.end(`ok ${req.method} ${req.url}`);
   });
   await putRoute(kv, s.gw, 'api.busy', {
     upstreams: [{ url: b!.url }],
@@ -510,7 +531,10 @@ test('proxy: a try given up in our full pool moves to another backend without sp
   });
   const [spare] = await backends(1, (req, res) => res.end(`spare ${req.method}`));
   await putRoute(kv, s.gw, 'api.nobudget', {
-    upstreams: [{ url: busy!.url, weight: 100 }, { url: spare!.url, weight: 1 }],
+    upstreams: [
+      { url: busy!.url, weight: 100 },
+      { url: spare!.url, weight: 1 },
+    ],
     balancing: 'round-robin',
     maxConnections: 1,
     tryTimeoutMs: 200,
@@ -541,8 +565,8 @@ test('proxy: non-ASCII header bytes pass unchanged both ways; every Connection f
   const text = await rawText('GET /bytes HTTP/1.1\r\nHost: x\r\nX-Name: Jos\xc3\xa9 \xe2\x82\xac ok\r\n\r\n');
   const r = parseOne(text);
   assert.equal(r.status, 200);
-  assert.equal(r.headers['x-seen']?.[0], Buffer.from('José € ok', 'utf8').toString('hex'), 'the backend got the client\'s bytes');
-  assert.equal(r.headers['x-back']?.[0], Buffer.from('café ok', 'utf8').toString('latin1'), 'the client got the backend\'s bytes');
+  assert.equal(r.headers['x-seen']?.[0], Buffer.from('José € ok', 'utf8').toString('hex'), "the backend got the client's bytes");
+  assert.equal(r.headers['x-back']?.[0], Buffer.from('café ok', 'utf8').toString('latin1'), "the client got the backend's bytes");
   assert.equal(r.headers['x-one'], undefined);
   assert.equal(r.headers['x-two'], undefined);
   assert.deepEqual(r.headers['x-kept'], ['3']);

@@ -28,7 +28,15 @@ test('route schema: a minimal route gets every default', () => {
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.upstreams[0]));
   const hc = parseRoute({ upstreams: [{ url: 'http://a:1' }], healthCheck: {}, circuitBreaker: {} });
   assert.ok(hc.ok);
-  assert.deepEqual(hc.config.healthCheck, { path: '/health', intervalMs: 5000, unhealthyIntervalMs: 1000, timeoutMs: 2000, unhealthyThreshold: 3, healthyThreshold: 2, expectedStatus: { min: 200, max: 399 } });
+  assert.deepEqual(hc.config.healthCheck, {
+    path: '/health',
+    intervalMs: 5000,
+    unhealthyIntervalMs: 1000,
+    timeoutMs: 2000,
+    unhealthyThreshold: 3,
+    healthyThreshold: 2,
+    expectedStatus: { min: 200, max: 399 },
+  });
   assert.deepEqual(hc.config.circuitBreaker, { failureThreshold: 5, successThreshold: 2, openMs: 10_000, maxOpenMs: 120_000, halfOpenRequests: 1 });
 });
 

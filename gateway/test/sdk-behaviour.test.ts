@@ -42,13 +42,19 @@ test('sdk: a handler that throws or rejects → 500, logged, and the service kee
       return undefined;
     };
     const svc = await s.serve(handler, { nats: s.ns.url, subject: 'api.svc', logger: log });
-    for (const [path, message] of [['/svc/throw', 'sync failure'], ['/svc/reject', 'async failure']] as const) {
+    for (const [path, message] of [
+      ['/svc/throw', 'sync failure'],
+      ['/svc/reject', 'async failure'],
+    ] as const) {
       const r = await request(`${s.base}${path}`);
       assert.equal(r.statusCode, 500, path);
       const p = (await r.body.json()) as { code: string; subject: string };
       assert.equal(p.code, 'handler-error');
       assert.equal(p.subject, `api.svc.${path.split('/')[2]}`);
-      assert.ok(log.lines.some((l) => l.level === 'error' && (l.obj as { err: Error }).err.message === message), `logged ${message}`);
+      assert.ok(
+        log.lines.some((l) => l.level === 'error' && (l.obj as { err: Error }).err.message === message),
+        `logged ${message}`,
+      );
     }
     const ok = await request(`${s.base}/svc/ok`);
     assert.equal(ok.statusCode, 200);
@@ -116,13 +122,30 @@ test('sdk: a response larger than one NATS message streams through, bytes intact
     const huge = Buffer.alloc(200_000);
     for (let i = 0; i < huge.length; i++) huge[i] = (i * 7) & 0xff;
     const svc = await s.serve((req, res) => res.end(req.url === '/big/huge' ? huge : 'y'.repeat(65_500)), { nats: s.ns.url, subject: 'api.big', logger: log });
-    for (const [path, expected] of [['/big/huge', huge], ['/big/just-over', Buffer.from('y'.repeat(65_500))]] as const) {
+    for (const [path, expected] of [
+      ['/big/huge', huge],
+      ['/big/just-over', Buffer.from('y'.repeat(65_500))],
+    ] as const) {
       const r = await request(`${s.base}${path}`);
       assert.equal(r.statusCode, 200, path);
       assert.ok(Buffer.from(await r.body.arrayBuffer()).equals(expected), `${path}: bytes intact`);
     }
     // A gateway that does not offer streaming (no caps: a v1 gateway) gets one reply, bounded by max_payload.
-    const v1 = encodeRequest({ v: 1, id: 'v1gw', method: 'GET', path: '/big/huge', query: '', headers: [], body: Buffer.alloc(0), remote: '127.0.0.1', scheme: 'http', host: 'x', root: 'api', subject: 'api.big.huge', timeoutMs: 5000 });
+    const v1 = encodeRequest({
+      v: 1,
+      id: 'v1gw',
+      method: 'GET',
+      path: '/big/huge',
+      query: '',
+      headers: [],
+      body: Buffer.alloc(0),
+      remote: '127.0.0.1',
+      scheme: 'http',
+      host: 'x',
+      root: 'api',
+      subject: 'api.big.huge',
+      timeoutMs: 5000,
+    });
     const answer = decodeReply((await s.nc.request('api.big.huge', v1, { timeout: 5000 })).data);
     assert.ok(typeof answer !== 'string');
     assert.equal(answer.v, 1);
@@ -165,7 +188,21 @@ test('sdk: an envelope it cannot read, or one with an illegal header, method or 
     let calls = 0;
     const logger = recordingLogger();
     const svc = await s.serve((_req, res) => (calls++, text(res, 200, 'ok')), { nats: s.ns.url, subject: 'api.strict', logger });
-    const good = { v: 1, id: 'r', method: 'GET', path: '/strict', query: '', headers: ['host', 'h'], body: new Uint8Array(0), remote: '', scheme: 'http', host: '', root: 'api', subject: 'api.strict', timeoutMs: 1000 };
+    const good = {
+      v: 1,
+      id: 'r',
+      method: 'GET',
+      path: '/strict',
+      query: '',
+      headers: ['host', 'h'],
+      body: new Uint8Array(0),
+      remote: '',
+      scheme: 'http',
+      host: '',
+      root: 'api',
+      subject: 'api.strict',
+      timeoutMs: 1000,
+    };
     const bad = [
       Buffer.from('not an envelope'),
       encodeRequest({ ...good, headers: ['x-a', 'v\r\nset-cookie: x=1'] }),

@@ -27,7 +27,12 @@ before(async () => {
     res.json({ id: req.params.id, q: req.query, cookies: req.cookies as unknown, ip: req.ip, protocol: req.protocol, host: req.hostname });
   });
   app.post('/shop/items', (req, res) => {
-    res.status(201).cookie('session', 'abc', { httpOnly: true }).cookie('theme', 'dark').location('/shop/items/7').json({ created: req.body as unknown });
+    res
+      .status(201)
+      .cookie('session', 'abc', { httpOnly: true })
+      .cookie('theme', 'dark')
+      .location('/shop/items/7')
+      .json({ created: req.body as unknown });
   });
   app.get('/shop/old', (_req, res) => res.redirect(301, '/shop/new'));
   app.post('/shop/binary', (req, res) => {

@@ -77,13 +77,15 @@ function patternSha(mib: number): string {
 
 /** An upload body of `mib` MiB (pattern as above), counting what the client has produced. */
 function patternBody(mib: number, counter: { sent: number } = { sent: 0 }, delayAfter = Infinity): Readable {
-  return Readable.from(async function* () {
-    for (let i = 0; i < (mib * MiB) / 65536; i++) {
-      if (counter.sent >= delayAfter) await new Promise((r) => setTimeout(r, 20));
-      counter.sent += 65536;
-      yield Buffer.alloc(65536, i % 251);
-    }
-  }());
+  return Readable.from(
+    (async function* () {
+      for (let i = 0; i < (mib * MiB) / 65536; i++) {
+        if (counter.sent >= delayAfter) await new Promise((r) => setTimeout(r, 20));
+        counter.sent += 65536;
+        yield Buffer.alloc(65536, i % 251);
+      }
+    })(),
+  );
 }
 
 /** Counts the messages the gateway receives on its reply inbox (frames from services). */
@@ -155,7 +157,11 @@ test('streaming: SSE — the first event arrives before the handler ends, 1,000 
 
     const many = await (await request(`${s.base}/sse/many`)).body.text();
     const ids = [...many.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
-    assert.deepEqual(ids, Array.from({ length: 1000 }, (_, i) => i), '1,000 events, each once, in order');
+    assert.deepEqual(
+      ids,
+      Array.from({ length: 1000 }, (_, i) => i),
+      '1,000 events, each once, in order',
+    );
 
     const inbox = await countGatewayInbox(t, s);
     const forever = await request(`${s.base}/sse/forever`);
@@ -204,8 +210,14 @@ test('streaming: 200 MiB download and 200 MiB upload through a service in its ow
 
     // Bounds: a window (1 MiB) per direction plus what V8 keeps between
     // collections; a body held whole would add 200 MiB.
-    for (const [what, series] of [['download', downSeries], ['upload', upSeries]] as const) {
-      for (const [who, { base, samples }] of [['gateway (and the test client)', series[0]!], ['service', series[1]!]] as const) {
+    for (const [what, series] of [
+      ['download', downSeries],
+      ['upload', upSeries],
+    ] as const) {
+      for (const [who, { base, samples }] of [
+        ['gateway (and the test client)', series[0]!],
+        ['service', series[1]!],
+      ] as const) {
         const peak = Math.max(...samples);
         const growth = peak - base;
         t.diagnostic(`${what}: ${who} RSS ${Math.round(base / MiB)} MiB → peak ${Math.round(peak / MiB)} MiB`);
@@ -551,17 +563,25 @@ test('streaming: unmodified frameworks — Express res.sendFile (and a Range of 
     app.post('/fw/raw', express.raw({ type: '*/*', limit: '64mb' }), (req, res) => res.json({ bytes: (req.body as Buffer).length, sha256: sha(req.body as Buffer) }));
     await s.serve(app, { nats: s.ns.url, subject: 'api.fw' });
     const fastify = Fastify();
-    fastify.get('/fy/stream', async (_req, reply) => reply.type('application/octet-stream').send(Readable.from((function* () {
-      for (let i = 0; i < 80; i++) yield Buffer.alloc(64 * 1024, i);
-    })())));
+    fastify.get('/fy/stream', async (_req, reply) =>
+      reply.type('application/octet-stream').send(
+        Readable.from(
+          (function* () {
+            for (let i = 0; i < 80; i++) yield Buffer.alloc(64 * 1024, i);
+          })(),
+        ),
+      ),
+    );
     await fastify.ready();
     await s.serve((req, res) => fastify.routing(req, res), { nats: s.ns.url, subject: 'api.fy' });
     const koa = new Koa();
     koa.use(async (ctx) => {
       ctx.type = 'application/octet-stream';
-      ctx.body = Readable.from((function* () {
-        for (let i = 0; i < 80; i++) yield Buffer.alloc(64 * 1024, 255 - i);
-      })());
+      ctx.body = Readable.from(
+        (function* () {
+          for (let i = 0; i < 80; i++) yield Buffer.alloc(64 * 1024, 255 - i);
+        })(),
+      );
     });
     await s.serve(koa.callback(), { nats: s.ns.url, subject: 'api.ko' });
 

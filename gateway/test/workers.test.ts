@@ -160,10 +160,17 @@ test('workers: shutdown stops every worker listening at once, finishes the reque
     await new Promise((r) => setTimeout(r, 100));
     assert.equal((await get(s.pool.port, '/slow')).status, 0, 'no new connection is accepted while closing');
     const results = await Promise.all(slow);
-    assert.deepEqual(results.map((r) => r.status), Array(20).fill(200));
+    assert.deepEqual(
+      results.map((r) => r.status),
+      Array(20).fill(200),
+    );
     await closing;
     assert.deepEqual(s.pool.threads, {});
-    for (const who of [1, 2, undefined]) assert.ok(s.logs.some((l) => l.msg === 'gateway stopped' && l.worker === who), `worker ${who ?? 'main'} stopped`);
+    for (const who of [1, 2, undefined])
+      assert.ok(
+        s.logs.some((l) => l.msg === 'gateway stopped' && l.worker === who),
+        `worker ${who ?? 'main'} stopped`,
+      );
     const served = new Set(accessLines(s.logs).map((l) => l.worker));
     assert.deepEqual([...served].sort(), [1, 2], 'requests were in flight on both workers');
   } finally {
@@ -178,7 +185,10 @@ test('workers: natsgw serve --workers 2 serves, and exits 0 on SIGTERM after its
   try {
     responder(nc, 'api.who');
     await nc.flush();
-    const gw = await spawnGateway(['serve', '--nats', ns.url, '--port', '0', '--admin-port', '0', '--host', '127.0.0.1', '--workers', '2', '--log-format', 'json'], (out) => /with 2 workers/.test(out) && (out.match(/connected to NATS/g)?.length ?? 0) === 2);
+    const gw = await spawnGateway(
+      ['serve', '--nats', ns.url, '--port', '0', '--admin-port', '0', '--host', '127.0.0.1', '--workers', '2', '--log-format', 'json'],
+      (out) => /with 2 workers/.test(out) && (out.match(/connected to NATS/g)?.length ?? 0) === 2,
+    );
     const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+) with 2 workers/.exec(gw.output())![1]);
     for (let i = 0; i < 10; i++) assert.equal((await get(port, '/who')).status, 200);
     const exited = new Promise<number | null>((resolve) => gw.child.once('exit', (code) => resolve(code)));
@@ -198,7 +208,11 @@ test('workers: --workers takes 1 to 99 or auto, from a flag, NATSGW_WORKERS or t
   assert.equal(loadConfig({ flags: { workers: 'auto' } }).workers, availableParallelism());
   assert.equal(loadConfig({ env: { NATSGW_WORKERS: '2' } }).workers, 2);
   for (const bad of ['0', '100', 'two', '-1', '1.5', '']) {
-    assert.throws(() => loadConfig({ flags: { workers: bad } }), (err: Error) => err instanceof ConfigError && err.message.startsWith('invalid --workers: must be a whole number from 1 to 99, or auto'), bad);
+    assert.throws(
+      () => loadConfig({ flags: { workers: bad } }),
+      (err: Error) => err instanceof ConfigError && err.message.startsWith('invalid --workers: must be a whole number from 1 to 99, or auto'),
+      bad,
+    );
   }
   assert.throws(() => loadConfig({ env: { NATSGW_WORKERS: '0' } }), /^ConfigError: invalid NATSGW_WORKERS/);
   const dir = mkdtempSync(join(tmpdir(), 'natsgw-workers-'));

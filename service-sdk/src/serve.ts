@@ -123,11 +123,7 @@ export async function serve(handler: RequestListener, options: ServeOptions): Pr
   const owned = !isConnection(options.nats);
   const nc = isConnection(options.nats)
     ? options.nats
-    : await connect(
-        typeof options.nats === 'string' || Array.isArray(options.nats)
-          ? { servers: options.nats, name: `natsgw-service ${options.subject}` }
-          : options.nats,
-      );
+    : await connect(typeof options.nats === 'string' || Array.isArray(options.nats) ? { servers: options.nats, name: `natsgw-service ${options.subject}` } : options.nats);
   const service = new ServiceRuntime(handler, nc, owned, options);
   await service.start();
   return service;
@@ -219,7 +215,11 @@ class ServiceRuntime implements Service, CallHost {
     // specific mount runs it" holds from the moment serve() returns.
     const unacknowledged = await this.registry.announceUp();
     if (unacknowledged.length > 0) {
-      this.safeLog('warn', { subject: this.subject, instances: unacknowledged }, 'mounts above this one did not acknowledge it in time; they may still run some of its requests until they hear its next announcement');
+      this.safeLog(
+        'warn',
+        { subject: this.subject, instances: unacknowledged },
+        'mounts above this one did not acknowledge it in time; they may still run some of its requests until they hear its next announcement',
+      );
     }
     this.timer = setInterval(() => this.expire(), Math.min(1000, Math.max(10, this.timeoutMs / 20)));
     this.timer.unref();

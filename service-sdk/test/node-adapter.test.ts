@@ -14,7 +14,24 @@ function nodeHeaders(raw: string[]): Record<string, unknown> {
   return dest;
 }
 
-const names = fc.constantFrom('set-cookie', 'cookie', 'content-type', 'content-length', 'host', 'authorization', 'user-agent', 'etag', 'x-a', 'x-b', 'accept', 'via', 'X-Mixed-Case', '__proto__', 'constructor', 'toString');
+const names = fc.constantFrom(
+  'set-cookie',
+  'cookie',
+  'content-type',
+  'content-length',
+  'host',
+  'authorization',
+  'user-agent',
+  'etag',
+  'x-a',
+  'x-b',
+  'accept',
+  'via',
+  'X-Mixed-Case',
+  '__proto__',
+  'constructor',
+  'toString',
+);
 const values = fc.string({ maxLength: 12 });
 
 test('adapter: req.headers follows node:http merge rules exactly', () => {

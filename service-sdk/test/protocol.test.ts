@@ -3,7 +3,19 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { decodeFrame, decodeReply, decodeRequest, encodeCancel, encodeCredit, encodeData, encodeReply, encodeRequest, ProtocolError, type ReplyEnvelope, type RequestEnvelope } from '../src/protocol/index.js';
+import {
+  decodeFrame,
+  decodeReply,
+  decodeRequest,
+  encodeCancel,
+  encodeCredit,
+  encodeData,
+  encodeReply,
+  encodeRequest,
+  ProtocolError,
+  type ReplyEnvelope,
+  type RequestEnvelope,
+} from '../src/protocol/index.js';
 
 const raw = new Packr({ useRecords: false });
 const pack = (x: unknown) => raw.pack(x);
@@ -113,8 +125,14 @@ test('protocol: unknown fields are ignored; absent headers and body mean none', 
 });
 
 test('protocol: decodeRequest refuses what a v1 gateway never sends', () => {
-  assert.throws(() => decodeRequest(Buffer.from('junk')), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-envelope');
-  assert.throws(() => decodeRequest(pack({ v: 7, method: 'GET', path: '/' })), (e: unknown) => e instanceof ProtocolError && e.code === 'unsupported-version');
+  assert.throws(
+    () => decodeRequest(Buffer.from('junk')),
+    (e: unknown) => e instanceof ProtocolError && e.code === 'bad-envelope',
+  );
+  assert.throws(
+    () => decodeRequest(pack({ v: 7, method: 'GET', path: '/' })),
+    (e: unknown) => e instanceof ProtocolError && e.code === 'unsupported-version',
+  );
   assert.throws(() => decodeRequest(pack({ v: 1, method: 'GET', path: 'no-slash' })), ProtocolError);
   assert.throws(() => decodeRequest(pack({ v: 1, method: 1, path: '/' })), ProtocolError);
   assert.throws(() => decodeRequest(pack({ v: 1, method: 'GET', path: '/', headers: ['a'] })), ProtocolError);
@@ -147,8 +165,18 @@ test('protocol: a few bytes declaring a huge array or map are refused without al
 });
 
 test('protocol: 64-bit integers are numbers when they fit, refused when they do not; never a BigInt', () => {
-  const u64 = (n: bigint) => { const b = Buffer.alloc(9); b[0] = 0xcf; b.writeBigUInt64BE(n, 1); return b.toString('hex'); };
-  const i64 = (n: bigint) => { const b = Buffer.alloc(9); b[0] = 0xd3; b.writeBigInt64BE(n, 1); return b.toString('hex'); };
+  const u64 = (n: bigint) => {
+    const b = Buffer.alloc(9);
+    b[0] = 0xcf;
+    b.writeBigUInt64BE(n, 1);
+    return b.toString('hex');
+  };
+  const i64 = (n: bigint) => {
+    const b = Buffer.alloc(9);
+    b[0] = 0xd3;
+    b.writeBigInt64BE(n, 1);
+    return b.toString('hex');
+  };
   const ok = decodeReply(hex(`82 a1 76 ${u64(1n)} a6 737461747573 ${i64(204n)}`));
   assert.equal(typeof ok, 'object');
   assert.equal((ok as { status: number }).status, 204);
@@ -180,7 +208,21 @@ test('protocol: extension types, deep nesting, invalid UTF-8, duplicate fields a
 });
 
 test('protocol: decodeRequest checks envelopes as strictly as the gateway checks replies', () => {
-  const base = { v: 1, id: 'r1', method: 'GET', path: '/a', query: 'x=1', headers: ['host', 'h'], body: Buffer.alloc(0), remote: '10.0.0.1', scheme: 'http', host: 'h', root: 'api', subject: 'api.a', timeoutMs: 1000 };
+  const base = {
+    v: 1,
+    id: 'r1',
+    method: 'GET',
+    path: '/a',
+    query: 'x=1',
+    headers: ['host', 'h'],
+    body: Buffer.alloc(0),
+    remote: '10.0.0.1',
+    scheme: 'http',
+    host: 'h',
+    root: 'api',
+    subject: 'api.a',
+    timeoutMs: 1000,
+  };
   assert.equal(decodeRequest(pack(base)).path, '/a');
   const bad: Array<[string, Record<string, unknown>, RegExp]> = [
     ['method with a space', { method: 'GE T' }, /method .* is not a token/],
@@ -205,7 +247,11 @@ test('protocol: decodeRequest checks envelopes as strictly as the gateway checks
     ['method as a number', { method: 1 }, /method must be a string/],
   ];
   for (const [what, change, reason] of bad) {
-    assert.throws(() => decodeRequest(pack({ ...base, ...change })), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-envelope' && reason.test(e.message), what);
+    assert.throws(
+      () => decodeRequest(pack({ ...base, ...change })),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'bad-envelope' && reason.test(e.message),
+      what,
+    );
   }
 });
 
@@ -239,7 +285,14 @@ test('protocol: decoding arbitrary bytes never throws anything but a ProtocolErr
 test('protocol: any valid envelope survives encode → decode unchanged (short, long, ASCII and UTF-8 strings)', () => {
   const tchars = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".split('');
   const token = fc.array(fc.constantFrom(...tchars), { minLength: 1, maxLength: 40 }).map((a) => a.join(''));
-  const value = fc.string({ unit: fc.oneof(fc.constantFrom('\t'), fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), fc.constantFrom('é', 'ü', '€', '😀')), maxLength: 60 });
+  const value = fc.string({
+    unit: fc.oneof(
+      fc.constantFrom('\t'),
+      fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)),
+      fc.constantFrom('é', 'ü', '€', '😀'),
+    ),
+    maxLength: 60,
+  });
   const visible = fc.string({ unit: fc.integer({ min: 0x21, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 60 });
   fc.assert(
     fc.property(token, fc.array(fc.tuple(token, value), { maxLength: 8 }), fc.uint8Array({ maxLength: 40 }), fc.integer({ min: 200, max: 599 }), visible, (method, pairs, body, status, query) => {
@@ -248,7 +301,21 @@ test('protocol: any valid envelope survives encode → decode unchanged (short, 
       assert.equal(typeof reply, 'object', String(reply));
       assert.deepEqual((reply as { headers: string[] }).headers, headers);
       assert.deepEqual(Buffer.from((reply as { body: Uint8Array }).body), Buffer.from(body));
-      const env: RequestEnvelope = { v: 1, id: 'id1', method, path: '/' + query.replace(/^\/*/, ''), query, headers, body, remote: '::1', scheme: 'https', host: 'h', root: 'api', subject: 'api.x', timeoutMs: 1234 };
+      const env: RequestEnvelope = {
+        v: 1,
+        id: 'id1',
+        method,
+        path: '/' + query.replace(/^\/*/, ''),
+        query,
+        headers,
+        body,
+        remote: '::1',
+        scheme: 'https',
+        host: 'h',
+        root: 'api',
+        subject: 'api.x',
+        timeoutMs: 1234,
+      };
       assert.deepEqual(normalise(decodeRequest(encodeRequest(env))), normalise(env));
     }),
     { numRuns: 3000 },
@@ -258,22 +325,41 @@ test('protocol: any valid envelope survives encode → decode unchanged (short, 
 test('protocol: the hand-written encoder writes exactly the bytes msgpackr writes, for any envelope (sizes across every header boundary)', () => {
   // The encoder msgpackr was configured as before envelope.ts wrote its own.
   const reference = new Packr({ useRecords: false, variableMapSize: true });
-  const anyString = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 40 }), fc.string({ unit: 'grapheme', minLength: 20, maxLength: 300 }), fc.constantFrom('', 'x'.repeat(31), 'x'.repeat(32), 'é'.repeat(16), 'x'.repeat(255), 'x'.repeat(256), 'x'.repeat(65_535), 'x'.repeat(65_536)));
-  const bytes = fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.constantFrom(255, 256, 65_535, 65_536, 200_000).map((n) => new Uint8Array(n).fill(7)));
+  const anyString = fc.oneof(
+    fc.string({ maxLength: 40 }),
+    fc.string({ unit: 'binary', maxLength: 40 }),
+    fc.string({ unit: 'grapheme', minLength: 20, maxLength: 300 }),
+    fc.constantFrom('', 'x'.repeat(31), 'x'.repeat(32), 'é'.repeat(16), 'x'.repeat(255), 'x'.repeat(256), 'x'.repeat(65_535), 'x'.repeat(65_536)),
+  );
+  const bytes = fc.oneof(
+    fc.uint8Array({ maxLength: 300 }),
+    fc.constantFrom(255, 256, 65_535, 65_536, 200_000).map((n) => new Uint8Array(n).fill(7)),
+  );
   const count = fc.oneof(fc.integer({ min: 0, max: 0x7f }), fc.constantFrom(0x80, 0xff, 0x100, 0xffff, 0x10000, 1024 * 1024, 0xffffffff));
   const headers = fc.array(anyString, { maxLength: 40 });
   fc.assert(
-    fc.property(anyString, anyString, headers, bytes, count, count, fc.option(fc.array(anyString, { maxLength: 3 }), { nil: undefined }), fc.option(count, { nil: undefined }), fc.option(fc.boolean(), { nil: undefined }), (id, path, h, body, status, timeoutMs, caps, credit, more) => {
-      const env: RequestEnvelope = { v: 2, id, method: 'GET', path, query: id, headers: h, body, remote: path, scheme: 'http', host: id, root: 'api', subject: path, timeoutMs };
-      if (caps !== undefined) env.caps = caps;
-      if (credit !== undefined) env.credit = credit;
-      if (more !== undefined) env.more = more;
-      assert.deepEqual(Buffer.from(encodeRequest(env)), Buffer.from(reference.pack(env)));
-      const reply: ReplyEnvelope = { v: 1, status, headers: h, body };
-      if (more !== undefined) reply.more = more;
-      if (caps !== undefined) reply.inbox = id;
-      assert.deepEqual(Buffer.from(encodeReply(reply)), Buffer.from(reference.pack(reply)));
-    }),
+    fc.property(
+      anyString,
+      anyString,
+      headers,
+      bytes,
+      count,
+      count,
+      fc.option(fc.array(anyString, { maxLength: 3 }), { nil: undefined }),
+      fc.option(count, { nil: undefined }),
+      fc.option(fc.boolean(), { nil: undefined }),
+      (id, path, h, body, status, timeoutMs, caps, credit, more) => {
+        const env: RequestEnvelope = { v: 2, id, method: 'GET', path, query: id, headers: h, body, remote: path, scheme: 'http', host: id, root: 'api', subject: path, timeoutMs };
+        if (caps !== undefined) env.caps = caps;
+        if (credit !== undefined) env.credit = credit;
+        if (more !== undefined) env.more = more;
+        assert.deepEqual(Buffer.from(encodeRequest(env)), Buffer.from(reference.pack(env)));
+        const reply: ReplyEnvelope = { v: 1, status, headers: h, body };
+        if (more !== undefined) reply.more = more;
+        if (caps !== undefined) reply.inbox = id;
+        assert.deepEqual(Buffer.from(encodeReply(reply)), Buffer.from(reference.pack(reply)));
+      },
+    ),
     { numRuns: 2000 },
   );
   // Views handed out earlier stay intact while later messages are written.
@@ -311,5 +397,8 @@ test('protocol: stream frames that break §7.1 are refused with a reason, never 
     assert.match(f as string, reason, what);
   }
   assert.deepEqual(decodeFrame(encodeCancel('x'.repeat(1000))), { t: 'cancel', reason: 'x'.repeat(200) }, 'a long reason is cut to 200 characters');
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => void decodeFrame(bytes)), { numRuns: 5000 });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => void decodeFrame(bytes)),
+    { numRuns: 5000 },
+  );
 });

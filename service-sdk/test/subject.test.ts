@@ -1,14 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import {
-  MAX_SEGMENTS,
-  MAX_SUBJECT_BYTES,
-  pathToSubject,
-  subjectToPath,
-  subjectToSegments,
-  isValidRoot,
-} from '../src/protocol/index.js';
+import { MAX_SEGMENTS, MAX_SUBJECT_BYTES, pathToSubject, subjectToPath, subjectToSegments, isValidRoot } from '../src/protocol/index.js';
 
 const roots = fc.constantFrom('api', 'api.staging', 'a-b_c.d1');
 const safeChar = fc.constantFrom(...'abcXYZ019-_'.split(''));
@@ -40,22 +33,20 @@ test('subject: plain paths map token for token (stable)', () => {
 
 test('subject: decoded segments survive the round trip (reversible)', () => {
   fc.assert(
-    fc.property(
-      roots,
-      fc.array(anyBytes, { minLength: 1, maxLength: 8 }),
-      fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }),
-      (root, segments, choices) => {
-        const path = '/' + segments.map((b) => toRawSegment(b, choices)).join('/');
-        const subject = pathToSubject(root, path);
-        assert.equal(typeof subject, 'string', `mapping ${path}`);
-        // '/' alone means "no segments"; a single empty segment never arises.
-        const expected = segments.length === 1 && segments[0]!.length === 0 ? [] : segments;
-        const back = subjectToSegments(root, subject as string);
-        assert.deepEqual(back?.map((b) => Buffer.from(b).toString('hex')), expected.map((b) => Buffer.from(b).toString('hex')));
-        // and the canonical path maps to the very same subject
-        assert.equal(pathToSubject(root, subjectToPath(root, subject as string)!), subject);
-      },
-    ),
+    fc.property(roots, fc.array(anyBytes, { minLength: 1, maxLength: 8 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }), (root, segments, choices) => {
+      const path = '/' + segments.map((b) => toRawSegment(b, choices)).join('/');
+      const subject = pathToSubject(root, path);
+      assert.equal(typeof subject, 'string', `mapping ${path}`);
+      // '/' alone means "no segments"; a single empty segment never arises.
+      const expected = segments.length === 1 && segments[0]!.length === 0 ? [] : segments;
+      const back = subjectToSegments(root, subject as string);
+      assert.deepEqual(
+        back?.map((b) => Buffer.from(b).toString('hex')),
+        expected.map((b) => Buffer.from(b).toString('hex')),
+      );
+      // and the canonical path maps to the very same subject
+      assert.equal(pathToSubject(root, subjectToPath(root, subject as string)!), subject);
+    }),
     { numRuns: 500 },
   );
 });

@@ -23,7 +23,6 @@ import { BALANCING_POLICIES, redactRoute } from '../routes/route-schema.js';
 const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
 
-
 /** Raised for bad usage; printed as one line, exit code 2. */
 class UsageError extends Error {}
 
@@ -49,8 +48,7 @@ function declareSchemaOptions(y: Argv, keys: readonly (typeof OPTION_KEYS)[numbe
 
 function declareServeOptions(y: Argv): Argv {
   return declareSchemaOptions(y, OPTION_KEYS).epilogue(
-    'Precedence: flag > environment variable > config file > default.\n' +
-      'Example: natsgw serve --nats nats://127.0.0.1:4222 --subject api --port 8080',
+    'Precedence: flag > environment variable > config file > default.\n' + 'Example: natsgw serve --nats nats://127.0.0.1:4222 --subject api --port 8080',
   );
 }
 
@@ -79,7 +77,10 @@ function declareRoutePut(y: Argv): Argv {
     .option('add-prefix', { type: 'string', requiresArg: true, describe: 'Path prefix to add before forwarding' })
     .option('preserve-host', { type: 'boolean', describe: "Send the client's Host header" })
     .option('file', { type: 'string', requiresArg: true, describe: 'Read the route JSON from a file instead' })
-    .epilogue('The value is checked with the gateway\'s own schema (gateway/schema/route.schema.json) before it is written.\n' + 'Example: natsgw routes put api.legacy --upstream http://10.0.0.5:8080=2 --upstream http://10.0.0.6:8080 --health-path /health');
+    .epilogue(
+      "The value is checked with the gateway's own schema (gateway/schema/route.schema.json) before it is written.\n" +
+        'Example: natsgw routes put api.legacy --upstream http://10.0.0.5:8080=2 --upstream http://10.0.0.6:8080 --health-path /health',
+    );
 }
 
 function declareFleet(y: Argv): Argv {
@@ -148,7 +149,11 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
       case 'get': {
         // The stored value itself, as a read of the bucket returns it (secrets included).
         const l = await getRoute(kv, subject);
-        out(json ? jsonSafe(JSON.stringify(l)) + '\n' : `${subject}  revision ${l.revision}  ${l.valid ? paint.green('valid', color) : paint.red(`INVALID: ${printable(l.reason ?? '')}`, color)}\n${pretty(l.raw)}\n`);
+        out(
+          json
+            ? jsonSafe(JSON.stringify(l)) + '\n'
+            : `${subject}  revision ${l.revision}  ${l.valid ? paint.green('valid', color) : paint.red(`INVALID: ${printable(l.reason ?? '')}`, color)}\n${pretty(l.raw)}\n`,
+        );
         return;
       }
       case 'ls': {
@@ -177,7 +182,11 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
           }
           const l = shownListing(describeEntry(e));
           const line = printable(summarize(l));
-          out(json ? jsonSafe(JSON.stringify({ ...l, operation: 'PUT' })) + '\n' : `${time}  ${paint.green('PUT', color)}  ${printable(e.key)}  rev ${e.revision}  ${l.valid ? line : paint.red(line, color)}\n`);
+          out(
+            json
+              ? jsonSafe(JSON.stringify({ ...l, operation: 'PUT' })) + '\n'
+              : `${time}  ${paint.green('PUT', color)}  ${printable(e.key)}  rev ${e.revision}  ${l.valid ? line : paint.red(line, color)}\n`,
+          );
         }
         return;
       }
@@ -205,7 +214,10 @@ async function fleetCommand(verb: AdminVerb, argv: Record<string, unknown>): Pro
   const { answers, skipped } = result;
   if (argv.json === true) process.stdout.write(jsonSafe(JSON.stringify(answers)) + '\n');
   else process.stdout.write(render(verb, answers, process.stdout.isTTY === true));
-  if (skipped.length > 0) process.stderr.write(`natsgw: skipped ${skipped.length} answer${skipped.length === 1 ? '' : 's'} that ${skipped.length === 1 ? 'is' : 'are'} not a gateway's: ${printable(skipped.join('; ').slice(0, 500))}\n`);
+  if (skipped.length > 0)
+    process.stderr.write(
+      `natsgw: skipped ${skipped.length} answer${skipped.length === 1 ? '' : 's'} that ${skipped.length === 1 ? 'is' : 'are'} not a gateway's: ${printable(skipped.join('; ').slice(0, 500))}\n`,
+    );
   if (answers.every((a) => !a.ok)) throw new CommandError(`no gateway answered successfully: ${printable(answers[0]!.error ?? 'error')}`, 1);
 }
 

@@ -160,7 +160,17 @@ export function render(verb: AdminVerb, raw: FleetAnswer[], color: boolean): str
       for (const a of ok) {
         for (const b of a.data as BackendView[]) {
           const state = b.available ? paint.green('up', color) : paint.red(!b.healthy ? 'unhealthy' : b.ejected ? 'ejected' : b.breaker === 'open' ? 'breaker open' : 'down', color);
-          rows.push([a.gateway, b.route, b.url, state, b.lastProbe ? `${b.lastProbe.ok ? 'ok' : 'failed'} (${b.lastProbe.detail}) ${ago(b.lastProbe.at)}` : '-', String(b.inFlight), String(b.requests), String(b.failures), String(b.ejections)]);
+          rows.push([
+            a.gateway,
+            b.route,
+            b.url,
+            state,
+            b.lastProbe ? `${b.lastProbe.ok ? 'ok' : 'failed'} (${b.lastProbe.detail}) ${ago(b.lastProbe.at)}` : '-',
+            String(b.inFlight),
+            String(b.requests),
+            String(b.failures),
+            String(b.ejections),
+          ]);
         }
       }
       break;
@@ -178,7 +188,20 @@ export function render(verb: AdminVerb, raw: FleetAnswer[], color: boolean): str
       for (const a of ok) {
         for (const s of a.data as StatsView[]) {
           const c = s.byStatusClass;
-          rows.push([a.gateway, s.route, s.target, String(s.requests), String(c['2xx']), String(c['3xx']), String(c['4xx']), String(c['5xx']), ms(s.latencyMs.p50), ms(s.latencyMs.p90), ms(s.latencyMs.p99), bytes(s.bytes)]);
+          rows.push([
+            a.gateway,
+            s.route,
+            s.target,
+            String(s.requests),
+            String(c['2xx']),
+            String(c['3xx']),
+            String(c['4xx']),
+            String(c['5xx']),
+            ms(s.latencyMs.p50),
+            ms(s.latencyMs.p90),
+            ms(s.latencyMs.p99),
+            bytes(s.bytes),
+          ]);
         }
       }
       break;
@@ -186,7 +209,14 @@ export function render(verb: AdminVerb, raw: FleetAnswer[], color: boolean): str
       headers = ['GATEWAY', 'SUBJECT', 'REV', 'STATUS', 'ROUTE'];
       for (const a of ok) {
         const r = a.data as RoutesView;
-        for (const x of r.applied) rows.push([a.gateway, x.subject, String(x.revision), paint.green('applied', color), `${x.upstreams.map((u) => (u.weight !== 1 ? `${u.url}=${u.weight}` : u.url)).join(' ')} (${x.balancing})`]);
+        for (const x of r.applied)
+          rows.push([
+            a.gateway,
+            x.subject,
+            String(x.revision),
+            paint.green('applied', color),
+            `${x.upstreams.map((u) => (u.weight !== 1 ? `${u.url}=${u.weight}` : u.url)).join(' ')} (${x.balancing})`,
+          ]);
         for (const x of r.rejected) rows.push([a.gateway, x.subject, String(x.revision), paint.red('rejected', color), x.reason]);
       }
       break;

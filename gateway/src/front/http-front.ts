@@ -319,7 +319,10 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     if (ex.lengthConflict) return this.fail(ex, 'bad-request', 'conflicting or malformed Content-Length', true);
     let chunked = false;
     if (ex.transferEncoding !== undefined) {
-      const codings = ex.transferEncoding.toLowerCase().split(',').map((c) => c.trim());
+      const codings = ex.transferEncoding
+        .toLowerCase()
+        .split(',')
+        .map((c) => c.trim());
       if (codings.length !== 1 || codings[0] !== 'chunked') {
         // RFC 9112 §6.1: chunked must be the final coding (else 400); other codings are not implemented.
         return codings[codings.length - 1] === 'chunked'
@@ -398,7 +401,13 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       // Stop reading: answer now and close, rather than buffer the rest.
       return this.failCorked(ex, 'body-too-large', detail, true);
     }
-    if (ex.stream === undefined && ex.chunks !== undefined && ex.route === undefined && this.link !== undefined && ex.received + n > natsBodyLimit(this.opts.maxBodyBytes, this.opts.maxHeaderBytes, this.link.maxPayload)) {
+    if (
+      ex.stream === undefined &&
+      ex.chunks !== undefined &&
+      ex.route === undefined &&
+      this.link !== undefined &&
+      ex.received + n > natsBodyLimit(this.opts.maxBodyBytes, this.opts.maxHeaderBytes, this.link.maxPayload)
+    ) {
       // A chunked body is collected while it fits one message (so v1
       // services get it whole, as always), and streams from the read that
       // proves it does not.

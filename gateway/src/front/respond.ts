@@ -30,7 +30,12 @@ export const CONTENT_LENGTH_RE = /^\d{1,15}$/;
 
 /** The header names a Connection header lists (RFC 9110 §7.6.1: they are hop-by-hop too). */
 export function connectionNamed(value: string): Set<string> {
-  return new Set(value.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
+  return new Set(
+    value
+      .split(',')
+      .map((t) => t.trim().toLowerCase())
+      .filter(Boolean),
+  );
 }
 
 /**

@@ -52,12 +52,13 @@ export function loadUws(maxHeaderBytes: number): typeof UWS {
     uws = require('uWebSockets.js') as typeof UWS;
   } catch (err) {
     // The package's message is a generic first line, then the loader's own error: that is the one to show.
-    const lines = String((err as Error).message).split('\n').filter((l) => l.trim() !== '');
+    const lines = String((err as Error).message)
+      .split('\n')
+      .filter((l) => l.trim() !== '');
     const reason = lines[lines.length - 1] ?? 'unknown reason';
-    throw new UwsLoadError(
-      `cannot load the uWebSockets.js native binary for Node ${process.version} (${process.platform} ${process.arch}, ABI ${process.versions.modules}): ${reason}`,
-      { cause: err },
-    );
+    throw new UwsLoadError(`cannot load the uWebSockets.js native binary for Node ${process.version} (${process.platform} ${process.arch}, ABI ${process.versions.modules}): ${reason}`, {
+      cause: err,
+    });
   }
   if (!Function.prototype.toString.call(uws.App).includes('[native code]')) {
     throw new UwsLoadError('uWebSockets.js loaded without its native binary (a pure-JS fallback); refusing to serve at a fraction of normal speed');

@@ -319,7 +319,17 @@ export class ProxyRequest implements Ticking {
   private whyNone(now: number): string {
     return this.route.upstreams
       .map((u) => {
-        const why = u.retired ? 'removed' : !u.healthy ? 'unhealthy' : u.isEjected(now) ? 'ejected' : u.breaker && !u.breaker.admitsAt(now) ? `breaker ${u.breaker.stateAt(now)}` : this.tried?.has(u) ? 'already tried' : 'busy';
+        const why = u.retired
+          ? 'removed'
+          : !u.healthy
+            ? 'unhealthy'
+            : u.isEjected(now)
+              ? 'ejected'
+              : u.breaker && !u.breaker.admitsAt(now)
+                ? `breaker ${u.breaker.stateAt(now)}`
+                : this.tried?.has(u)
+                  ? 'already tried'
+                  : 'busy';
         return `${u.url} ${why}`;
       })
       .join(', ');

@@ -35,11 +35,15 @@ export async function startAdminServer(host: string, port: number, token: AdminT
     const verb = path.slice(1);
     const failed = (err: Error) => problem(500, 'admin-failed', err.message);
     if (verb === 'healthz') {
-      source.failure().then(
-        (failure) =>
-          failure === undefined ? send(200, 'application/json', JSON.stringify({ ok: true })) : send(503, 'application/json', JSON.stringify({ ok: false, reason: `NATS connection closed for good: ${failure}` })),
-        failed,
-      );
+      source
+        .failure()
+        .then(
+          (failure) =>
+            failure === undefined
+              ? send(200, 'application/json', JSON.stringify({ ok: true }))
+              : send(503, 'application/json', JSON.stringify({ ok: false, reason: `NATS connection closed for good: ${failure}` })),
+          failed,
+        );
       return;
     }
     if (verb === 'readyz') {

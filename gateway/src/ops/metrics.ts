@@ -85,8 +85,16 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
       }),
     ),
   );
-  add(metric('natsgw_http_response_bytes_total', 'Response body bytes sent, by route and target.', 'counter', () => view.traffic.all().map((t) => ({ labels: { route: t.route, target: t.target }, value: t.bytes }))));
-  add(metric('natsgw_http_client_aborts_total', 'Requests abandoned by the client before the response was complete.', 'counter', () => view.traffic.all().map((t) => ({ labels: { route: t.route, target: t.target }, value: t.clientAborts }))));
+  add(
+    metric('natsgw_http_response_bytes_total', 'Response body bytes sent, by route and target.', 'counter', () =>
+      view.traffic.all().map((t) => ({ labels: { route: t.route, target: t.target }, value: t.bytes })),
+    ),
+  );
+  add(
+    metric('natsgw_http_client_aborts_total', 'Requests abandoned by the client before the response was complete.', 'counter', () =>
+      view.traffic.all().map((t) => ({ labels: { route: t.route, target: t.target }, value: t.clientAborts })),
+    ),
+  );
   add(metric('natsgw_http_requests_in_flight', 'Requests accepted and not yet answered.', 'gauge', () => [{ labels: {}, value: view.inFlight() }]));
   add(metric('natsgw_nats_streams_open', 'Requests whose body or response is streaming over NATS right now (protocol v2).', 'gauge', () => [{ labels: {}, value: view.openStreams() }]));
 
@@ -99,15 +107,38 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
       ]),
     ),
   );
-  add(metric('natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.retries }])));
-  add(metric('natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.timeouts }])));
-  add(metric('natsgw_upstream_connect_errors_total', 'Tries that could not connect (refused, connect timeout, unreachable).', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.connectErrors }])));
-  add(metric('natsgw_backend_up', '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.wouldAccept(Date.now()) ? 1 : 0 }]), 'min'));
-  add(metric('natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.inFlight }])));
-  add(metric('natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.ejections }])));
   add(
-    metric('natsgw_circuit_breaker_state', 'Circuit breaker state: 0 closed, 1 open, 2 half-open.', 'gauge', () =>
-      eachUpstream(view, (route, u) => (u.breaker ? [{ labels: { route, upstream: u.url }, value: BREAKER_STATE_VALUE[u.breaker.stateAt(Date.now())] }] : [])),
+    metric('natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', () =>
+      eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.retries }]),
+    ),
+  );
+  add(metric('natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.timeouts }])));
+  add(
+    metric('natsgw_upstream_connect_errors_total', 'Tries that could not connect (refused, connect timeout, unreachable).', 'counter', () =>
+      eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.connectErrors }]),
+    ),
+  );
+  add(
+    metric(
+      'natsgw_backend_up',
+      '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.',
+      'gauge',
+      () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.wouldAccept(Date.now()) ? 1 : 0 }]),
+      'min',
+    ),
+  );
+  add(metric('natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.inFlight }])));
+  add(
+    metric('natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', () =>
+      eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.ejections }]),
+    ),
+  );
+  add(
+    metric(
+      'natsgw_circuit_breaker_state',
+      'Circuit breaker state: 0 closed, 1 open, 2 half-open.',
+      'gauge',
+      () => eachUpstream(view, (route, u) => (u.breaker ? [{ labels: { route, upstream: u.url }, value: BREAKER_STATE_VALUE[u.breaker.stateAt(Date.now())] }] : [])),
       'max',
     ),
   );
@@ -121,10 +152,21 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
       Object.entries(view.reloads).map(([result, value]) => ({ labels: { result }, value })),
     ),
   );
-  add(metric('natsgw_overrides_available', '1 while the routes bucket is being watched (JetStream reachable).', 'gauge', () => [{ labels: {}, value: view.overrides().state === 'watching' ? 1 : 0 }], 'min'));
   add(
-    metric('natsgw_faults_total', 'Hostile or broken input survived, by kind: a NATS callback that threw, a NATS message with header lines that do not parse, an internal error while handling a request.', 'counter', () =>
-      Object.entries(view.faults).map(([kind, value]) => ({ labels: { kind }, value })),
+    metric(
+      'natsgw_overrides_available',
+      '1 while the routes bucket is being watched (JetStream reachable).',
+      'gauge',
+      () => [{ labels: {}, value: view.overrides().state === 'watching' ? 1 : 0 }],
+      'min',
+    ),
+  );
+  add(
+    metric(
+      'natsgw_faults_total',
+      'Hostile or broken input survived, by kind: a NATS callback that threw, a NATS message with header lines that do not parse, an internal error while handling a request.',
+      'counter',
+      () => Object.entries(view.faults).map(([kind, value]) => ({ labels: { kind }, value })),
     ),
   );
   add(metric('natsgw_nats_connected', '1 while connected to NATS.', 'gauge', () => [{ labels: {}, value: view.nats().connected ? 1 : 0 }], 'min'));

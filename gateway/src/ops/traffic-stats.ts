@@ -113,7 +113,16 @@ export class TrafficStats {
   }
 
   snapshot(): RouteTrafficSnapshot[] {
-    return this.all().map((t) => ({ route: t.route, target: t.target, requests: [...t.requests], latency: [...t.latency], latencySumS: t.latencySumS, count: t.count, bytes: t.bytes, clientAborts: t.clientAborts }));
+    return this.all().map((t) => ({
+      route: t.route,
+      target: t.target,
+      requests: [...t.requests],
+      latency: [...t.latency],
+      latencySumS: t.latencySumS,
+      count: t.count,
+      bytes: t.bytes,
+      clientAborts: t.clientAborts,
+    }));
   }
 
   /** The sum of several gateways' (worker threads') traffic, route by route. */

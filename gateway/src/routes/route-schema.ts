@@ -48,9 +48,9 @@ const RouteSchemaStrict = Type.Object(
     balancing: Type.Unsafe<BalancingPolicy>({
       type: 'string',
       enum: [...BALANCING_POLICIES],
-        default: 'p2c',
-        description:
-          'p2c (default): of two randomly chosen backends (by weight), the one with fewer requests in flight; adapts to slow backends like least-connections without herding every gateway onto the same one. round-robin: smooth weighted. least-connections: fewest in flight per weight. random: by weight.',
+      default: 'p2c',
+      description:
+        'p2c (default): of two randomly chosen backends (by weight), the one with fewer requests in flight; adapts to slow backends like least-connections without herding every gateway onto the same one. round-robin: smooth weighted. least-connections: fewest in flight per weight. random: by weight.',
     }),
     healthCheck: Type.Optional(
       Type.Object(
@@ -97,8 +97,21 @@ const RouteSchemaStrict = Type.Object(
         { additionalProperties: false, description: 'Per-backend circuit breaker. Off unless present.' },
       ),
     ),
-    timeoutMs: Type.Integer({ minimum: 1, maximum: 3_600_000, default: 30_000, description: 'Longest wait for the response headers, all tries included; also the longest silence between two body chunks (time a slow client held the stream back does not count). Default 30000.' }),
-    tryTimeoutMs: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Longest wait for one try, from waiting for a free connection to the response headers (default: timeoutMs). A try still waiting for a connection sent nothing, so it moves to another backend whatever the method.' })),
+    timeoutMs: Type.Integer({
+      minimum: 1,
+      maximum: 3_600_000,
+      default: 30_000,
+      description:
+        'Longest wait for the response headers, all tries included; also the longest silence between two body chunks (time a slow client held the stream back does not count). Default 30000.',
+    }),
+    tryTimeoutMs: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 3_600_000,
+        description:
+          'Longest wait for one try, from waiting for a free connection to the response headers (default: timeoutMs). A try still waiting for a connection sent nothing, so it moves to another backend whatever the method.',
+      }),
+    ),
     connectTimeoutMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 5_000, description: 'Longest TCP/TLS connect. Default 5000.' }),
     retries: Type.Integer({
       minimum: 0,
@@ -114,7 +127,12 @@ const RouteSchemaStrict = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
-    maxRequestBodyBytes: Type.Integer({ minimum: 0, maximum: 1024 * 1024 * 1024, default: 1024 * 1024, description: 'Request bodies are buffered (so they can be retried); larger → 413. Default 1048576.' }),
+    maxRequestBodyBytes: Type.Integer({
+      minimum: 0,
+      maximum: 1024 * 1024 * 1024,
+      default: 1024 * 1024,
+      description: 'Request bodies are buffered (so they can be retried); larger → 413. Default 1048576.',
+    }),
     maxConnections: Type.Integer({ minimum: 1, maximum: 10_000, default: 128, description: 'Connections per backend. Default 128.' }),
     stripPrefix: Type.Boolean({ default: false, description: "Remove the path segments of this route's subject before forwarding (/legacy/users → /users for api.legacy). Default false." }),
     addPrefix: Type.String({ pattern: '^(/[^\\s?#]*)?$', default: '', description: 'Path prefix added before forwarding. Default none.' }),
@@ -206,7 +224,10 @@ export function parseRoute(value: Uint8Array | string | unknown): { ok: true; co
   }
   // Framing and hop-by-hop fields are the gateway's to write: set on a route,
   // the HTTP client would refuse every request, or the framing would lie.
-  for (const [where, h] of [['requestHeaders', c.requestHeaders], ['responseHeaders', c.responseHeaders]] as const) {
+  for (const [where, h] of [
+    ['requestHeaders', c.requestHeaders],
+    ['responseHeaders', c.responseHeaders],
+  ] as const) {
     const name = Object.keys(h.set).find((k) => FRAMING_HEADERS.has(k));
     if (name !== undefined) return { ok: false, reason: `${where}.set: ${name} cannot be set (the gateway writes framing and hop-by-hop fields itself)` };
   }

@@ -67,7 +67,26 @@ export interface ReplyEnvelope {
 }
 
 // Keys written often, as the str(...) calls below take them.
-const K = { v: 'v', id: 'id', method: 'method', path: 'path', query: 'query', headers: 'headers', body: 'body', remote: 'remote', scheme: 'scheme', host: 'host', root: 'root', subject: 'subject', timeoutMs: 'timeoutMs', caps: 'caps', credit: 'credit', more: 'more', status: 'status', inbox: 'inbox' } as const;
+const K = {
+  v: 'v',
+  id: 'id',
+  method: 'method',
+  path: 'path',
+  query: 'query',
+  headers: 'headers',
+  body: 'body',
+  remote: 'remote',
+  scheme: 'scheme',
+  host: 'host',
+  root: 'root',
+  subject: 'subject',
+  timeoutMs: 'timeoutMs',
+  caps: 'caps',
+  credit: 'credit',
+  more: 'more',
+  status: 'status',
+  inbox: 'inbox',
+} as const;
 
 /**
  * Encodes a request envelope: a map of its fields in the order below (the
@@ -77,7 +96,19 @@ const K = { v: 'v', id: 'id', method: 'method', path: 'path', query: 'query', he
 export function encodeRequest(env: RequestEnvelope): Uint8Array {
   const { caps, credit, more } = env;
   W.begin(
-    200 + W.strBound(env.id) + W.strBound(env.method) + W.strBound(env.path) + W.strBound(env.query) + W.strArrayBound(env.headers) + env.body.length + W.strBound(env.remote) + W.strBound(env.scheme) + W.strBound(env.host) + W.strBound(env.root) + W.strBound(env.subject) + (caps === undefined ? 0 : W.strArrayBound(caps)),
+    200 +
+      W.strBound(env.id) +
+      W.strBound(env.method) +
+      W.strBound(env.path) +
+      W.strBound(env.query) +
+      W.strArrayBound(env.headers) +
+      env.body.length +
+      W.strBound(env.remote) +
+      W.strBound(env.scheme) +
+      W.strBound(env.host) +
+      W.strBound(env.root) +
+      W.strBound(env.subject) +
+      (caps === undefined ? 0 : W.strArrayBound(caps)),
   );
   W.mapHeader(13 + (caps === undefined ? 0 : 1) + (credit === undefined ? 0 : 1) + (more === undefined ? 0 : 1));
   W.str(K.v);
@@ -151,7 +182,10 @@ export function encodeReply(env: ReplyEnvelope): Uint8Array {
 /** Thrown (SDK side) for a request envelope that does not follow the protocol. */
 export class ProtocolError extends Error {
   override name = 'ProtocolError';
-  constructor(readonly code: 'bad-envelope' | 'unsupported-version', message: string) {
+  constructor(
+    readonly code: 'bad-envelope' | 'unsupported-version',
+    message: string,
+  ) {
     super(message);
   }
 }

@@ -43,10 +43,7 @@ export function frameBodyLimit(maxPayload: number): number {
 export const PROBE_INTERVAL_MS = 2000;
 
 /** The frames (`t`) of a stream. */
-export type Frame =
-  | { t: 'data'; seq: number; body: Buffer; more: boolean }
-  | { t: 'credit'; n: number; inbox: string | undefined }
-  | { t: 'cancel'; reason: string };
+export type Frame = { t: 'data'; seq: number; body: Buffer; more: boolean } | { t: 'credit'; n: number; inbox: string | undefined } | { t: 'cancel'; reason: string };
 
 const FRAME_FIELDS = ['v', 't', 'seq', 'body', 'more', 'n', 'inbox', 'reason'] as const;
 const FRAME_KEYS = R.keyTable(FRAME_FIELDS);
