@@ -50,7 +50,7 @@ function undiciClient(): Send {
       onRequestStart() {}, // its presence tells undici this is a v7-style handler
       onResponseStart(_c, code, h) {
         status = code;
-        headers = Object.entries(h).flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => [k, x]).flat() : [k, String(v)]));
+        headers = Object.entries(h).flatMap(([k, v]) => (Array.isArray(v) ? v.flatMap((x) => [k, x]) : [k, String(v)]));
       },
       onResponseData(_c, chunk) {
         chunks.push(chunk);
@@ -68,6 +68,7 @@ function undiciClient(): Send {
 
 function netClient(): Send {
   // Node's own llhttp binding; internal, which is why the gateway does not use it.
+  // biome-ignore lint/suspicious/noExplicitAny: an internal module with no types; the floor uses a handful of its members.
   const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: any };
   const kOnHeadersComplete = HTTPParser.kOnHeadersComplete | 0;
   const kOnBody = HTTPParser.kOnBody | 0;

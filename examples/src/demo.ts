@@ -64,7 +64,7 @@ process.on('exit', () => {
 start('foo', here('./foo-service.js'));
 start('bar', here('./bar-service.js'));
 const legacyPorts = [await freePort(), await freePort()];
-legacyPorts.forEach((p, i) => start(`legacy-${i + 1}`, here('./legacy-server.js'), [], { PORT: String(p), NAME: `legacy-${i + 1}` }));
+for (const [i, p] of legacyPorts.entries()) start(`legacy-${i + 1}`, here('./legacy-server.js'), [], { PORT: String(p), NAME: `legacy-${i + 1}` });
 
 // The override, as `natsgw routes put api.legacy --upstream … --health-path /health` would write it.
 {

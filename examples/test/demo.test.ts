@@ -10,7 +10,10 @@ const DEMO = fileURLToPath(new URL('../src/demo.js', import.meta.url));
 function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = netConnect(port, '127.0.0.1');
-    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
     s.once('error', () => resolve(false));
   });
 }

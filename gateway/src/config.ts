@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 // Hint, Kind, OptionalKind, ReadonlyKind: named so the exported schema's type can be declared.
+// biome-ignore lint/correctness/noUnusedImports: the declaration emit needs these names (TS4023 without them).
 import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
 import { ROOT_SUBJECT_PATTERN } from '@natsgw/service-sdk/protocol';

@@ -23,7 +23,9 @@ function backends(weights: number[]): Upstream[] {
   made.push(...list);
   return list;
 }
-after(() => made.forEach((u) => u.retire()));
+after(() => {
+  for (const u of made) u.retire();
+});
 
 /** Picks `n` times with `concurrency` requests held in flight, as under real load. */
 function simulate(policy: (typeof BALANCING_POLICIES)[number], ups: Upstream[], n: number, now: number, concurrency = 8): Map<Upstream, number> {
@@ -50,7 +52,7 @@ for (const policy of BALANCING_POLICIES) {
       const counts = simulate(policy, ups, 8000, 1);
       const shares = ups.map((u) => counts.get(u)! / 8000);
       const expected = [1 / 8, 2 / 8, 5 / 8];
-      shares.forEach((s, i) => assert.ok(Math.abs(s - expected[i]!) < 0.08, `${policy}: share ${s.toFixed(3)} for weight ${ups[i]!.weight}`));
+      for (const [i, s] of shares.entries()) assert.ok(Math.abs(s - expected[i]!) < 0.08, `${policy}: share ${s.toFixed(3)} for weight ${ups[i]!.weight}`);
     });
 
     test('never picks a backend excluded for this request (already tried)', () => {

@@ -130,7 +130,7 @@ test('cli routes: watch prints changes as they happen and stops on SIGINT', asyn
     let buffer = '';
     watch.stdout.on('data', (d: Buffer) => {
       buffer += d.toString();
-      let nl;
+      let nl: number;
       while ((nl = buffer.indexOf('\n')) >= 0) {
         lines.push(JSON.parse(buffer.slice(0, nl)) as (typeof lines)[number]);
         buffer = buffer.slice(nl + 1);

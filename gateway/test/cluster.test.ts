@@ -41,11 +41,17 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
       async () => {
         const [o, n] = await Promise.all([
           request(`${base}/legacy/x`).then(
-            async (r) => (await r.body.text(), r.statusCode),
+            async (r) => {
+              await r.body.text();
+              return r.statusCode;
+            },
             (e: Error) => `override: ${e.message}`,
           ),
           request(`${base}/core`).then(
-            async (r) => (await r.body.text(), r.statusCode),
+            async (r) => {
+              await r.body.text();
+              return r.statusCode;
+            },
             (e: Error) => `nats: ${e.message}`,
           ),
         ]);
@@ -91,12 +97,10 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
     assert.deepEqual(results.other, [], 'NATS path: only 200s and brief 503s while reconnecting');
   } finally {
     await admin?.close().catch(() => undefined);
-    {
-      await service.close().catch(() => undefined);
-      await gw.close(500);
-      for (const n of nodes) await n.dispose();
-      await a!.stop();
-      await b!.stop();
-    }
+    await service.close().catch(() => undefined);
+    await gw.close(500);
+    for (const n of nodes) await n.dispose();
+    await a!.stop();
+    await b!.stop();
   }
 });

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { KV } from '@nats-io/kv';
 import { request } from 'undici';
-import { Backend, putRoute, routesBucket, startBackends } from './backends.js';
+import { type Backend, putRoute, routesBucket, startBackends } from './backends.js';
 import { eventually, startLoad, startStack, type Stack } from './helpers.js';
 
 let s: Stack;

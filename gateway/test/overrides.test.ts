@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { connect } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { startNatsServer } from '@natsgw/devkit';
-import { Backend, deleteRoute, putRoute, routesBucket, startBackends } from './backends.js';
+import { deleteRoute, putRoute, routesBucket, startBackends } from './backends.js';
 import { echo, eventually, startLoad, respond, startStack, startTestGateway } from './helpers.js';
 
 const backendOf = async (r: Awaited<ReturnType<typeof request>>) => ((await r.body.json()) as { backend?: string; path?: string }).backend ?? 'nats';
@@ -113,7 +113,7 @@ test('overrides: updates and deletes in the middle of a stream of requests lose 
   try {
     await respond(s.nc, 'api.flip.>', () => ({ status: 200, headers: ['content-type', 'application/json'], body: Buffer.from('{"backend":"nats"}') }));
     // a answers slowly, so requests are in flight whenever the route changes.
-    a!.handler = (req, res) => setTimeout(() => res.end(JSON.stringify({ backend: 'b1' })), 30);
+    a!.handler = (_req, res) => setTimeout(() => res.end(JSON.stringify({ backend: 'b1' })), 30);
     const kv = await routesBucket(s.nc);
     await putRoute(kv, s.gw, 'api.flip', { upstreams: [{ url: a!.url }] });
     const failures: string[] = [];

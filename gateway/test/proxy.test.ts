@@ -5,12 +5,12 @@ import { Readable } from 'node:stream';
 import type { KV } from '@nats-io/kv';
 import { request } from 'undici';
 import { freePort } from '@natsgw/devkit';
-import { Backend, putRoute, routesBucket, startBackends } from './backends.js';
+import { type Backend, putRoute, routesBucket, startBackends } from './backends.js';
 import { eventually, parseResponses as parseResponsesOf, rawRequest, RawSession, startStack, type Stack } from './helpers.js';
 
 let s: Stack;
 let kv: KV;
-const cleanup: Array<() => Promise<unknown> | void> = [];
+const cleanup: Array<() => Promise<unknown> | undefined> = [];
 
 before(async () => {
   s = await startStack();

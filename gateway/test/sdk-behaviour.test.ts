@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect } from '@nats-io/transport-node';
 import { request } from 'undici';
-import { type RequestListener, type Service, type ServiceLogger } from '@natsgw/service-sdk';
+import type { RequestListener, Service, ServiceLogger } from '@natsgw/service-sdk';
 import { decodeReply, encodeRequest } from '@natsgw/service-sdk/protocol';
 import { eventually, startLoad, startStack, type Stack } from './helpers.js';
 
@@ -187,7 +187,13 @@ test('sdk: an envelope it cannot read, or one with an illegal header, method or 
   await withStack({}, undefined, async (s) => {
     let calls = 0;
     const logger = recordingLogger();
-    const svc = await s.serve((_req, res) => (calls++, text(res, 200, 'ok')), { nats: s.ns.url, subject: 'api.strict', logger });
+    const svc = await s.serve(
+      (_req, res) => {
+        calls++;
+        text(res, 200, 'ok');
+      },
+      { nats: s.ns.url, subject: 'api.strict', logger },
+    );
     const good = {
       v: 1,
       id: 'r',
@@ -226,7 +232,17 @@ test('sdk: an envelope it cannot read, or one with an illegal header, method or 
 test('sdk: copies of a service in the queue group share the load', async () => {
   await withStack({}, undefined, async (s) => {
     const hits = [0, 0];
-    const copies = await Promise.all([0, 1].map((i) => s.serve((_req, res) => ((hits[i] = hits[i]! + 1), text(res, 200, String(i))), { nats: s.ns.url, subject: 'api.shared' })));
+    const copies = await Promise.all(
+      [0, 1].map((i) =>
+        s.serve(
+          (_req, res) => {
+            hits[i] = hits[i]! + 1;
+            text(res, 200, String(i));
+          },
+          { nats: s.ns.url, subject: 'api.shared' },
+        ),
+      ),
+    );
     for (let i = 0; i < 60; i++) assert.equal((await request(`${s.base}/shared/${i}`)).statusCode, 200);
     assert.equal(hits[0]! + hits[1]!, 60);
     assert.ok(hits[0]! > 5 && hits[1]! > 5, `both copies served: ${hits.join('/')}`);

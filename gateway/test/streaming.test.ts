@@ -424,7 +424,7 @@ test('streaming: client abort mid-download and mid-upload — the handler sees c
   await withStack(t, {}, async (s) => {
     const closed: string[] = [];
     const app = express();
-    app.get('/ab/down', (req, res) => {
+    app.get('/ab/down', (_req, res) => {
       const chunk = Buffer.alloc(64 * 1024, 2);
       let stop = false;
       const pump = (): void => {

@@ -9,7 +9,7 @@
  */
 import yargs, { type Argv } from 'yargs';
 import { connectOnce, openBucket } from './connect.js';
-import { askFleet, askGateway, render } from './fleet.js';
+import { askFleet, askGateway, render, type FleetResult } from './fleet.js';
 import { CommandError, describeEntry, type RouteListing, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './routes.js';
 import { paint, table } from './table.js';
 import { jsonSafe, printable } from './safe-text.js';
@@ -200,7 +200,7 @@ async function fleetCommand(verb: AdminVerb, argv: Record<string, unknown>): Pro
   const config = configFrom(argv, [...CONNECTION_KEYS, 'adminToken']);
   const wait = argv.wait === undefined ? 2000 : Number(argv.wait);
   if (!Number.isInteger(wait) || wait <= 0) throw new UsageError(`--wait must be a whole number of milliseconds (got ${JSON.stringify(argv.wait)})`);
-  let result;
+  let result: FleetResult;
   if (typeof argv.gateway === 'string') {
     result = await askGateway(argv.gateway, verb, config.admin.token, wait);
   } else {

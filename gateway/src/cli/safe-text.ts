@@ -10,7 +10,7 @@ function isUnsafe(c: number): boolean {
   return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029 || (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069) || c === 0x061c || c === 0x200e || c === 0x200f;
 }
 
-function escape(c: number): string {
+function unicodeEscape(c: number): string {
   return '\\u' + c.toString(16).padStart(4, '0');
 }
 
@@ -29,7 +29,7 @@ function escapeFrom(s: string, lowest: number): string {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c < lowest || !isUnsafe(c)) continue;
-    out = (out ?? '') + s.slice(from, i) + escape(c);
+    out = (out ?? '') + s.slice(from, i) + unicodeEscape(c);
     from = i + 1;
   }
   return out === undefined ? s : out + s.slice(from);

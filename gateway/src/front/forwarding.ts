@@ -32,7 +32,7 @@ export class ForwardingPolicy {
 
   /** What to forward for a request from `remote`. */
   compute(ex: Exchange, remote: string): Forwarded {
-    if (this.trusted !== undefined && this.trusted.check(remote, isIPv6(remote) ? 'ipv6' : 'ipv4')) {
+    if (this.trusted?.check(remote, isIPv6(remote) ? 'ipv6' : 'ipv4')) {
       return {
         trusted: true,
         forwardedFor: ex.forwardedFor !== undefined ? ex.forwardedFor + ', ' + remote : remote,

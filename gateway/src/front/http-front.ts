@@ -560,7 +560,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     corkExchange = ex;
     corkReply = reply;
     corkClose = stream !== undefined && !stream.upDone;
-    if (stream !== undefined && stream.uploading && stream.inbox === '' && reply.status === 400 && Buffer.from(reply.body).includes('"unsupported-version"')) {
+    if (stream?.uploading && stream.inbox === '' && reply.status === 400 && Buffer.from(reply.body).includes('"unsupported-version"')) {
       // A v1 service refused the v2 head: say what the client can do about it.
       this.failCorked(ex, 'body-too-large', `${ex.subject} takes request bodies only up to one NATS message (it speaks protocol v1)`, true);
       return stream.endedByReply();

@@ -58,12 +58,12 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
     metric('http_requests_total', 'HTTP requests answered, by route, target, method and status class.', 'counter', () =>
       view.traffic.all().flatMap((t) => {
         const out: Sample[] = [];
-        METHODS.forEach((method, m) =>
-          STATUS_CLASSES.forEach((cls, c) => {
+        for (const [m, method] of METHODS.entries()) {
+          for (const [c, cls] of STATUS_CLASSES.entries()) {
             const value = t.requests[m * STATUS_CLASSES.length + c]!;
             if (value > 0) out.push({ labels: { route: t.route, target: t.target, method, status_class: cls }, value });
-          }),
-        );
+          }
+        }
         return out;
       }),
     ),

@@ -131,8 +131,8 @@ export class TrafficStats {
     for (const snapshot of snapshots) {
       for (const s of snapshot) {
         const t = out.route(s.route, s.target);
-        s.requests.forEach((n, i) => (t.requests[i]! += n));
-        s.latency.forEach((n, i) => (t.latency[i]! += n));
+        for (let i = 0; i < s.requests.length; i++) t.requests[i]! += s.requests[i]!;
+        for (let i = 0; i < s.latency.length; i++) t.latency[i]! += s.latency[i]!;
         t.latencySumS += s.latencySumS;
         t.count += s.count;
         t.bytes += s.bytes;

@@ -7,6 +7,7 @@
  * is a value the gateway accepts. Every field has a default, stated here.
  */
 // Hint, Kind, OptionalKind, ReadonlyKind: named so the exported schema's type can be declared.
+// biome-ignore lint/correctness/noUnusedImports: the declaration emit needs these names (TS4023 without them).
 import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
 

@@ -224,7 +224,7 @@ export type KeyTable = ReadonlyArray<ReadonlyArray<readonly [Buffer, number]> | 
 /** Builds the {@link KeyTable} of `names` (ASCII). */
 export function keyTable(names: readonly string[]): KeyTable {
   const table: Array<Array<readonly [Buffer, number]>> = [];
-  names.forEach((n, index) => (table[n.length] ??= []).push([Buffer.from(n, 'latin1'), index] as const));
+  for (const [index, n] of names.entries()) (table[n.length] ??= []).push([Buffer.from(n, 'latin1'), index] as const);
   return table;
 }
 
