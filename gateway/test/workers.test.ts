@@ -18,6 +18,7 @@ import { encodeReply } from '@natsgw/service-sdk/protocol';
 import { request } from 'undici';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { startWorkerPool, type WorkerPool } from '../src/workers/worker-pool.js';
+import { routesBucket, startBackends } from './backends.js';
 import { captureLogger, eventually, rawRequest, spawnGateway, type LogLine } from './helpers.js';
 
 interface PoolStack {
@@ -145,6 +146,38 @@ test('workers: a worker that crashes is replaced; the other keeps serving and th
     await eventually(() => accessLines(s.logs.slice(since)).length === 40, 3000, 'access lines');
     assert.deepEqual([...new Set(accessLines(s.logs.slice(since)).map((l) => l.worker))].sort(), [1, 2], 'the new worker 1 serves');
   } finally {
+    await s.close();
+  }
+});
+
+test('workers: /backends and /circuits show each override backend once, its counts summed over the workers', async () => {
+  const s = await startPool();
+  const [backend] = await startBackends(1);
+  try {
+    await eventually(async () => ((await (await request(`${s.admin}/status`)).body.json()) as { overrides: { state: string } }).overrides.state === 'watching', 10_000, 'the routes bucket watched');
+    const kv = await routesBucket(s.nc);
+    await kv.put('api.legacy', JSON.stringify({ upstreams: [{ url: backend!.url }], circuitBreaker: {} }));
+    await eventually(() => s.logs.filter((l) => l.msg === 'override applied' && l.key === 'api.legacy').length === 2, 5000, 'both workers applied the override');
+    for (let i = 0; i < 40; i++) assert.equal((await get(s.pool.port, '/legacy/x')).status, 200);
+    await eventually(() => accessLines(s.logs).length === 40, 3000, '40 access lines');
+    assert.deepEqual([...new Set(accessLines(s.logs).map((l) => l.worker))].sort(), [1, 2], 'both workers proxied');
+
+    const backends = (await (await request(`${s.admin}/backends`)).body.json()) as Array<{ route: string; url: string; requests: number; available: boolean; inFlight: number }>;
+    assert.equal(backends.length, 1, 'one backend, not one per worker');
+    assert.equal(backends[0]!.route, 'api.legacy');
+    assert.equal(backends[0]!.requests, 40);
+    assert.equal(backends[0]!.available, true);
+    assert.equal(backends[0]!.inFlight, 0);
+    const circuits = (await (await request(`${s.admin}/circuits`)).body.json()) as Array<{ route: string; state: string; trips: number }>;
+    assert.deepEqual(
+      circuits.map((c) => [c.route, c.state, c.trips]),
+      [['api.legacy', 'closed', 0]],
+    );
+    const metrics = await (await request(`${s.admin}/metrics`)).body.text();
+    assert.match(metrics, /^natsgw_upstream_requests_total\{route="api\.legacy",upstream="[^"]+",outcome="success"\} 40$/m);
+    assert.match(metrics, /^natsgw_backend_up\{route="api\.legacy",upstream="[^"]+"\} 1$/m);
+  } finally {
+    await backend!.stop();
     await s.close();
   }
 });
