@@ -62,6 +62,9 @@ test('admin: every endpoint answers with what the gateway is doing', async () =>
     const b1 = backends.find((b) => b.url === new URL(ok!.url).href)!;
     const b2 = backends.find((b) => b.url === new URL(bad!.url).href)!;
     assert.ok(b1 && b2);
+    assert.deepEqual([b1.routes, b1.routeCount, b2.routes], [['api.legacy'], 1, ['api.legacy']], 'each backend once, with the routes using it');
+    assert.match(b1.settings, /^[0-9a-f]{8}$/);
+    assert.equal(b1.settings, b2.settings, 'one route: one set of backend settings');
     assert.equal(b1.available, true);
     assert.equal(b1.lastProbe!.ok, true);
     assert.equal(b2.breaker, 'open');
@@ -100,9 +103,9 @@ test('admin: every endpoint answers with what the gateway is doing', async () =>
       'http_requests_total{route="api",target="nats",method="DELETE",status_class="5xx"} 1',
       'http_request_duration_seconds_bucket{route="api",target="nats",le="+Inf"} 5',
       'natsgw_http_requests_in_flight 0',
-      `natsgw_backend_up{route="api.legacy",upstream="${new URL(bad!.url).href}"} 0`,
-      `natsgw_circuit_breaker_state{route="api.legacy",upstream="${new URL(bad!.url).href}"} 1`,
-      `natsgw_circuit_breaker_transitions_total{route="api.legacy",upstream="${new URL(bad!.url).href}",to="open"} 1`,
+      `natsgw_backend_up{upstream="${new URL(bad!.url).href}",settings="${b2.settings}"} 0`,
+      `natsgw_circuit_breaker_state{upstream="${new URL(bad!.url).href}",settings="${b2.settings}"} 1`,
+      `natsgw_circuit_breaker_transitions_total{upstream="${new URL(bad!.url).href}",settings="${b2.settings}",to="open"} 1`,
       'natsgw_config_reloads_total{result="applied"} 1',
       'natsgw_config_reloads_total{result="rejected"} 1',
       'natsgw_nats_connected 1',
@@ -182,8 +185,8 @@ test('admin: natsgw status finds every gateway on the cluster (scatter-gather); 
 
     const backends = await cli(['backends', ...nats]);
     assert.equal(backends.status, 0);
-    assert.match(backends.stdout, /^GATEWAY\s+ROUTE\s+BACKEND\s+STATE/);
-    assert.match(backends.stdout, new RegExp(`${s.gw.id}\\s+api\\.staging\\.legacy\\s+http://127\\.0\\.0\\.1:${b!.port}/\\s+up`));
+    assert.match(backends.stdout, /^GATEWAY\s+BACKEND\s+ROUTES\s+STATE/);
+    assert.match(backends.stdout, new RegExp(`${s.gw.id}\\s+http://127\\.0\\.0\\.1:${b!.port}/\\s+api\\.staging\\.legacy\\s+up`));
     const circuits = await cli(['circuits', ...nats, '--json']);
     const cj = JSON.parse(circuits.stdout) as Array<{ gateway: string; data: CircuitView[] }>;
     assert.deepEqual(
@@ -220,7 +223,7 @@ test('admin: the breaker opening is seen through natsgw circuits and /metrics', 
       return (JSON.parse(r.stdout) as Array<{ data: CircuitView[] }>)[0]!.data[0]!;
     };
     const metricLine = async () =>
-      (await (await request(`http://127.0.0.1:${s.gw.adminPort}/metrics`)).body.text()).split('\n').find((l) => l.startsWith('natsgw_circuit_breaker_state{route="api.flaky"'))!;
+      (await (await request(`http://127.0.0.1:${s.gw.adminPort}/metrics`)).body.text()).split('\n').find((l) => l.startsWith(`natsgw_circuit_breaker_state{upstream="${new URL(b!.url).href}"`))!;
     assert.equal((await state()).state, 'closed');
     assert.match(await metricLine(), / 0$/);
     for (let i = 0; i < 3; i++) await (await request(`${s.base}/flaky`)).body.dump();
@@ -229,7 +232,7 @@ test('admin: the breaker opening is seen through natsgw circuits and /metrics', 
     assert.equal(open.trips, 1);
     assert.match(await metricLine(), / 1$/);
     const table = (await cli(['circuits', '--gateway', `http://127.0.0.1:${s.gw.adminPort}`])).stdout;
-    assert.match(table, /api\.flaky\s+http:\/\/127\.0\.0\.1:\d+\/\s+open\s+\d+\s+1\s+in \d+s/);
+    assert.match(table, /http:\/\/127\.0\.0\.1:\d+\/\s+api\.flaky\s+open\s+\d+\s+1\s+in \d+s/);
   } finally {
     await b!.stop();
     await s.close();

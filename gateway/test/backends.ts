@@ -27,6 +27,8 @@ export class Backend {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   port = 0;
+  /** Connections accepted since start. */
+  connectionsOpened = 0;
 
   constructor(
     readonly name: string,
@@ -60,6 +62,7 @@ export class Backend {
     });
     server.keepAliveTimeout = 30_000;
     server.on('connection', (s: Socket) => {
+      this.connectionsOpened++;
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });

@@ -74,13 +74,11 @@ test('breaker: reading it (admitsAt, stateAt, Upstream.wouldAccept) changes noth
   assert.equal(b.admitsAt(1000), false, 'its one trial slot is taken');
   assert.equal(b.canAccept(1000), false);
 
-  const u = new Upstream(
-    'http://10.9.8.3:80',
-    1,
-    { maxConnections: 1, connectTimeoutMs: 10 },
-    { consecutiveFailures: 100, baseEjectionMs: 1, maxEjectionMs: 1, maxEjectionPercent: 100, failureStatuses: [] },
-    { ...settings },
-  );
+  const u = new Upstream('http://10.9.8.3:80', {
+    pool: { maxConnections: 1, connectTimeoutMs: 10 },
+    passive: { consecutiveFailures: 100, baseEjectionMs: 1, maxEjectionMs: 1 },
+    breaker: { ...settings },
+  });
   for (let i = 0; i < 3; i++) {
     u.acquire();
     u.release('failure', Date.now(), () => false);
@@ -122,7 +120,7 @@ import { Upstream } from '../src/http/upstream/upstream.js';
 
 test('passive health: N failures in a row eject; each ejection lasts longer, up to the cap; the share of ejected backends is bounded', () => {
   const passive = { consecutiveFailures: 2, baseEjectionMs: 100, maxEjectionMs: 250, maxEjectionPercent: 50, failureStatuses: [502] };
-  const u = new Upstream('http://10.9.8.1:80', 1, { maxConnections: 1, connectTimeoutMs: 10 }, passive, undefined);
+  const u = new Upstream('http://10.9.8.1:80', { pool: { maxConnections: 1, connectTimeoutMs: 10 }, passive });
   const fail = (now: number, mayEject = true) => {
     u.acquire();
     return u.release('failure', now, () => mayEject);
@@ -139,7 +137,7 @@ test('passive health: N failures in a row eject; each ejection lasts longer, up 
   fail(500);
   assert.equal(u.ejectedUntil, 750, 'third: capped at maxEjectionMs');
   // A failure, a success, a failure: not "in a row".
-  const v = new Upstream('http://10.9.8.2:80', 1, { maxConnections: 1, connectTimeoutMs: 10 }, passive, undefined);
+  const v = new Upstream('http://10.9.8.2:80', { pool: { maxConnections: 1, connectTimeoutMs: 10 }, passive });
   for (const outcome of ['failure', 'success', 'failure', 'success'] as const) {
     v.acquire();
     v.release(outcome, 0, () => true);

@@ -37,7 +37,7 @@ test('cli routes: put/get/ls/rm against a running gateway, validated by the gate
     const applied = s.gw.routes.match('api.legacy')!;
     assert.equal(applied.config.balancing, 'round-robin');
     assert.deepEqual(
-      applied.upstreams.map((u) => u.weight),
+      applied.upstreams.map((_, i) => applied.weight(i)),
       [3, 1],
     );
 

@@ -162,20 +162,20 @@ test('workers: /backends and /circuits show each override backend once, its coun
     await eventually(() => accessLines(s.logs).length === 40, 3000, '40 access lines');
     assert.deepEqual([...new Set(accessLines(s.logs).map((l) => l.worker))].sort(), [1, 2], 'both workers proxied');
 
-    const backends = (await (await request(`${s.admin}/backends`)).body.json()) as Array<{ route: string; url: string; requests: number; available: boolean; inFlight: number }>;
+    const backends = (await (await request(`${s.admin}/backends`)).body.json()) as Array<{ routes: string[]; url: string; requests: number; available: boolean; inFlight: number }>;
     assert.equal(backends.length, 1, 'one backend, not one per worker');
-    assert.equal(backends[0]!.route, 'api.legacy');
+    assert.deepEqual(backends[0]!.routes, ['api.legacy']);
     assert.equal(backends[0]!.requests, 40);
     assert.equal(backends[0]!.available, true);
     assert.equal(backends[0]!.inFlight, 0);
-    const circuits = (await (await request(`${s.admin}/circuits`)).body.json()) as Array<{ route: string; state: string; trips: number }>;
+    const circuits = (await (await request(`${s.admin}/circuits`)).body.json()) as Array<{ routes: string[]; state: string; trips: number }>;
     assert.deepEqual(
-      circuits.map((c) => [c.route, c.state, c.trips]),
-      [['api.legacy', 'closed', 0]],
+      circuits.map((c) => [c.routes, c.state, c.trips]),
+      [[['api.legacy'], 'closed', 0]],
     );
     const metrics = await (await request(`${s.admin}/metrics`)).body.text();
-    assert.match(metrics, /^natsgw_upstream_requests_total\{route="api\.legacy",upstream="[^"]+",outcome="success"\} 40$/m);
-    assert.match(metrics, /^natsgw_backend_up\{route="api\.legacy",upstream="[^"]+"\} 1$/m);
+    assert.match(metrics, /^natsgw_upstream_requests_total\{upstream="[^"]+",settings="[0-9a-f]{8}",outcome="success"\} 40$/m);
+    assert.match(metrics, /^natsgw_backend_up\{upstream="[^"]+",settings="[0-9a-f]{8}"\} 1$/m);
   } finally {
     await backend!.stop();
     await s.close();

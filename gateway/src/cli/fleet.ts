@@ -131,6 +131,20 @@ const ms = (x: number | null) => (x === null ? '-' : x < 10 ? x.toFixed(2) : x.t
 const bytes = (n: number) => (n < 1024 ? `${n}B` : n < 1_048_576 ? `${(n / 1024).toFixed(1)}K` : n < 1_073_741_824 ? `${(n / 1_048_576).toFixed(1)}M` : `${(n / 1_073_741_824).toFixed(1)}G`);
 
 /** Human tables for each verb; one row per gateway (status) or per item. */
+/** A backend's name in a table: its URL, with its settings id when the same URL appears with other settings. */
+function backendNames(list: ReadonlyArray<{ url: string; settings: string }>): (b: { url: string; settings: string }) => string {
+  const variants = new Map<string, number>();
+  for (const b of list) variants.set(b.url, (variants.get(b.url) ?? 0) + 1);
+  return (b) => ((variants.get(b.url) ?? 0) > 1 ? `${b.url} (settings ${b.settings})` : b.url);
+}
+
+/** "api.a api.b" or "api.a api.b … (+9,998)": the routes a backend serves, the first few of them. */
+function routeList(b: { routes: string[]; routeCount: number }): string {
+  const shown = b.routes.slice(0, 3);
+  const more = b.routeCount - shown.length;
+  return shown.join(' ') + (more > 0 ? ` (+${more.toLocaleString('en-US')})` : '');
+}
+
 export function render(verb: AdminVerb, raw: FleetAnswer[], color: boolean): string {
   // Answers come from the network: nothing in them may act on the terminal.
   const answers = printableDeep(raw);
@@ -156,14 +170,16 @@ export function render(verb: AdminVerb, raw: FleetAnswer[], color: boolean): str
       }
       break;
     case 'backends':
-      headers = ['GATEWAY', 'ROUTE', 'BACKEND', 'STATE', 'LAST PROBE', 'IN-FLIGHT', 'REQUESTS', 'FAILURES', 'EJECTIONS'];
+      headers = ['GATEWAY', 'BACKEND', 'ROUTES', 'STATE', 'LAST PROBE', 'IN-FLIGHT', 'REQUESTS', 'FAILURES', 'EJECTIONS'];
       for (const a of ok) {
-        for (const b of a.data as BackendView[]) {
+        const list = a.data as BackendView[];
+        const name = backendNames(list);
+        for (const b of list) {
           const state = b.available ? paint.green('up', color) : paint.red(!b.healthy ? 'unhealthy' : b.ejected ? 'ejected' : b.breaker === 'open' ? 'breaker open' : 'down', color);
           rows.push([
             a.gateway,
-            b.route,
-            b.url,
+            name(b),
+            routeList(b),
             state,
             b.lastProbe ? `${b.lastProbe.ok ? 'ok' : 'failed'} (${b.lastProbe.detail}) ${ago(b.lastProbe.at)}` : '-',
             String(b.inFlight),
@@ -175,11 +191,13 @@ export function render(verb: AdminVerb, raw: FleetAnswer[], color: boolean): str
       }
       break;
     case 'circuits':
-      headers = ['GATEWAY', 'ROUTE', 'BACKEND', 'STATE', 'FAILURES', 'TRIPS', 'NEXT TRIAL'];
+      headers = ['GATEWAY', 'BACKEND', 'ROUTES', 'STATE', 'FAILURES', 'TRIPS', 'NEXT TRIAL'];
       for (const a of ok) {
-        for (const c of a.data as CircuitView[]) {
+        const list = a.data as CircuitView[];
+        const name = backendNames(list);
+        for (const c of list) {
           const state = c.state === 'closed' ? paint.green(c.state, color) : c.state === 'open' ? paint.red(c.state, color) : paint.yellow(c.state, color);
-          rows.push([a.gateway, c.route, c.url, state, String(c.consecutiveFailures), String(c.trips), ago(c.nextTrialAt)]);
+          rows.push([a.gateway, name(c), routeList(c), state, String(c.consecutiveFailures), String(c.trips), ago(c.nextTrialAt)]);
         }
       }
       break;

@@ -4,6 +4,7 @@
  */
 import { hostname } from 'node:os';
 import { redactRoute, type RouteOptions } from '../routes/route-schema.js';
+import type { Upstream } from '../http/upstream/upstream.js';
 import type { GatewayView } from './gateway-view.js';
 
 import { ADMIN_VERBS, type AdminVerb, type BackendView, type CircuitView, type GatewayStatus, type RoutesView, type StatsView } from './admin-schema.js';
@@ -39,7 +40,7 @@ export function routes(view: GatewayView): RoutesView {
     applied: [...view.routes.entries()].map(([subject, r]) => ({
       subject,
       revision: r.revision,
-      upstreams: r.upstreams.map((u) => ({ url: u.url, weight: u.weight })),
+      upstreams: r.upstreams.map((u, i) => ({ url: u.url, weight: r.weight(i) })),
       balancing: r.config.balancing,
       config: redactRoute(r.config as RouteOptions),
     })),
@@ -47,28 +48,37 @@ export function routes(view: GatewayView): RoutesView {
   };
 }
 
+/** Routes listed per backend in /backends and /circuits; `routeCount` has them all. */
+export const LISTED_ROUTES = 100;
+
+/** The routes using `u`, sorted, at most LISTED_ROUTES of them. */
+function routesOf(u: Upstream): { routes: string[]; routeCount: number } {
+  const keys = new Set<string>();
+  for (const user of u.users) keys.add(user.key);
+  return { routes: [...keys].sort().slice(0, LISTED_ROUTES), routeCount: keys.size };
+}
+
+/** Each backend once, with the routes that use it. */
 export function backends(view: GatewayView): BackendView[] {
   const now = Date.now();
   const out: BackendView[] = [];
-  for (const [route, r] of view.routes.entries()) {
-    for (const u of r.upstreams) {
-      out.push({
-        route,
-        url: u.url,
-        weight: u.weight,
-        available: u.wouldAccept(now),
-        healthy: u.healthy,
-        activeChecks: u.probed,
-        lastProbe: u.lastProbe ? { at: new Date(u.lastProbe.at).toISOString(), ok: u.lastProbe.ok, detail: u.lastProbe.detail } : null,
-        ejected: u.isEjected(now),
-        ejectedUntil: u.isEjected(now) ? new Date(u.ejectedUntil).toISOString() : null,
-        ejections: u.ejections,
-        inFlight: u.inFlight,
-        requests: u.requests,
-        failures: u.failures,
-        breaker: u.breaker?.stateAt(now) ?? null,
-      });
-    }
+  for (const u of view.routes.backends.all()) {
+    out.push({
+      url: u.url,
+      settings: u.settingsId,
+      ...routesOf(u),
+      available: u.wouldAccept(now),
+      healthy: u.healthy,
+      activeChecks: u.probed,
+      lastProbe: u.lastProbe ? { at: new Date(u.lastProbe.at).toISOString(), ok: u.lastProbe.ok, detail: u.lastProbe.detail } : null,
+      ejected: u.isEjected(now),
+      ejectedUntil: u.isEjected(now) ? new Date(u.ejectedUntil).toISOString() : null,
+      ejections: u.ejections,
+      inFlight: u.inFlight,
+      requests: u.requests,
+      failures: u.failures,
+      breaker: u.breaker?.stateAt(now) ?? null,
+    });
   }
   return out;
 }
@@ -76,20 +86,19 @@ export function backends(view: GatewayView): BackendView[] {
 export function circuits(view: GatewayView): CircuitView[] {
   const now = Date.now();
   const out: CircuitView[] = [];
-  for (const [route, r] of view.routes.entries()) {
-    for (const u of r.upstreams) {
-      const b = u.breaker;
-      if (b === undefined) continue;
-      const state = b.stateAt(now);
-      out.push({
-        route,
-        url: u.url,
-        state,
-        consecutiveFailures: b.consecutiveFailures,
-        trips: b.trips,
-        nextTrialAt: state === 'open' ? new Date(b.nextTrialAt()).toISOString() : null,
-      });
-    }
+  for (const u of view.routes.backends.all()) {
+    const b = u.breaker;
+    if (b === undefined) continue;
+    const state = b.stateAt(now);
+    out.push({
+      url: u.url,
+      settings: u.settingsId,
+      ...routesOf(u),
+      state,
+      consecutiveFailures: b.consecutiveFailures,
+      trips: b.trips,
+      nextTrialAt: state === 'open' ? new Date(b.nextTrialAt()).toISOString() : null,
+    });
   }
   return out;
 }

@@ -42,11 +42,11 @@ const BREAKER_RANK: Record<string, number> = { closed: 0, 'half-open': 1, open: 
 const worse = (a: string | null, b: string | null) => (a === null ? b : b === null ? a : (BREAKER_RANK[b] ?? 0) > (BREAKER_RANK[a] ?? 0) ? b : a);
 const later = (a: string | null, b: string | null) => (a === null ? b : b === null ? a : a > b ? a : b);
 
-function byKey<T extends { route: string; url: string }>(all: T[][], merge: (a: T, b: T) => T): T[] {
+function byKey<T extends { url: string; settings: string }>(all: T[][], merge: (a: T, b: T) => T): T[] {
   const out = new Map<string, T>();
   for (const list of all) {
     for (const item of list) {
-      const key = item.route + '\n' + item.url;
+      const key = item.url + '\n' + item.settings;
       const seen = out.get(key);
       out.set(key, seen === undefined ? { ...item } : merge(seen, item));
     }

@@ -46,10 +46,16 @@ export const RoutesViewSchema = open({
 });
 export type RoutesView = Static<typeof RoutesViewSchema>;
 
-export const BackendViewSchema = open({
-  route: Str,
+/** A backend: one URL with one set of backend settings (`settings`, a short hash), and the routes using it (at most 100 listed; `routeCount` counts all). */
+const BackendIdentity = {
   url: Str,
-  weight: Num,
+  settings: Str,
+  routes: Type.Array(Str, { maxItems: 1000 }),
+  routeCount: Num,
+};
+
+export const BackendViewSchema = open({
+  ...BackendIdentity,
   available: Type.Boolean(),
   healthy: Type.Boolean(),
   activeChecks: Type.Boolean(),
@@ -64,7 +70,7 @@ export const BackendViewSchema = open({
 });
 export type BackendView = Static<typeof BackendViewSchema>;
 
-export const CircuitViewSchema = open({ route: Str, url: Str, state: Str, consecutiveFailures: Num, trips: Num, nextTrialAt: NullableStr });
+export const CircuitViewSchema = open({ ...BackendIdentity, state: Str, consecutiveFailures: Num, trips: Num, nextTrialAt: NullableStr });
 export type CircuitView = Static<typeof CircuitViewSchema>;
 
 const NullableNum = Type.Union([Num, Type.Null()]);

@@ -4,8 +4,9 @@
  * Nothing is recorded through prom-client on the request path: each metric
  * reads the gateway's own counters (TrafficStats, Upstream, the watcher) when
  * scraped. Labels stay low-cardinality: the route (root subject or override
- * key), target (nats|http), method, status class, backend URL — never the
- * request path.
+ * key), target (nats|http), method, status class; backend metrics carry the
+ * backend (URL and settings id) and no route, so their series grow with
+ * backends, not routes × backends — never the request path.
  */
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { BREAKER_STATE_VALUE } from '../http/upstream/breaker.js';
@@ -38,9 +39,14 @@ function metric(name: string, help: string, type: 'counter' | 'gauge' | 'histogr
   };
 }
 
-function eachUpstream(view: GatewayView, fn: (route: string, u: Upstream) => Sample[]): Sample[] {
+/**
+ * One sample set per backend (not per route and backend: a backend shared by
+ * 10,000 routes is one series), labelled with its URL and, telling apart
+ * two backends with the same URL and different settings, its settings id.
+ */
+function eachUpstream(view: GatewayView, fn: (labels: Labels, u: Upstream) => Sample[]): Sample[] {
   const out: Sample[] = [];
-  for (const [key, route] of view.routes.entries()) for (const u of route.upstreams) out.push(...fn(key, u));
+  for (const u of view.routes.backends.all()) out.push(...fn({ upstream: u.url, settings: u.settingsId }, u));
   return out;
 }
 
@@ -100,22 +106,20 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
 
   add(
     metric('natsgw_upstream_requests_total', 'Tries sent to override backends, by outcome (success, failure, abandoned by the client).', 'counter', () =>
-      eachUpstream(view, (route, u) => [
-        { labels: { route, upstream: u.url, outcome: 'success' }, value: u.successes },
-        { labels: { route, upstream: u.url, outcome: 'failure' }, value: u.failures },
-        { labels: { route, upstream: u.url, outcome: 'abandoned' }, value: u.abandoned },
+      eachUpstream(view, (backend, u) => [
+        { labels: { ...backend, outcome: 'success' }, value: u.successes },
+        { labels: { ...backend, outcome: 'failure' }, value: u.failures },
+        { labels: { ...backend, outcome: 'abandoned' }, value: u.abandoned },
       ]),
     ),
   );
   add(
-    metric('natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', () =>
-      eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.retries }]),
-    ),
+    metric('natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', () => eachUpstream(view, (backend, u) => [{ labels: backend, value: u.retries }])),
   );
-  add(metric('natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.timeouts }])));
+  add(metric('natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', () => eachUpstream(view, (backend, u) => [{ labels: backend, value: u.timeouts }])));
   add(
     metric('natsgw_upstream_connect_errors_total', 'Tries that could not connect (refused, connect timeout, unreachable).', 'counter', () =>
-      eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.connectErrors }]),
+      eachUpstream(view, (backend, u) => [{ labels: backend, value: u.connectErrors }]),
     ),
   );
   add(
@@ -123,14 +127,14 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
       'natsgw_backend_up',
       '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.',
       'gauge',
-      () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.wouldAccept(Date.now()) ? 1 : 0 }]),
+      () => eachUpstream(view, (backend, u) => [{ labels: backend, value: u.wouldAccept(Date.now()) ? 1 : 0 }]),
       'min',
     ),
   );
-  add(metric('natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', () => eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.inFlight }])));
+  add(metric('natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', () => eachUpstream(view, (backend, u) => [{ labels: backend, value: u.inFlight }])));
   add(
     metric('natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', () =>
-      eachUpstream(view, (route, u) => [{ labels: { route, upstream: u.url }, value: u.ejections }]),
+      eachUpstream(view, (backend, u) => [{ labels: backend, value: u.ejections }]),
     ),
   );
   add(
@@ -138,13 +142,13 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
       'natsgw_circuit_breaker_state',
       'Circuit breaker state: 0 closed, 1 open, 2 half-open.',
       'gauge',
-      () => eachUpstream(view, (route, u) => (u.breaker ? [{ labels: { route, upstream: u.url }, value: BREAKER_STATE_VALUE[u.breaker.stateAt(Date.now())] }] : [])),
+      () => eachUpstream(view, (backend, u) => (u.breaker ? [{ labels: backend, value: BREAKER_STATE_VALUE[u.breaker.stateAt(Date.now())] }] : [])),
       'max',
     ),
   );
   add(
     metric('natsgw_circuit_breaker_transitions_total', 'Circuit breaker state changes, by the state entered.', 'counter', () =>
-      eachUpstream(view, (route, u) => (u.breaker ? (['closed', 'open', 'half-open'] as const).map((to) => ({ labels: { route, upstream: u.url, to }, value: u.breakerTransitions[to] })) : [])),
+      eachUpstream(view, (backend, u) => (u.breaker ? (['closed', 'open', 'half-open'] as const).map((to) => ({ labels: { ...backend, to }, value: u.breakerTransitions[to] })) : [])),
     ),
   );
   add(

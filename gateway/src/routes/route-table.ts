@@ -5,6 +5,7 @@
  * bucket serves many gateways. An invalid value is rejected with its reason
  * and the last good version of that key keeps serving.
  */
+import { BackendRegistry } from '../http/upstream/backend-registry.js';
 import type { UpstreamEvents } from '../http/upstream/upstream.js';
 import { RouteRuntime } from './route.js';
 import { isRouteKey, parseRoute } from './route-schema.js';
@@ -20,11 +21,15 @@ export type PutResult = { status: 'applied'; route: RouteRuntime } | { status: '
 export class RouteTable {
   private readonly routes = new Map<string, RouteRuntime>();
   readonly rejected = new Map<string, Rejection>();
+  /** The backends the routes use, each once however many routes name it. */
+  readonly backends: BackendRegistry;
 
   constructor(
     readonly rootSubject: string,
-    private readonly events: UpstreamEvents = {},
-  ) {}
+    events: UpstreamEvents = {},
+  ) {
+    this.backends = new BackendRegistry(events);
+  }
 
   get size(): number {
     return this.routes.size;
@@ -62,9 +67,9 @@ export class RouteTable {
     if (!isRouteKey(key)) return reject('key is not a subject');
     const parsed = parseRoute(value);
     if (!parsed.ok) return reject(parsed.reason);
-    const route = new RouteRuntime(key, revision, parsed.config, this.rootSubject, current, this.events);
+    const route = new RouteRuntime(key, revision, parsed.config, this.rootSubject, current, this.backends);
     this.routes.set(key, route);
-    current?.retireRemoved(route);
+    current?.release(this.backends);
     this.rejected.delete(key);
     return { status: 'applied', route };
   }
@@ -84,7 +89,7 @@ export class RouteTable {
     this.rejected.delete(key);
     if (route === undefined) return false;
     this.routes.delete(key);
-    route.retireRemoved(undefined);
+    route.release(this.backends);
     return true;
   }
 

@@ -1,27 +1,27 @@
 /**
- * One version of one override: its validated config, its backends, balancer
- * and retry budget. Requests keep the RouteRuntime they started with, so a
- * route update never changes a request in flight.
+ * One version of one override: its validated config, the backends it uses
+ * (shared with other routes through the BackendRegistry), its weights,
+ * balancer and retry budget. Requests keep the RouteRuntime they started
+ * with, so a route update never changes a request in flight.
+ *
+ * A route nobody requests stays a small object: its balancer, retry budget
+ * and failure-status set are made on its first request.
  */
+import type { BackendRegistry } from '../http/upstream/backend-registry.js';
+import { backendSettings } from '../http/upstream/backend-registry.js';
 import { createBalancer, type Balancer } from '../http/upstream/balancer.js';
-import { HealthChecker } from '../http/upstream/health-checker.js';
 import { RetryBudget } from '../http/upstream/retry-budget.js';
-import { Upstream, type UpstreamEvents } from '../http/upstream/upstream.js';
+import type { Upstream } from '../http/upstream/upstream.js';
 import type { RouteConfig } from './route-schema.js';
 
 export class RouteRuntime {
   readonly upstreams: readonly Upstream[];
-  readonly balancer: Balancer;
-  readonly budget: RetryBudget;
   /** Path segments to drop (stripPrefix): the route subject's tokens below the root; 0 without stripPrefix. */
   readonly stripSegments: number;
-  readonly failureStatuses: ReadonlySet<number>;
-  readonly mayEject = (): boolean => {
-    const now = Date.now();
-    let ejected = 0;
-    for (const u of this.upstreams) if (u.isEjected(now)) ejected++;
-    return (ejected + 1) * 100 <= this.config.passiveHealth.maxEjectionPercent * this.upstreams.length;
-  };
+  private picker: Balancer | undefined;
+  private retryBudget: RetryBudget | undefined;
+  private failures: ReadonlySet<number> | undefined;
+  private ejectGuard: (() => boolean) | undefined;
 
   constructor(
     readonly key: string,
@@ -29,41 +29,53 @@ export class RouteRuntime {
     readonly config: RouteConfig,
     rootSubject: string,
     previous: RouteRuntime | undefined,
-    events: UpstreamEvents,
+    registry: BackendRegistry,
   ) {
-    const pool = { maxConnections: config.maxConnections, connectTimeoutMs: config.connectTimeoutMs };
-    const reuse = new Map(previous?.upstreams.map((u) => [u.url, u]) ?? []);
-    this.upstreams = config.upstreams.map(({ url, weight }) => {
+    const settings = backendSettings(config);
+    const before = new Map(previous?.upstreams.map((u) => [u.url, u]) ?? []);
+    this.upstreams = config.upstreams.map(({ url }) => {
       const href = new URL(url).href;
-      const existing = reuse.get(href);
-      if (existing !== undefined) {
-        existing.update(weight, pool, config.passiveHealth, config.circuitBreaker);
-        return existing;
-      }
-      return new Upstream(href, weight, pool, config.passiveHealth, config.circuitBreaker, events);
+      const old = before.get(href);
+      return registry.use(href, settings, this, old === undefined ? undefined : { upstream: old, user: previous! });
     });
-    for (const u of this.upstreams) {
-      if (config.healthCheck === undefined) {
-        u.checker?.stop();
-        u.checker = undefined;
-        u.setHealthy(true);
-      } else if (u.checker !== undefined) {
-        u.checker.settings = config.healthCheck;
-      } else {
-        u.checker = new HealthChecker(u, config.healthCheck);
-        u.checker.start();
-      }
-    }
-    this.balancer = createBalancer(config.balancing, this.upstreams);
-    this.budget = previous?.budget ?? new RetryBudget(config.retryBudget);
-    this.budget.settings = config.retryBudget;
+    this.retryBudget = previous?.retryBudget;
+    if (this.retryBudget !== undefined) this.retryBudget.settings = config.retryBudget;
     this.stripSegments = !config.stripPrefix || key === rootSubject ? 0 : key.split('.').length - rootSubject.split('.').length;
-    this.failureStatuses = new Set(config.passiveHealth.failureStatuses);
   }
 
-  /** Retires the backends that `next` no longer has (they close once drained). */
-  retireRemoved(next: RouteRuntime | undefined): void {
-    const kept = new Set(next?.upstreams ?? []);
-    for (const u of this.upstreams) if (!kept.has(u)) u.retire();
+  /** The route's weight for upstreams[i]. */
+  weight(i: number): number {
+    return this.config.upstreams[i]!.weight;
+  }
+
+  get balancer(): Balancer {
+    return (this.picker ??= createBalancer(
+      this.config.balancing,
+      this.upstreams,
+      this.config.upstreams.map((u) => u.weight),
+    ));
+  }
+
+  get budget(): RetryBudget {
+    return (this.retryBudget ??= new RetryBudget(this.config.retryBudget));
+  }
+
+  get failureStatuses(): ReadonlySet<number> {
+    return (this.failures ??= new Set(this.config.passiveHealth.failureStatuses));
+  }
+
+  /** Whether this route can spare one more ejected backend (passiveHealth.maxEjectionPercent of its backends). */
+  get mayEject(): () => boolean {
+    return (this.ejectGuard ??= () => {
+      const now = Date.now();
+      let ejected = 0;
+      for (const u of this.upstreams) if (u.isEjected(now)) ejected++;
+      return (ejected + 1) * 100 <= this.config.passiveHealth.maxEjectionPercent * this.upstreams.length;
+    });
+  }
+
+  /** Lets go of this version's backends; a backend no route uses any more is retired (it closes once drained). */
+  release(registry: BackendRegistry): void {
+    for (const u of this.upstreams) registry.release(u, this);
   }
 }

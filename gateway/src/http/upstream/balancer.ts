@@ -20,6 +20,8 @@ abstract class Base implements Balancer {
   protected readonly usable: Uint8Array;
   constructor(
     protected readonly upstreams: readonly Upstream[],
+    /** The route's weight for each backend (weights are the route's: routes sharing a backend may weigh it differently). */
+    protected readonly weights: readonly number[],
     protected readonly random: Random,
   ) {
     this.usable = new Uint8Array(upstreams.length);
@@ -32,7 +34,7 @@ abstract class Base implements Balancer {
       const u = this.upstreams[i]!;
       const ok = u.isAvailable(now) && (exclude === undefined || !exclude.has(u));
       this.usable[i] = ok ? 1 : 0;
-      if (ok) total += u.weight;
+      if (ok) total += this.weights[i]!;
     }
     return total;
   }
@@ -44,7 +46,7 @@ abstract class Base implements Balancer {
     for (let i = 0; i < this.upstreams.length; i++) {
       if (this.usable[i] !== 1 || i === skip) continue;
       last = i;
-      r -= this.upstreams[i]!.weight;
+      r -= this.weights[i]!;
       if (r < 0) return i;
     }
     return last;
@@ -56,8 +58,8 @@ abstract class Base implements Balancer {
 /** nginx's smooth weighted round robin: weights are honoured without bursts (a,a,b for 2:1 becomes a,b,a). */
 class SmoothRoundRobin extends Base {
   private readonly current: Float64Array;
-  constructor(upstreams: readonly Upstream[], random: Random) {
-    super(upstreams, random);
+  constructor(upstreams: readonly Upstream[], weights: readonly number[], random: Random) {
+    super(upstreams, weights, random);
     this.current = new Float64Array(upstreams.length);
   }
   pick(now: number, exclude: ReadonlySet<Upstream> | undefined): Upstream | undefined {
@@ -66,7 +68,7 @@ class SmoothRoundRobin extends Base {
     let best = -1;
     for (let i = 0; i < this.upstreams.length; i++) {
       if (this.usable[i] !== 1) continue;
-      this.current[i]! += this.upstreams[i]!.weight;
+      this.current[i]! += this.weights[i]!;
       if (best < 0 || this.current[i]! > this.current[best]!) best = i;
     }
     this.current[best]! -= total;
@@ -85,8 +87,7 @@ class LeastConnections extends Base {
     for (let k = 0; k < n; k++) {
       const i = (this.start + k) % n;
       if (this.usable[i] !== 1) continue;
-      const u = this.upstreams[i]!;
-      const load = u.inFlight / u.weight;
+      const load = this.upstreams[i]!.inFlight / this.weights[i]!;
       if (load < bestLoad) {
         best = i;
         bestLoad = load;
@@ -115,27 +116,27 @@ class PowerOfTwoChoices extends Base {
     const total = this.scan(now, exclude);
     if (total === 0) return undefined;
     const a = this.weightedRandom(total);
-    const remaining = total - this.upstreams[a]!.weight;
+    const remaining = total - this.weights[a]!;
     if (remaining <= 0) return this.upstreams[a];
     const b = this.weightedRandom(remaining, a);
     const ua = this.upstreams[a]!;
     const ub = this.upstreams[b]!;
-    return ub.inFlight / ub.weight < ua.inFlight / ua.weight ? ub : ua;
+    return ub.inFlight / this.weights[b]! < ua.inFlight / this.weights[a]! ? ub : ua;
   }
 }
 
 /**
- * @example const balancer = createBalancer('p2c', upstreams); balancer.pick(Date.now(), undefined)
+ * @example const balancer = createBalancer('p2c', upstreams, [1, 1]); balancer.pick(Date.now(), undefined)
  */
-export function createBalancer(policy: BalancingPolicy, upstreams: readonly Upstream[], random: Random = Math.random): Balancer {
+export function createBalancer(policy: BalancingPolicy, upstreams: readonly Upstream[], weights: readonly number[], random: Random = Math.random): Balancer {
   switch (policy) {
     case 'round-robin':
-      return new SmoothRoundRobin(upstreams, random);
+      return new SmoothRoundRobin(upstreams, weights, random);
     case 'least-connections':
-      return new LeastConnections(upstreams, random);
+      return new LeastConnections(upstreams, weights, random);
     case 'random':
-      return new WeightedRandom(upstreams, random);
+      return new WeightedRandom(upstreams, weights, random);
     case 'p2c':
-      return new PowerOfTwoChoices(upstreams, random);
+      return new PowerOfTwoChoices(upstreams, weights, random);
   }
 }

@@ -5,14 +5,18 @@
  * Available = healthy (active checks) && not ejected (passive health) &&
  * breaker admits (circuit breaker) — Caddy's Available() = Healthy() && !Full().
  *
- * Upstream objects outlive route updates: when a route changes, the backends
- * whose URL stays keep their object, so their health, ejection and breaker
- * state carry over (see RouteRuntime).
+ * A backend is a URL plus the settings that shape its state (pool,
+ * ejection, breaker, health checks: BackendSettings). Routes that name the
+ * same URL with the same settings share one Upstream, so its pool, health
+ * checks and breaker exist once however many routes use it
+ * (BackendRegistry). Upstream objects outlive route updates: a backend whose
+ * URL and settings stay keeps its object, so its health, ejection and
+ * breaker state carry over.
  */
 import { createRequire } from 'node:module';
 import type { Pool } from 'undici';
 import { CircuitBreaker, type BreakerSettings, type BreakerState } from './breaker.js';
-import type { HealthChecker } from './health-checker.js';
+import { HealthChecker, type HealthCheckSettings } from './health-checker.js';
 
 /**
  * undici is loaded with the first backend, not at start: a gateway without
@@ -37,6 +41,17 @@ export interface PoolSettings {
   connectTimeoutMs: number;
 }
 
+/** What a backend's ejection state machine needs of passiveHealth (the rest is the route's). */
+export type EjectionSettings = Pick<PassiveHealthSettings, 'consecutiveFailures' | 'baseEjectionMs' | 'maxEjectionMs'>;
+
+/** The settings that belong to a backend rather than to a route. */
+export interface BackendSettings {
+  readonly pool: PoolSettings;
+  readonly passive: EjectionSettings;
+  readonly breaker?: BreakerSettings | undefined;
+  readonly healthCheck?: HealthCheckSettings | undefined;
+}
+
 export interface UpstreamEvents {
   onBreakerChange?(upstream: Upstream, from: BreakerState, to: BreakerState): void;
   onEjected?(upstream: Upstream, forMs: number): void;
@@ -51,9 +66,12 @@ export class Upstream {
   readonly origin: string;
   /** Path of the base URL without a trailing slash ('' for none). */
   readonly basePath: string;
-  weight: number;
-  pool: Pool;
-  private poolSettings: PoolSettings;
+  /** Short hash of the settings, telling apart two backends with the same URL (metrics label, /backends). */
+  settingsId: string;
+  settings: BackendSettings;
+  /** The route versions using this backend (BackendRegistry counts them). */
+  readonly users = new Set<{ readonly key: string }>();
+  private connections: Pool | undefined;
 
   inFlight = 0;
   // Counters for metrics (they survive route updates with the object).
@@ -75,26 +93,33 @@ export class Upstream {
   ejections = 0;
   ejectedUntil = 0;
   breaker: CircuitBreaker | undefined;
-  /** Active health checks, when the route configures them. */
+  /** Active health checks, when the settings have them. */
   checker: HealthChecker | undefined;
   retired = false;
 
   constructor(
     url: string,
-    weight: number,
-    pool: PoolSettings,
-    public passive: PassiveHealthSettings,
-    breaker: BreakerSettings | undefined,
+    settings: BackendSettings,
     private readonly events: UpstreamEvents = {},
+    settingsId = '',
   ) {
     const u = new URL(url);
     this.url = url;
     this.origin = u.origin;
     this.basePath = u.pathname === '/' ? '' : u.pathname.replace(/\/$/, '');
-    this.weight = weight;
-    this.poolSettings = pool;
-    this.pool = Upstream.createPool(this.origin, pool);
-    this.setBreaker(breaker);
+    this.settings = settings;
+    this.settingsId = settingsId;
+    this.setBreaker(settings.breaker);
+    this.setHealthCheck(settings.healthCheck);
+  }
+
+  get passive(): EjectionSettings {
+    return this.settings.passive;
+  }
+
+  /** The connection pool, made on first use: a backend nobody sends to holds no pool (and undici connects on the first request). */
+  get pool(): Pool {
+    return (this.connections ??= Upstream.createPool(this.origin, this.settings.pool));
   }
 
   private static createPool(origin: string, s: PoolSettings): Pool {
@@ -109,19 +134,24 @@ export class Upstream {
     });
   }
 
-  /** Applies a route update; the pool is replaced (the old one drains) only if its settings changed. */
-  update(weight: number, pool: PoolSettings, passive: PassiveHealthSettings, breaker: BreakerSettings | undefined): void {
-    this.weight = weight;
-    this.passive = passive;
-    if (pool.maxConnections !== this.poolSettings.maxConnections || pool.connectTimeoutMs !== this.poolSettings.connectTimeoutMs) {
-      const old = this.pool;
-      this.pool = Upstream.createPool(this.origin, pool);
-      this.poolSettings = pool;
+  /**
+   * New settings for this backend (its only route changed them): health,
+   * ejection and breaker state carry over; the pool is replaced (the old
+   * one drains) only if its settings changed.
+   */
+  reconfigure(settings: BackendSettings, settingsId: string): void {
+    const before = this.settings;
+    this.settings = settings;
+    this.settingsId = settingsId;
+    if (this.connections !== undefined && (settings.pool.maxConnections !== before.pool.maxConnections || settings.pool.connectTimeoutMs !== before.pool.connectTimeoutMs)) {
+      const old = this.connections;
+      this.connections = undefined;
       void old.close().catch(() => undefined);
     }
-    if (breaker === undefined) this.breaker = undefined;
-    else if (this.breaker === undefined) this.setBreaker(breaker);
-    else this.breaker.settings = breaker;
+    if (settings.breaker === undefined) this.breaker = undefined;
+    else if (this.breaker === undefined) this.setBreaker(settings.breaker);
+    else this.breaker.settings = settings.breaker;
+    this.setHealthCheck(settings.healthCheck);
   }
 
   private setBreaker(settings: BreakerSettings | undefined): void {
@@ -134,6 +164,18 @@ export class Upstream {
           });
   }
 
+  private setHealthCheck(settings: HealthCheckSettings | undefined): void {
+    if (settings === undefined) {
+      this.checker?.stop();
+      this.checker = undefined;
+      this.setHealthy(true);
+    } else if (this.checker !== undefined) {
+      this.checker.settings = settings;
+    } else {
+      this.checker = new HealthChecker(this, settings);
+      this.checker.start();
+    }
+  }
   isEjected(now: number): boolean {
     return now < this.ejectedUntil;
   }
@@ -201,6 +243,6 @@ export class Upstream {
   retire(): void {
     this.retired = true;
     this.checker?.stop();
-    void this.pool.close().catch(() => undefined);
+    void this.connections?.close().catch(() => undefined);
   }
 }
