@@ -201,18 +201,21 @@ export function parseRoute(value: Uint8Array | string | unknown): { ok: true; co
     }
   }
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return { ok: false, reason: 'must be a JSON object' };
-  const copy = structuredClone(obj) as Record<string, unknown>;
+  // Validation fills in defaults, in place: an object from the caller is copied first; one parsed here is ours.
+  const copy = (obj === value ? structuredClone(obj) : obj) as Record<string, unknown>;
   if (!validate(copy)) return { ok: false, reason: describe(validate.errors![0]!) };
   const c = copy as RouteOptions;
+  const urls = new Set<string>();
   for (const u of c.upstreams) {
+    let href: string;
     try {
-      new URL(u.url);
+      href = new URL(u.url).href;
     } catch {
       return { ok: false, reason: `upstreams: ${u.url} is not a valid URL` };
     }
+    if (urls.has(href)) return { ok: false, reason: 'upstreams: the same URL appears twice' };
+    urls.add(href);
   }
-  const urls = new Set(c.upstreams.map((u) => new URL(u.url).href));
-  if (urls.size !== c.upstreams.length) return { ok: false, reason: 'upstreams: the same URL appears twice' };
   if (c.healthCheck && c.healthCheck.expectedStatus!.min! > c.healthCheck.expectedStatus!.max!) {
     return { ok: false, reason: 'healthCheck.expectedStatus: min is above max' };
   }
@@ -232,7 +235,41 @@ export function parseRoute(value: Uint8Array | string | unknown): { ok: true; co
     const name = Object.keys(h.set).find((k) => FRAMING_HEADERS.has(k));
     if (name !== undefined) return { ok: false, reason: `${where}.set: ${name} cannot be set (the gateway writes framing and hop-by-hop fields itself)` };
   }
+  shareDefaultBlocks(c);
   return { ok: true, config: deepFreeze(c) as RouteConfig };
+}
+
+/** The blocks most routes leave at their defaults. */
+const SHARED_BLOCKS = ['passiveHealth', 'retryBudget', 'requestHeaders', 'responseHeaders', 'healthCheck', 'circuitBreaker'] as const;
+let defaultBlocks: Map<string, { text: string; block: object }> | undefined;
+
+/**
+ * Replaces each block that equals its default with one shared frozen
+ * default. A bucket of 100,000 routes holds 100,000 configs that mostly
+ * spell out the same defaults; shared, they cost one object, not 100,000
+ * (about half of a route's memory). Configs are frozen, so sharing is safe.
+ */
+function shareDefaultBlocks(c: RouteOptions): void {
+  if (defaultBlocks === undefined) {
+    const d = { upstreams: [{ url: 'http://default' }], healthCheck: {}, circuitBreaker: {} } as Record<string, unknown>;
+    validate(d);
+    defaultBlocks = new Map(SHARED_BLOCKS.map((k) => [k, { text: JSON.stringify(d[k]), block: deepFreeze(d[k] as object) }]));
+  }
+  const blocks = c as unknown as Record<string, unknown>;
+  for (const k of SHARED_BLOCKS) {
+    const v = blocks[k];
+    if (v === undefined) continue;
+    const d = defaultBlocks.get(k)!;
+    if (JSON.stringify(v) === d.text) blocks[k] = d.block;
+  }
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
 }
 
 /** Header fields a route may not set: hop-by-hop (RFC 9110 §7.6.1) and message framing. */
@@ -250,14 +287,6 @@ export const REDACTED = '[redacted]';
 export function redactRoute<T extends Pick<RouteOptions, 'requestHeaders'>>(route: T): T {
   const set = route.requestHeaders?.set ?? {};
   return { ...route, requestHeaders: { ...route.requestHeaders, set: Object.fromEntries(Object.keys(set).map((k) => [k, REDACTED])) } };
-}
-
-function deepFreeze<T>(o: T): T {
-  if (o !== null && typeof o === 'object') {
-    for (const v of Object.values(o)) deepFreeze(v);
-    Object.freeze(o);
-  }
-  return o;
 }
 
 /** The schema as plain JSON Schema (draft-07), as published in gateway/schema/route.schema.json. */
