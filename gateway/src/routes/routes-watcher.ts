@@ -62,6 +62,12 @@ export class RoutesWatcher {
   private catchUpTimer: NodeJS.Timeout | undefined;
   private catchingUp = false;
   private watchedOnce = false;
+  /**
+   * While a new watch delivers what the bucket already held: applied
+   * entries are counted and logged as one line at the end (a bucket of
+   * 100,000 routes would otherwise log 100,000 lines at every start).
+   */
+  private loading: { applied: number; rejected: number; startedAt: number } | undefined;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -86,10 +92,19 @@ export class RoutesWatcher {
       try {
         const kv = await openRoutesBucket(this.nc, this.bucket, this.replicas);
         if (this.stopped) break;
-        const present = await listKeys(kv);
+        // Keys that went while no watch ran are dropped first. A first watch
+        // has nothing to drop, and skips the listing: it would read every key
+        // of a large bucket once more before the watch reads them all again.
+        if (this.table.size > 0 || this.table.rejected.size > 0) {
+          const present = await listKeys(kv);
+          if (this.stopped) break;
+          for (const key of this.table.keys()) if (!present.has(key)) this.remove(key);
+          for (const key of [...this.table.rejected.keys()]) if (!present.has(key)) this.table.rejected.delete(key);
+        }
+        // The backlog ends with the entry that has nothing pending after it (delta 0).
+        const held = (await kv.status()).streamInfo.state.messages;
         if (this.stopped) break;
-        for (const key of this.table.keys()) if (!present.has(key)) this.remove(key);
-        for (const key of [...this.table.rejected.keys()]) if (!present.has(key)) this.table.rejected.delete(key);
+        this.loading = held > 0 ? { applied: 0, rejected: 0, startedAt: performance.now() } : undefined;
         const iter = await kv.watch();
         this.iter = iter;
         // stop() may have come while the watch was being set up. The KV
@@ -108,6 +123,7 @@ export class RoutesWatcher {
         liveness = this.checkLiveness(kv, iter);
         for await (const entry of iter) this.apply(entry);
       } catch (err) {
+        this.loading = undefined;
         if (this.stopped) break;
         this.setStatus('unavailable', (err as Error).message);
         this.startCatchUp();
@@ -240,6 +256,14 @@ export class RoutesWatcher {
         // Nothing more can be recorded for this entry; the next one is what matters.
       }
     }
+    if (this.loading !== undefined && e.delta === 0) {
+      const l = this.loading;
+      this.loading = undefined;
+      this.log.info(
+        { routes: this.table.size, applied: l.applied, rejected: l.rejected, backends: this.table.backends.size, ms: Math.round(performance.now() - l.startedAt) },
+        'overrides read from the routes bucket',
+      );
+    }
   }
 
   private applyEntry(e: KvWatchEntry): void {
@@ -253,7 +277,8 @@ export class RoutesWatcher {
     }
     const result = this.table.put(e.key, e.value, e.revision);
     if (result.status === 'applied') {
-      this.log.info({ key: e.key, revision: e.revision, upstreams: result.route.upstreams.map((u) => u.url) }, 'override applied');
+      if (this.loading !== undefined) this.loading.applied++;
+      else this.log.info({ key: e.key, revision: e.revision, upstreams: result.route.upstreams.map((u) => u.url) }, 'override applied');
       this.onReload?.('applied', e.key);
     } else if (result.status === 'rejected') {
       this.reportRejected(e, result.reason);
@@ -266,6 +291,7 @@ export class RoutesWatcher {
   }
 
   private reportRejected(e: KvWatchEntry, reason: string): void {
+    if (this.loading !== undefined) this.loading.rejected++;
     const serving = this.table.match(e.key)?.key === e.key;
     this.log.warn({ key: e.key, revision: e.revision, reason, keepsServing: serving ? 'previous version' : 'NATS' }, 'override rejected');
     this.onReload?.('rejected', e.key);
