@@ -196,6 +196,8 @@ export interface GatewayRun {
   /** Where stdout goes; the log is kept in memory when absent. */
   logFile?: string;
   workers?: number;
+  /** The routes bucket (default: the gateway's default bucket). */
+  routesBucket?: string;
 }
 
 /**
@@ -225,6 +227,7 @@ export async function startGateway(natsUrl: string, run: GatewayRun = {}): Promi
     String(run.accessLog === true),
   ];
   if (run.workers !== undefined) args.push('--workers', String(run.workers));
+  if (run.routesBucket !== undefined) args.push('--routes-bucket', run.routesBucket);
   const logFd = run.logFile === undefined ? undefined : openSync(run.logFile, 'w');
   const child = spawn(bin, args, { env: process.env, stdio: ['ignore', logFd ?? 'pipe', 'pipe'] });
   children.push(child);
