@@ -265,3 +265,50 @@ test('overrides: a watch whose consumer vanished (as in a JetStream leader chang
     await s.close();
   }
 });
+
+test('overrides: what the bucket holds at start is applied and logged as one line; later changes log one line each', async () => {
+  const ns = await startNatsServer();
+  const nc = await connect({ servers: ns.url });
+  const [b] = await startBackends(1);
+  let started: Awaited<ReturnType<typeof startTestGateway>> | undefined;
+  try {
+    const kv = await routesBucket(nc);
+    for (let i = 0; i < 50; i++) await kv.put(`api.t${i}`, JSON.stringify({ upstreams: [{ url: b!.url }] }));
+    await kv.put('api.broken', '{"upstreams": []}');
+    await kv.put('api.gone', JSON.stringify({ upstreams: [{ url: b!.url }] }));
+    await kv.delete('api.gone');
+    started = await startTestGateway({ nats: ns.url });
+    const { gw, logs } = started;
+    await eventually(() => logs.some((l) => l.msg === 'overrides read from the routes bucket'), 10_000, 'the backlog read');
+    const summary = logs.find((l) => l.msg === 'overrides read from the routes bucket')!;
+    assert.deepEqual([summary.routes, summary.applied, summary.rejected, summary.backends], [50, 50, 1, 1]);
+    assert.equal(gw.routes.size, 50);
+    assert.equal(logs.filter((l) => l.msg === 'override applied').length, 0, 'no line per route of the backlog');
+    assert.equal(logs.filter((l) => l.msg === 'override rejected').length, 1, 'a rejected entry is still named, with its reason');
+    assert.equal((await request(`${started.base}/t49/x`)).statusCode, 200);
+
+    await putRoute(kv, gw, 'api.new', { upstreams: [{ url: b!.url }] });
+    assert.deepEqual(
+      logs.filter((l) => l.msg === 'override applied').map((l) => l.key),
+      ['api.new'],
+    );
+  } finally {
+    await started?.gw.close(500);
+    await b!.stop();
+    await nc.close();
+    await ns.dispose();
+  }
+});
+
+test('overrides: a gateway starting on an empty bucket logs its first route as a change', async () => {
+  const s = await startStack();
+  const [b] = await startBackends(1);
+  try {
+    await putRoute(await routesBucket(s.nc), s.gw, 'api.first', { upstreams: [{ url: b!.url }] });
+    assert.equal(s.logs.filter((l) => l.msg === 'override applied' && l.key === 'api.first').length, 1);
+    assert.equal(s.logs.filter((l) => l.msg === 'overrides read from the routes bucket').length, 0);
+  } finally {
+    await b!.stop();
+    await s.close();
+  }
+});

@@ -72,3 +72,22 @@ test('route schema: invalid values are rejected with a reason that names the fie
     if (!r.ok) assert.match(r.reason, reason, JSON.stringify(value));
   }
 });
+
+test('route schema: blocks left at their defaults are one shared frozen object; other blocks are the route own; a caller object is not changed', () => {
+  const a = parseRoute('{"upstreams":[{"url":"http://10.0.0.5:8080"}]}');
+  const b = parseRoute(Buffer.from('{"upstreams":[{"url":"http://10.0.0.6:8080"}],"retryBudget":{"percent":20,"minPerSecond":5}}'));
+  const c = parseRoute({ upstreams: [{ url: 'http://10.0.0.7:8080' }], passiveHealth: { consecutiveFailures: 2 } });
+  assert.ok(a.ok && b.ok && c.ok);
+  assert.equal(a.config.passiveHealth, b.config.passiveHealth, 'defaults: one object');
+  assert.equal(a.config.retryBudget, b.config.retryBudget, 'a block written out equal to its default is shared too');
+  assert.equal(a.config.requestHeaders, c.config.requestHeaders);
+  assert.notEqual(c.config.passiveHealth, a.config.passiveHealth);
+  assert.equal(c.config.passiveHealth.consecutiveFailures, 2);
+  assert.equal(a.config.passiveHealth.consecutiveFailures, 5, 'the shared default is untouched');
+  assert.ok(Object.isFrozen(a.config) && Object.isFrozen(a.config.passiveHealth) && Object.isFrozen(c.config.passiveHealth.failureStatuses));
+  const mine = { upstreams: [{ url: 'http://10.0.0.8:8080' }] };
+  assert.ok(parseRoute(mine).ok);
+  assert.deepEqual(mine, { upstreams: [{ url: 'http://10.0.0.8:8080' }] }, 'defaults were not written into the caller object');
+  const twice = parseRoute('{"upstreams":[{"url":"http://10.0.0.5:8080"},{"url":"http://10.0.0.5:8080/"}]}');
+  assert.deepEqual(twice, { ok: false, reason: 'upstreams: the same URL appears twice' });
+});
