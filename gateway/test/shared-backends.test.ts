@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Pool, request } from 'undici';
+import { undiciLoadedFrom } from '../src/http/upstream/upstream.js';
 import type { BackendView } from '../src/ops/admin-data.js';
 import { RouteTable } from '../src/routes/route-table.js';
 import { deleteRoute, putRoute, routesBucket, startBackends } from './backends.js';
@@ -47,6 +48,7 @@ test('shared backends: 1,000 routes over 2 backends open at most the pool connec
       );
     }
     assert.deepEqual(new Set(statuses), new Set([200]));
+    assert.equal(undiciLoadedFrom, 'pool', "undici's Pool alone was loaded, not its index (has undici moved lib/dispatcher/pool.js?)");
     assert.ok(a!.connectionsOpened <= 4 && b!.connectionsOpened <= 4, `at most maxConnections (4) per backend: a opened ${a!.connectionsOpened}, b ${b!.connectionsOpened}`);
 
     // Health checks: once per backend, not once per route.

@@ -19,13 +19,27 @@ import { CircuitBreaker, type BreakerSettings, type BreakerState } from './break
 import { HealthChecker, type HealthCheckSettings } from './health-checker.js';
 
 /**
- * undici is loaded with the first backend, not at start: a gateway without
- * HTTP overrides never needs it, and it is the largest part of the
- * gateway's start-up memory after nats.js (≈ 8 MB RSS, README "Memory").
+ * undici is loaded with the first pool, not at start: a gateway without
+ * HTTP overrides never needs it. And only its Pool: undici's index also
+ * loads fetch, WebSocket, caches, mocks and proxy agents, which the gateway
+ * never uses, for ≈ 8 MB more RSS (measured here: Pool alone +10 MB, the
+ * index +19 MB). The deep path is undici's own layout, not its API: should
+ * an update move it, the index is loaded instead (and a test says so).
  */
 let PoolClass: typeof Pool | undefined;
+/** Which way undici was loaded ('pool' or 'index'), for that test. */
+export let undiciLoadedFrom: 'pool' | 'index' | undefined;
 function undiciPool(): typeof Pool {
-  return (PoolClass ??= (createRequire(import.meta.url)('undici') as typeof import('undici')).Pool);
+  if (PoolClass !== undefined) return PoolClass;
+  const require = createRequire(import.meta.url);
+  try {
+    PoolClass = require('undici/lib/dispatcher/pool.js') as typeof Pool;
+    undiciLoadedFrom = 'pool';
+  } catch {
+    PoolClass = (require('undici') as typeof import('undici')).Pool;
+    undiciLoadedFrom = 'index';
+  }
+  return PoolClass;
 }
 
 export interface PassiveHealthSettings {
