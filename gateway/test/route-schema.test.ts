@@ -91,3 +91,20 @@ test('route schema: blocks left at their defaults are one shared frozen object; 
   const twice = parseRoute('{"upstreams":[{"url":"http://10.0.0.5:8080"},{"url":"http://10.0.0.5:8080/"}]}');
   assert.deepEqual(twice, { ok: false, reason: 'upstreams: the same URL appears twice' });
 });
+
+test('route schema: values of the same text share one config; distinct values share their equal blocks', () => {
+  const text = '{"upstreams":[{"url":"http://10.0.0.9:8080"}],"stripPrefix":true}';
+  const a = parseRoute(text);
+  const b = parseRoute(Buffer.from(text));
+  assert.ok(a.ok && b.ok);
+  assert.equal(a.config, b.config, 'one config for one text');
+  const t1 = parseRoute('{"upstreams":[{"url":"http://10.0.0.9:8080"}],"requestHeaders":{"set":{"x-tenant":"t1"}}}');
+  const t2 = parseRoute('{"upstreams":[{"url":"http://10.0.0.9:8080"}],"requestHeaders":{"set":{"x-tenant":"t2"}}}');
+  assert.ok(t1.ok && t2.ok);
+  assert.notEqual(t1.config, t2.config);
+  assert.equal(t1.config.upstreams, t2.config.upstreams, 'the same upstreams block: one object');
+  assert.equal(t1.config.upstreams, a.config.upstreams);
+  assert.deepEqual([t1.config.requestHeaders.set, t2.config.requestHeaders.set], [{ 'x-tenant': 't1' }, { 'x-tenant': 't2' }]);
+  // A rejected text stays rejected, however often it comes.
+  for (let i = 0; i < 2; i++) assert.deepEqual(parseRoute('{"upstreams":[]}'), { ok: false, reason: 'upstreams: must NOT have fewer than 1 items' });
+});
