@@ -43,6 +43,7 @@ if (SHAPES.some((x) => x !== 'same' && x !== 'distinct')) {
 }
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const signed = (x: number) => (x >= 0 ? `+${x}` : `${x}`);
 const mib = (kb: number) => Math.round((kb / 1024) * 10) / 10;
 
 interface Scenario {
@@ -173,7 +174,7 @@ async function main(): Promise<void> {
           await sleep(5);
         }
         const servingS = (performance.now() - t0) / 1000;
-        console.log(`  ${n} routes (${shape} values): RSS +${mib(appliedKb - baseKb)} MiB when all were applied, before any request`);
+        console.log(`  ${n} routes (${shape} values): RSS ${signed(mib(appliedKb - baseKb))} MiB when all were applied, before any request`);
         await sleep(1000);
         const rssKb = memoryKb(gw.child.pid!).rssKb;
         const heap = await heapMiB(adminPort);
@@ -195,7 +196,9 @@ async function main(): Promise<void> {
         }
         await nc.close();
 
-        await spread(pool, Math.min(n, 100), 500); // warm-up
+        // Each spread twice, alternating; the second of each counts (the first warms up the path and the pools).
+        await spread(pool, Math.min(n, 100), REQUESTS);
+        await spread(pool, n, REQUESTS);
         const over100 = await spread(pool, Math.min(n, 100), REQUESTS);
         const overAll = await spread(pool, n, REQUESTS);
         const rssAfterKb = memoryKb(gw.child.pid!).rssKb;
@@ -224,7 +227,7 @@ async function main(): Promise<void> {
         results.push(s);
         console.log(
           `${n} routes over ${BACKENDS} backends, ${shape} values (bucket filled in ${s.fillS} s): all applied ${s.appliedS} s after start, serving at ${s.servingS} s; ` +
-            `RSS ${s.rssMiB} MiB (+${s.addedMiB} over an empty bucket; heap ${s.heapUsedMiB} used of ${s.heapTotalMiB}; ${s.rssAfterRequestsMiB} after the requests); one update reached requests in ${s.updateMs} ms; ` +
+            `RSS ${s.rssMiB} MiB (${signed(s.addedMiB)} over an empty bucket; heap ${s.heapUsedMiB} used of ${s.heapTotalMiB}; ${s.rssAfterRequestsMiB} after the requests); one update reached requests in ${s.updateMs} ms; ` +
             `latency over all routes p50 ${s.p50Ms} ms p99 ${s.p99Ms} ms (over 100 routes: p50 ${s.p50Over100Ms} p99 ${s.p99Over100Ms})`,
         );
       }
