@@ -281,8 +281,8 @@ export async function main(args: string[]): Promise<void> {
     .usage('natsgw <command> [options]\n\nHTTP on the front, NATS request/reply on the back.')
     .command('serve', 'Run the gateway: /a/b is sent to ROOT.a.b over NATS', declareServeOptions)
     .command('status', 'Every gateway on the cluster: root, uptime, request rate, NATS, readiness', declareFleet)
-    .command('backends', 'Override backends per gateway: up or why not, last probe, in-flight, ejections', declareFleet)
-    .command('circuits', 'Circuit breakers per gateway: state, failures, next trial', declareFleet)
+    .command('backends', 'Override backends per gateway, each once with the routes using it: up or why not, last probe, in-flight, ejections', declareFleet)
+    .command('circuits', 'Circuit breakers per gateway, one per backend: state, failures, next trial', declareFleet)
     .command('stats', 'Traffic per gateway and route: requests by status class, p50/p90/p99, bytes', declareFleet)
     .command('routes', 'Effective overrides per gateway (no verb), or manage the routes bucket', (y) =>
       declareFleet(y)
