@@ -55,6 +55,8 @@ interface Scenario {
   servingS: number;
   rssMiB: number;
   addedMiB: number;
+  /** RSS over the same-shape run with one route per backend (when BENCH_ROUTES has it): what the routes add beyond proxying itself. */
+  addedOverReferenceMiB: number | null;
   heapUsedMiB: number;
   heapTotalMiB: number;
   rssAfterRequestsMiB: number;
@@ -146,6 +148,8 @@ async function main(): Promise<void> {
     console.log(`gateway with an empty bucket: RSS ${mib(baseKb)} MiB, heap ${baseHeap.used} used of ${baseHeap.total}`);
 
     const results: Scenario[] = [];
+    /** RSS of the run with one route per backend, by value shape. */
+    const referenceKb = new Map<string, number>();
     for (const n of SIZES)
       for (const shape of SHAPES) {
         const bucket = `bench-routes-${n}-${shape}`;
@@ -215,6 +219,7 @@ async function main(): Promise<void> {
           servingS: Math.round(servingS * 100) / 100,
           rssMiB: mib(rssKb),
           addedMiB: mib(rssKb - baseKb),
+          addedOverReferenceMiB: referenceKb.has(shape) ? mib(rssKb - referenceKb.get(shape)!) : null,
           heapUsedMiB: heap.used,
           heapTotalMiB: heap.total,
           rssAfterRequestsMiB: mib(rssAfterKb),
@@ -225,9 +230,10 @@ async function main(): Promise<void> {
           p99Over100Ms: Math.round(over100.p99 * 100) / 100,
         };
         results.push(s);
+        if (n === BACKENDS) referenceKb.set(shape, rssKb);
         console.log(
           `${n} routes over ${BACKENDS} backends, ${shape} values (bucket filled in ${s.fillS} s): all applied ${s.appliedS} s after start, serving at ${s.servingS} s; ` +
-            `RSS ${s.rssMiB} MiB (${signed(s.addedMiB)} over an empty bucket; heap ${s.heapUsedMiB} used of ${s.heapTotalMiB}; ${s.rssAfterRequestsMiB} after the requests); one update reached requests in ${s.updateMs} ms; ` +
+            `RSS ${s.rssMiB} MiB (${signed(s.addedMiB)} over an empty bucket${s.addedOverReferenceMiB === null ? '' : `, ${signed(s.addedOverReferenceMiB)} over ${BACKENDS} routes`}; heap ${s.heapUsedMiB} used of ${s.heapTotalMiB}; ${s.rssAfterRequestsMiB} after the requests); one update reached requests in ${s.updateMs} ms; ` +
             `latency over all routes p50 ${s.p50Ms} ms p99 ${s.p99Ms} ms (over 100 routes: p50 ${s.p50Over100Ms} p99 ${s.p99Over100Ms})`,
         );
       }
