@@ -180,8 +180,15 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     appOpen = false;
   };
   let admin: AdminServer | undefined;
+  let nc: NatsConnection | undefined;
   try {
-    if (!embedded) admin = await startAdminServer(config.admin.host, config.admin.port, token, viewSource(view, metrics));
+    if (!embedded)
+      admin = await startAdminServer(
+        config.admin.host,
+        config.admin.port,
+        token,
+        viewSource(view, metrics, () => nc),
+      );
   } catch (err) {
     closeUws();
     throw err;
@@ -192,7 +199,6 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     `listening on http://${config.host}:${port}, root subject ${config.rootSubject}` + (admin !== undefined ? `, admin on http://${config.admin.host}:${admin.port}` : ''),
   );
 
-  let nc: NatsConnection | undefined;
   let link: NatsLink | undefined;
   let adminSubs: Subscription[] = [];
 
@@ -213,7 +219,13 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     log.info({ server: nc.getServer(), maxPayload: link.maxPayload }, 'connected to NATS');
     void watchStatus(nc);
     void watchClosed(nc);
-    if (!embedded) adminSubs = serveAdminOverNats(nc, viewSource(view, metrics), token, faults);
+    if (!embedded)
+      adminSubs = serveAdminOverNats(
+        nc,
+        viewSource(view, metrics, () => nc),
+        token,
+        faults,
+      );
     watcher = new RoutesWatcher(nc, config.routesBucket, routes, log, (result) => reloads[result]++, config.routesReplicas);
     void watcher.run();
   })();

@@ -87,6 +87,21 @@ test('permissions: with the shipped least-privilege config every role does its j
   const status = await runCli(['status', '--json', ...withUrl(fleetReader)]);
   assert.equal(status.status, 0, status.stderr);
   assert.equal((JSON.parse(status.stdout) as Array<{ gateway: string; ok: boolean }>)[0]!.gateway, gw.id);
+  // Services answer NATS's service API within their permissions; the fleet reader and the gateway may ask.
+  const services = await runCli(['services', '--json', '--wait', '1000', ...withUrl(fleetReader)]);
+  assert.equal(services.status, 0, services.stderr);
+  assert.deepEqual(
+    (JSON.parse(services.stdout) as Array<{ name: string; instances: number }>).map((x) => [x.name, x.instances]),
+    [
+      ['api-bar', 1],
+      ['api-foo', 1],
+    ],
+  );
+  const viaAdmin = (await (await request(`http://127.0.0.1:${gw.adminPort}/services`)).body.json()) as { services: Array<{ name: string }> };
+  assert.deepEqual(
+    viaAdmin.services.map((x) => x.name),
+    ['api-bar', 'api-foo'],
+  );
 });
 
 for (const [role, user, pass] of [
@@ -100,6 +115,7 @@ for (const [role, user, pass] of [
         ['take requests for api.foo', () => raw.subscribe('api.foo.>', () => undefined, 'natsgw')],
         ["sniff the gateway's replies", () => raw.subscribe('_INBOX_gw.>', () => undefined)],
         ['answer as the gateway to admin requests', () => raw.subscribe('natsgw.admin.>', () => undefined)],
+        ["answer NATS's service API as api-foo", () => raw.subscribe('$SRV.INFO.api-foo', () => undefined)],
         ['forge a mount announcement for api.foo', () => raw.publish('_NATSGW.mounts.announce.api.foo.deep', JSON.stringify({ v: 1, mount: 'api.foo.deep', id: 'x', state: 'up', ttlMs: 60_000 }))],
         ['hand a request to api.foo', () => raw.publish('_NATSGW.handoff.api.foo', 'x', { reply: 'app.reply' })],
         ['read admin data', () => raw.publish('natsgw.admin.status', '', { reply: 'app.reply' })],

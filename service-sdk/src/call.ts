@@ -62,6 +62,12 @@ export class Call implements ResponseSink {
   inbox = '';
   /** When a message for the gateway was last published (probes go out when it is old). */
   lastSentAt = Date.now();
+  /** When the request arrived (performance.now()), for the service's stats. */
+  readonly startedAt = performance.now();
+  /** The status answered (0 until the head leaves). */
+  status = 0;
+  /** Why it failed, for the service's stats (`last_error`); unset when it did not. */
+  failure: string | undefined = undefined;
 
   private readonly streamable: boolean;
   private readonly frameLimit: number;
@@ -206,6 +212,7 @@ export class Call implements ResponseSink {
   private sendWhole(res: ServerResponse): void {
     const env = this.env;
     const { status, headers } = responseHead(res);
+    this.status = status;
     if (this.overflow) {
       this.host.log('error', { subject: env.subject, requestId: env.id, bytes: this.collectedBytes, maxPayload: this.host.maxPayload }, 'response too large for one NATS message');
       return this.host.problem(this, 502, 'response-too-large', `the response from ${env.subject} (${this.collectedBytes} bytes) exceeds the NATS max_payload of ${this.host.maxPayload} bytes`);
@@ -226,6 +233,7 @@ export class Call implements ResponseSink {
   /** Sends the head (with up to a frame of body), then the rest as credit allows. */
   private startStream(res: ServerResponse): void {
     const { status, headers } = responseHead(res);
+    this.status = status;
     if (!this.statusIsValid(status)) return;
     this.streaming = true;
     if (this.inbox === '') this.inbox = this.host.openStream(this);
@@ -338,7 +346,10 @@ export class Call implements ResponseSink {
   /** The handler threw or rejected; `err` is logged by the caller. */
   failed(): void {
     if (this.done) return;
-    if (this.streaming) return this.gone('the handler failed mid-stream', true);
+    if (this.streaming) {
+      this.failure ??= 'handler failed mid-stream';
+      return this.gone('the handler failed mid-stream', true);
+    }
     this.host.problem(this, 500, 'handler-error', `the service for ${this.env.subject} failed while handling the request`);
     if (this.res !== undefined) abandon(this.res);
   }

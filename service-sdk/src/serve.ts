@@ -17,12 +17,15 @@ import {
   problemJson,
   ProtocolError,
   PROTOCOL_VERSION,
+  STREAM_VERSION,
   type RequestEnvelope,
 } from './protocol/index.js';
 import { abandon, createExchange, requestUrl } from './node-adapter.js';
 import { Call, type CallHost } from './call.js';
 import { HANDOFF_PREFIX, MountRegistry } from './mounts.js';
+import { MicroResponder } from './micro-service.js';
 import { guardConnection } from './nats-guard.js';
+import { defaultMicroName, isMicroName, isSemver } from './protocol/micro.js';
 
 /** A plain Node request listener, as `http.createServer()` takes. Express and Koa's `app.callback()` are ones. */
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => unknown;
@@ -76,6 +79,20 @@ export interface ServeOptions {
    * connection you passed in: log the line; the connection is yours.
    */
   onConnectionClosed?: (err: Error) => void;
+  /**
+   * The mount's name as a NATS micro service (`nats micro ls`): letters,
+   * digits, `-` and `_`. Default: the mount subject with dots as dashes
+   * (`api.foo` → `api-foo`).
+   */
+  name?: string;
+  /** Its version, semver (default `0.0.0`). */
+  version?: string;
+  /** Its description (default: "natsgw mount <subject>"). */
+  description?: string;
+  /** Its metadata; the SDK adds `natsgw.mount` and `natsgw.protocol`. */
+  metadata?: Record<string, string>;
+  /** Answer NATS's service API (`$SRV.PING|INFO|STATS`); default true. Its NATS user then needs to subscribe to `$SRV.>`. */
+  serviceApi?: boolean;
 }
 
 export interface Service {
@@ -90,6 +107,8 @@ export interface Service {
   drain(): Promise<void>;
   /** Resolves with the reason if the connection closes for good while not draining (see `onConnectionClosed`). */
   readonly closed: Promise<Error>;
+  /** Its name and instance id as a NATS micro service. */
+  readonly micro: { readonly name: string; readonly id: string; readonly version: string };
 }
 
 const consoleLogger: ServiceLogger = {
@@ -120,6 +139,7 @@ export async function serve(handler: RequestListener, options: ServeOptions): Pr
   if (!isValidRoot(options.subject)) {
     throw new TypeError(`serve: subject ${JSON.stringify(options.subject)} must be tokens of A-Z a-z 0-9 - _ separated by dots`);
   }
+  checkMicroOptions(options);
   const owned = !isConnection(options.nats);
   const nc = isConnection(options.nats)
     ? options.nats
@@ -128,6 +148,20 @@ export async function serve(handler: RequestListener, options: ServeOptions): Pr
   await service.start();
   return service;
 }
+
+function checkMicroOptions(o: ServeOptions): void {
+  if (o.name !== undefined && !isMicroName(o.name)) throw new TypeError(`serve: name ${JSON.stringify(o.name).slice(0, 80)} must be 1-256 of A-Z a-z 0-9 - _ (a NATS micro service name)`);
+  if (o.version !== undefined && !isSemver(o.version)) throw new TypeError(`serve: version ${JSON.stringify(o.version).slice(0, 80)} must be a semantic version such as 1.2.3`);
+  if (o.description !== undefined && typeof o.description !== 'string') throw new TypeError('serve: description must be a string');
+  if (o.metadata !== undefined) {
+    if (o.metadata === null || typeof o.metadata !== 'object' || Array.isArray(o.metadata)) throw new TypeError('serve: metadata must be an object of strings');
+    for (const [k, v] of Object.entries(o.metadata)) if (typeof v !== 'string') throw new TypeError(`serve: metadata ${JSON.stringify(k).slice(0, 80)} must be a string`);
+  }
+}
+
+/** Endpoint indexes of the micro service: the mount subject itself, and everything below it. */
+const MOUNT_ENDPOINT = 0;
+const TREE_ENDPOINT = 1;
 
 /**
  * A hand-off carrying this header is relayed: the mount that took the
@@ -163,6 +197,8 @@ class ServiceRuntime implements Service, CallHost {
   private reportClosed!: (err: Error) => void;
   readonly closed = new Promise<Error>((resolve) => (this.reportClosed = resolve));
   private idle: (() => void) | undefined;
+  readonly micro: { readonly name: string; readonly id: string; readonly version: string };
+  private readonly responder: MicroResponder | undefined;
 
   constructor(
     private readonly handler: RequestListener,
@@ -178,7 +214,22 @@ class ServiceRuntime implements Service, CallHost {
     this.onConnectionClosed = options.onConnectionClosed;
     // Under the connection's inbox prefix, which NATS permissions let it read.
     this.streamPrefix = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix) + '.';
-    this.registry = new MountRegistry(nc, this.subject, nuid.next(), {
+    const id = nuid.next();
+    this.micro = { name: options.name ?? defaultMicroName(this.subject), id, version: options.version ?? '0.0.0' };
+    this.responder =
+      options.serviceApi === false
+        ? undefined
+        : new MicroResponder(
+            nc,
+            { ...this.micro, metadata: { ...options.metadata, 'natsgw.mount': this.subject, 'natsgw.protocol': String(STREAM_VERSION) } },
+            options.description ?? `natsgw mount ${this.subject}`,
+            [
+              { name: 'mount', subject: this.subject, queue: this.queue },
+              { name: 'tree', subject: this.subject + '.>', queue: this.queue },
+            ],
+            (err, subject) => this.safeLog('error', { err, subject }, 'failed to answer a service API request'),
+          );
+    this.registry = new MountRegistry(nc, this.subject, id, {
       heartbeatMs: options.heartbeatMs ?? 5000,
       discoveryMs: options.discoveryMs ?? 100,
       readyTimeoutMs: options.readyTimeoutMs ?? 2000,
@@ -209,6 +260,7 @@ class ServiceRuntime implements Service, CallHost {
     this.subs.push(this.nc.subscribe(HANDOFF_PREFIX + this.subject, { queue: this.queue, callback: (_e, msg) => this.contained(msg, true) }));
     // Frames of open streams, and no-responders for what they sent.
     this.streamSub = this.nc.subscribe(this.streamPrefix + '*', { callback: (_e, msg) => this.onStreamMessage(msg) });
+    this.responder?.start();
     await this.nc.flush();
     // Announce only once subscribed: whoever hands us a request finds us
     // listening. Resolve only once the mounts above know us, so "the most
@@ -277,6 +329,7 @@ class ServiceRuntime implements Service, CallHost {
       const code = err instanceof ProtocolError ? err.code : 'bad-envelope';
       this.safeLog('warn', { subject: msg.subject, err }, 'rejected a request that is not a v1 envelope');
       this.respondProblem(reply, 400, code, (err as Error).message, msg.subject, undefined);
+      this.responder?.record(this.endpointOf(msg.subject), 0, undefined);
       return;
     }
     // A hand-off is relayed message by message only when it says so (see RELAY_HEADER).
@@ -324,6 +377,8 @@ class ServiceRuntime implements Service, CallHost {
 
   problem(call: Call, status: number, code: string, detail: string): void {
     if (call.done) return;
+    call.status = status;
+    if (status >= 500) call.failure ??= `${status} ${code}: ${detail}`;
     this.settle(call);
     this.respondProblem(call.reply, status, code, detail, call.env.subject, call.env.id, call.inbox || undefined);
   }
@@ -341,6 +396,7 @@ class ServiceRuntime implements Service, CallHost {
     const key = this.keys.next();
     const relay = this.streamPrefix + key;
     const firstTimeout = env.timeoutMs > 0 ? Math.min(env.timeoutMs, this.timeoutMs) : this.timeoutMs;
+    const startedAt = performance.now();
     let first = true;
     let finished = false;
     const end = (): void => {
@@ -357,6 +413,7 @@ class ServiceRuntime implements Service, CallHost {
         // It may have run there: never run it again here.
         this.safeLog('warn', { subject, mount, requestId: env.id }, 'hand-off to a more specific mount failed');
         this.respondProblem(reply, 504, 'handoff-timeout', `mount ${mount} did not answer for ${subject}`, subject, env.id, undefined);
+        this.responder?.record(this.endpointOf(subject), performance.now() - startedAt, `504 handoff-timeout: mount ${mount} did not answer`);
       }
       end();
     };
@@ -386,6 +443,7 @@ class ServiceRuntime implements Service, CallHost {
     } catch (err) {
       this.safeLog('error', { err, subject }, 'could not hand a request off');
       this.respondProblem(reply, 503, 'handoff-failed', `could not hand the request for ${subject} to ${mount}`, subject, env.id, undefined);
+      this.responder?.record(this.endpointOf(subject), performance.now() - startedAt, `503 handoff-failed: ${(err as Error).message}`);
       end();
     }
   }
@@ -412,12 +470,20 @@ class ServiceRuntime implements Service, CallHost {
 
   private handlerFailed(call: Call, err: unknown): void {
     this.safeLog('error', { err, subject: call.env.subject, requestId: call.env.id }, 'handler failed');
+    if (!call.done) call.failure ??= `handler failed: ${err instanceof Error ? err.message : String(err)}`;
     call.failed();
+  }
+
+  /** The micro endpoint a request for `subject` counts on. */
+  private endpointOf(subject: string): number {
+    return subject === this.subject ? MOUNT_ENDPOINT : TREE_ENDPOINT;
   }
 
   settle(call: Call): void {
     if (call.done) return;
     call.done = true;
+    const failure = call.failure ?? (call.status >= 500 ? `status ${call.status}` : undefined);
+    this.responder?.record(this.endpointOf(call.env.subject), performance.now() - call.startedAt, failure);
     this.calls.delete(call);
     if (call.key !== '') this.streams.delete(call.key);
     this.checkIdle();
@@ -470,6 +536,7 @@ class ServiceRuntime implements Service, CallHost {
     await step('announcing down', () => this.registry.announceDown());
     // Unsubscribe; messages the server already sent are still handled.
     await step('unsubscribing', () => Promise.all(this.subs.map((s) => (s.isClosed() ? undefined : s.drain()))));
+    this.responder?.stop();
     if (this.inFlight > 0) {
       // Streams (server-sent events) may never end by themselves: they get the handler timeout, then are cancelled.
       const grace = setTimeout(() => {

@@ -10,6 +10,8 @@
 import yargs, { type Argv } from 'yargs';
 import { connectOnce, openBucket } from './connect.js';
 import { askFleet, askGateway, render, type FleetResult } from './fleet.js';
+import { renderServices } from './services.js';
+import { discoverServices } from '../ops/micro-discovery.js';
 import { CommandError, describeEntry, type RouteListing, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './routes.js';
 import { paint, table } from './table.js';
 import { jsonSafe, printable } from './safe-text.js';
@@ -88,6 +90,12 @@ function declareFleet(y: Argv): Argv {
     .option('gateway', { type: 'string', requiresArg: true, describe: "One gateway's admin API (e.g. http://10.0.0.7:8081) instead of every gateway on NATS" })
     .option('wait', { type: 'string', requiresArg: true, describe: 'How long to wait for answers, ms (default 2000)' })
     .option('json', { type: 'boolean', describe: 'Machine-readable output: [{ gateway, ok, data | error }]' });
+}
+
+function declareServices(y: Argv): Argv {
+  return declareSchemaOptions(y, CONNECTION_KEYS)
+    .option('wait', { type: 'string', requiresArg: true, describe: 'How long to wait for answers, ms (default 2000)' })
+    .option('json', { type: 'boolean', describe: 'Machine-readable output: [{ name, versions, instances, endpoints, requests, errors, averageLatencyMs, description, natsgw }]' });
 }
 
 function declareSubject(y: Argv): Argv {
@@ -198,8 +206,7 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
 
 async function fleetCommand(verb: AdminVerb, argv: Record<string, unknown>): Promise<void> {
   const config = configFrom(argv, [...CONNECTION_KEYS, 'adminToken']);
-  const wait = argv.wait === undefined ? 2000 : Number(argv.wait);
-  if (!Number.isInteger(wait) || wait <= 0) throw new UsageError(`--wait must be a whole number of milliseconds (got ${JSON.stringify(argv.wait)})`);
+  const wait = waitFlag(argv);
   let result: FleetResult;
   if (typeof argv.gateway === 'string') {
     result = await askGateway(argv.gateway, verb, config.admin.token, wait);
@@ -219,6 +226,33 @@ async function fleetCommand(verb: AdminVerb, argv: Record<string, unknown>): Pro
       `natsgw: skipped ${skipped.length} answer${skipped.length === 1 ? '' : 's'} that ${skipped.length === 1 ? 'is' : 'are'} not a gateway's: ${printable(skipped.join('; ').slice(0, 500))}\n`,
     );
   if (answers.every((a) => !a.ok)) throw new CommandError(`no gateway answered successfully: ${printable(answers[0]!.error ?? 'error')}`, 1);
+}
+
+function waitFlag(argv: Record<string, unknown>): number {
+  const wait = argv.wait === undefined ? 2000 : Number(argv.wait);
+  if (!Number.isInteger(wait) || wait <= 0) throw new UsageError(`--wait must be a whole number of milliseconds (got ${JSON.stringify(argv.wait)})`);
+  return wait;
+}
+
+async function servicesCommand(argv: Record<string, unknown>): Promise<void> {
+  const config = configFrom(argv, CONNECTION_KEYS);
+  const wait = waitFlag(argv);
+  const nc = await connectOnce(config, 'natsgw services');
+  let result: Awaited<ReturnType<typeof discoverServices>>;
+  try {
+    result = await discoverServices(nc, wait);
+  } catch (err) {
+    throw new CommandError(`asking for micro services failed: ${(err as Error).message}`, 1);
+  } finally {
+    await nc.close();
+  }
+  if (argv.json === true) process.stdout.write(jsonSafe(JSON.stringify(result.services)) + '\n');
+  else process.stdout.write(renderServices(result.services, process.stdout.isTTY === true));
+  const { skipped } = result;
+  if (skipped.length > 0)
+    process.stderr.write(
+      `natsgw: skipped ${skipped.length} answer${skipped.length === 1 ? '' : 's'} that ${skipped.length === 1 ? 'is' : 'are'} not a micro service's: ${printable(skipped.join('; ').slice(0, 500))}\n`,
+    );
 }
 
 async function serveCommand(argv: Record<string, unknown>): Promise<void> {
@@ -284,6 +318,7 @@ export async function main(args: string[]): Promise<void> {
     .command('backends', 'Override backends per gateway, each once with the routes using it: up or why not, last probe, in-flight, ejections', declareFleet)
     .command('circuits', 'Circuit breakers per gateway, one per backend: state, failures, next trial', declareFleet)
     .command('stats', 'Traffic per gateway and route: requests by status class, p50/p90/p99, bytes', declareFleet)
+    .command('services', 'Every NATS micro service on the account (natsgw mounts and others): versions, instances, endpoints, requests, errors, average latency', declareServices)
     .command('routes', 'Effective overrides per gateway (no verb), or manage the routes bucket', (y) =>
       declareFleet(y)
         .command('put <subject>', 'Create or replace the override for SUBJECT', declareRoutePut)
@@ -311,6 +346,7 @@ export async function main(args: string[]): Promise<void> {
     else if (command === 'routes' && verb === undefined) await fleetCommand('routes', argv);
     else if (command === 'routes') await routesCommand(verb!, argv);
     else if (command === 'status' || command === 'backends' || command === 'circuits' || command === 'stats') await fleetCommand(command, argv);
+    else if (command === 'services') await servicesCommand(argv);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`natsgw: ${err.message.split('\n')[0]}\n`);

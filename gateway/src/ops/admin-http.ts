@@ -4,6 +4,7 @@
  * path.
  *
  *   GET /status /routes /backends /circuits /stats   JSON
+ *   GET /services                                     every NATS micro service on the account (asked over NATS, ≈ 1 s)
  *   GET /metrics                                      Prometheus text
  *   GET /healthz                                      200 while the gateway can serve or recover by itself; 503 once its NATS connection closed for good
  *   GET /readyz                                       200 when listening, connected to NATS and not shutting down; 503 otherwise
@@ -54,11 +55,15 @@ export async function startAdminServer(host: string, port: number, token: AdminT
       source.metrics().then((m) => send(200, m.contentType, m.text), failed);
       return;
     }
+    if (verb === 'services') {
+      source.services().then((r) => (r === null ? problem(503, 'nats-unavailable', 'not connected to NATS: services cannot be asked') : send(200, 'application/json', JSON.stringify(r))), failed);
+      return;
+    }
     if (isAdminVerb(verb)) {
       source.answer(verb).then((data) => send(200, 'application/json', JSON.stringify(data)), failed);
       return;
     }
-    return problem(404, 'not-found', `no admin endpoint ${path}; try /status, /routes, /backends, /circuits, /stats, /metrics, /healthz, /readyz`);
+    return problem(404, 'not-found', `no admin endpoint ${path}; try /status, /routes, /backends, /circuits, /stats, /services, /metrics, /healthz, /readyz`);
   });
   server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve, reject) => {

@@ -22,7 +22,7 @@ import type { AdminVerb, BackendView, CircuitView, GatewayStatus, RoutesView } f
 import { startAdminServer, type AdminServer } from '../ops/admin-http.js';
 import { mergeBackends, mergeCircuits, mergeRoutes, mergeStats, mergeStatus, type WorkerTraffic } from '../ops/admin-merge.js';
 import { serveAdminOverNats } from '../ops/admin-nats.js';
-import type { AdminSource, Readiness } from '../ops/admin-source.js';
+import { servicesOver, type AdminSource, type Readiness } from '../ops/admin-source.js';
 import { AdminToken } from '../ops/admin-token.js';
 import type { FromWorker, ToWorker, WorkerInit, WorkerQuestion } from './worker-protocol.js';
 
@@ -181,8 +181,11 @@ export async function startWorkerPool(config: GatewayConfig, deps: { logger?: Lo
   gauge('natsgw_workers', 'Worker threads serving HTTP (--workers).', () => [...slots.values()].filter((s) => s.listening).length);
   gauge('natsgw_worker_restarts', 'Worker threads started again after a crash, since start.', () => restarts);
 
+  /** This thread's own NATS connection (admin over NATS, GET /services), once connected. */
+  let nc: NatsConnection | undefined;
   const source: AdminSource = {
     id,
+    services: () => servicesOver(nc),
     async answer(verb: AdminVerb): Promise<unknown> {
       switch (verb) {
         case 'status': {
@@ -248,7 +251,6 @@ export async function startWorkerPool(config: GatewayConfig, deps: { logger?: Lo
 
   // Admin over NATS, on this thread's own connection.
   const faults = new NatsFaults(log);
-  let nc: NatsConnection | undefined;
   let adminSubs: Subscription[] = [];
   void (async () => {
     try {

@@ -9,3 +9,4 @@ export * from './problem.js';
 export * from './http-syntax.js';
 export { MsgpackError } from './msgpack-reader.js';
 export * from './stream.js';
+export * from './micro.js';
