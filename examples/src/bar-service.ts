@@ -27,6 +27,9 @@ if (isMain) {
   const service = await serve((req, res) => app.routing(req, res), {
     nats: process.env.NATS_URL ?? 'nats://127.0.0.1:4222',
     subject: process.env.BAR_SUBJECT ?? 'api.bar',
+    name: 'bar',
+    version: '1.0.0',
+    description: 'Fastify example: time, sum',
   });
   console.error(`bar: serving ${service.subject} (pid ${process.pid})`);
   const stop = () => void service.drain().then(() => process.exit(0));

@@ -116,5 +116,7 @@ natsgw is up on ${base} (root subject api). Try:
 Overrides live in the KV bucket natsgw-routes; try
   npx natsgw routes ls --nats ${nats.url}
   npx natsgw status --nats ${nats.url}
+The services are NATS micro services too (nats micro ls sees them):
+  npx natsgw services --nats ${nats.url}
 
 Ctrl-C stops everything.`);

@@ -71,7 +71,14 @@ export function createFooApp(): express.Express {
 
 const isMain = process.argv[1] !== undefined && import.meta.url === new URL(process.argv[1], 'file:').href;
 if (isMain) {
-  const service = await serve(createFooApp(), { nats: process.env.NATS_URL ?? 'nats://127.0.0.1:4222', subject: process.env.FOO_SUBJECT ?? 'api.foo' });
+  const service = await serve(createFooApp(), {
+    nats: process.env.NATS_URL ?? 'nats://127.0.0.1:4222',
+    subject: process.env.FOO_SUBJECT ?? 'api.foo',
+    // How NATS service tooling (nats micro ls, natsgw services) lists it.
+    name: 'foo',
+    version: '1.0.0',
+    description: 'Express example: hello, users, echo, server-sent events, downloads',
+  });
   console.error(`foo: serving ${service.subject} (pid ${process.pid})`);
   const stop = () => void service.drain().then(() => process.exit(0));
   process.once('SIGTERM', stop);

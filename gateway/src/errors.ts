@@ -18,6 +18,8 @@ export const FAILURES = {
   'stream-broken': 502,
   /** A stream had no message from its service for --stream-idle-timeout while it was the service's turn. */
   'stream-idle': 504,
+  /** The reply carried NATS's service error headers: its code becomes the status when it is one (400–599), else 502. */
+  'service-error': 502,
   /** Handling the reply failed inside the gateway (logged with its cause); the request is released. */
   'reply-failed': 502,
   /** Body larger than --max-body (or than NATS max_payload allows). */

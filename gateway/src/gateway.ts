@@ -127,6 +127,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     traffic,
     onEvent(event) {
       if (event.type === 'bad-reply') log.warn({ subject: event.subject, requestId: event.requestId, reason: event.reason }, 'invalid reply from service');
+      else if (event.type === 'service-error') log.debug({ subject: event.subject, requestId: event.requestId, code: event.code, text: event.text }, 'service error reply');
       else if (event.type === 'upstream-try') {
         if (event.outcome !== 'success') log.debug({ route: event.route, upstream: event.upstream, outcome: event.outcome, detail: event.detail, requestId: event.requestId }, 'upstream try');
       } else if (event.type === 'upstream-failed') {

@@ -157,6 +157,7 @@ test('hostile: a reply-mux handler that throws ends its own request (502 path) a
           outcomes.push(`reply ${p.n}`);
         },
         onNoResponders: (p) => outcomes.push(`no responders ${p.n}`),
+        onServiceError: (p) => outcomes.push(`service error ${p.n}`),
         onTimeout: (p) => {
           if (p.n === 3) throw new Error('boom in onTimeout');
           outcomes.push(`timeout ${p.n}`);

@@ -2,7 +2,7 @@
  * serve(): mounts a plain Node `(req, res)` handler on a NATS subject.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { connect, createInbox, headers as natsHeaders, nuid, type Msg, type NatsConnection, type NodeConnectionOptions, type Subscription } from '@nats-io/transport-node';
+import { connect, createInbox, headers as natsHeaders, nuid, type Msg, type MsgHdrs, type NatsConnection, type NodeConnectionOptions, type Subscription } from '@nats-io/transport-node';
 import {
   decodeFrame,
   decodeRequest,
@@ -25,7 +25,7 @@ import { Call, type CallHost } from './call.js';
 import { HANDOFF_PREFIX, MountRegistry } from './mounts.js';
 import { MicroResponder } from './micro-service.js';
 import { guardConnection } from './nats-guard.js';
-import { defaultMicroName, isMicroName, isSemver } from './protocol/micro.js';
+import { defaultMicroName, isMicroName, isSemver, MAX_SERVICE_ERROR_TEXT, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from './protocol/micro.js';
 
 /** A plain Node request listener, as `http.createServer()` takes. Express and Koa's `app.callback()` are ones. */
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => unknown;
@@ -500,15 +500,27 @@ class ServiceRuntime implements Service, CallHost {
     }
   }
 
+  /**
+   * Answers with a problem. A 5xx one also carries NATS's service error
+   * headers, so a NATS-native requester (not the gateway) sees the failure
+   * without decoding the envelope.
+   */
   private respondProblem(reply: string, status: number, code: string, detail: string, subject: string | undefined, requestId: string | undefined, inbox?: string): void {
     const body = Buffer.from(problemJson({ status, code, detail, subject, requestId }));
-    this.publish(reply, encodeReply({ v: PROTOCOL_VERSION, status, headers: ['content-type', PROBLEM_CONTENT_TYPE], body }), inbox);
+    let h: MsgHdrs | undefined;
+    if (status >= 500) {
+      h = natsHeaders();
+      h.set(SERVICE_ERROR_CODE_HEADER, String(status));
+      // A header value is one line.
+      h.set(SERVICE_ERROR_HEADER, detail.replace(/[\r\n]+/g, ' ').slice(0, MAX_SERVICE_ERROR_TEXT));
+    }
+    this.publish(reply, encodeReply({ v: PROTOCOL_VERSION, status, headers: ['content-type', PROBLEM_CONTENT_TYPE], body }), inbox, h);
   }
 
-  publish(reply: string, data: Uint8Array, replyTo?: string): void {
+  publish(reply: string, data: Uint8Array, replyTo?: string, headers?: MsgHdrs): void {
     try {
-      if (replyTo === undefined) this.nc.publish(reply, data);
-      else this.nc.publish(reply, data, { reply: replyTo });
+      if (replyTo === undefined && headers === undefined) this.nc.publish(reply, data);
+      else this.nc.publish(reply, data, { ...(replyTo === undefined ? {} : { reply: replyTo }), ...(headers === undefined ? {} : { headers }) });
     } catch (err) {
       this.safeLog('error', { err, reply }, 'could not publish a reply');
     }

@@ -19,7 +19,9 @@ import {
   normalizeQuery,
   pathToSubject,
   PROTOCOL_VERSION,
+  PROBLEM_CONTENT_TYPE,
   REPLY_IS_FRAME,
+  serviceErrorStatus,
   STREAM_VERSION,
   type PathRefusal,
   type ReplyEnvelope,
@@ -61,6 +63,7 @@ export interface HttpFrontOptions {
 
 export type FrontEvent =
   | { type: 'bad-reply'; subject: string; reason: string; requestId: string }
+  | { type: 'service-error'; subject: string; code: string; text: string; requestId: string }
   | { type: 'internal-error'; error: unknown; requestId: string }
   | { type: 'upstream-try'; route: string; upstream: string; outcome: TryOutcome | 'retry'; detail: string; requestId: string }
   | { type: 'upstream-failed'; route: string; code: FailureCode; detail: string; requestId: string };
@@ -189,11 +192,20 @@ let corkReply: ReplyEnvelope;
 let corkFailure: FailureCode;
 let corkDetail: string;
 let corkClose: boolean;
+let corkStatus: number | undefined;
 function writeReplyCorked(): void {
   writeReply(corkExchange, corkReply, corkClose);
 }
 function writeProblemCorked(): void {
-  writeProblem(corkExchange, corkFailure, corkDetail, corkClose);
+  writeProblem(corkExchange, corkFailure, corkDetail, corkClose, corkStatus);
+}
+
+/** A complete reply that is already the problem a service error maps to (what the SDK sends): passed on as it is. */
+function isProblemWithStatus(reply: ReplyEnvelope | string, status: number): reply is ReplyEnvelope {
+  if (typeof reply === 'string' || reply.more === true || reply.status !== status) return false;
+  const h = reply.headers;
+  for (let i = 0; i < h.length; i += 2) if (h[i]!.toLowerCase() === 'content-type') return h[i + 1] === PROBLEM_CONTENT_TYPE;
+  return false;
 }
 
 /** Writes status and headers of a reply; returns the Content-Length the service announced, or -1. */
@@ -523,6 +535,22 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     this.finish(ex);
   }
 
+  /**
+   * The reply carries NATS's service error headers: the client gets their
+   * code as status (400–599, else 502) and their text as the problem's
+   * detail. A reply that already is that problem (the SDK's) goes as it is.
+   */
+  onServiceError(ex: Exchange, code: string, text: string, data: Uint8Array): void {
+    if (ex.done) return;
+    const status = serviceErrorStatus(code);
+    const reply = decodeReply(data);
+    if (reply !== REPLY_IS_FRAME && isProblemWithStatus(reply, status)) return this.onReply(ex, data);
+    this.opts.onEvent?.({ type: 'service-error', subject: ex.subject, code, text, requestId: ex.requestId });
+    const stream = ex.stream;
+    stream?.endedByReply();
+    this.failCorked(ex, 'service-error', text || `${ex.subject} answered with service error ${code.slice(0, 16)}`, stream !== undefined && !stream.upDone, status);
+  }
+
   private badReply(ex: Exchange, reason: string): void {
     this.opts.onEvent?.({ type: 'bad-reply', subject: ex.subject, reason, requestId: ex.requestId });
     const detail = `invalid reply from ${ex.subject}: ${reason}`;
@@ -678,13 +706,14 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   }
 
   /** Answers with a problem from any other callback. */
-  failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
+  failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean, status?: number): void {
     if (ex.done) return;
     if (!ex.aborted) {
       corkExchange = ex;
       corkFailure = code;
       corkDetail = detail;
       corkClose = close;
+      corkStatus = status;
       ex.res.cork(writeProblemCorked);
     }
     this.finish(ex);

@@ -53,8 +53,7 @@ export function endHead(res: HttpResponse, length: number, close: boolean): void
 }
 
 /** Writes a problem response for `code` (the caller corks when outside a uWS callback). */
-export function writeProblem(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
-  const status = FAILURES[code];
+export function writeProblem(ex: Exchange, code: FailureCode, detail: string, close: boolean, status: number = FAILURES[code]): void {
   const body = problemJson({ status, code, detail, subject: ex.subject || undefined, requestId: ex.requestId || undefined });
   const res = ex.res;
   ex.status = status;

@@ -17,8 +17,8 @@
  * another one (with NATS permissions, allow_responses enforces the same).
  */
 import { performance } from 'node:perf_hooks';
-import { createInbox, type Msg, type NatsConnection, type PublishOptions, type Subscription } from '@nats-io/transport-node';
-import { encodeCancel, InboxKeys, isNoResponders, isValidInbox } from '@natsgw/service-sdk/protocol';
+import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type PublishOptions, type Subscription } from '@nats-io/transport-node';
+import { encodeCancel, InboxKeys, isNoResponders, isValidInbox, MAX_SERVICE_ERROR_TEXT, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '@natsgw/service-sdk/protocol';
 
 const STALE_CANCEL = encodeCancel('no such request: it is over (client gone or timed out)');
 /** Ended requests whose late frames are answered with a cancel: at most this many, for this long. */
@@ -34,6 +34,8 @@ export interface PendingRequest {
 /** How a pending request ends; exactly one of these is called, once. */
 export interface ReplyHandler<P extends PendingRequest> {
   onReply(p: P, data: Uint8Array): void;
+  /** The reply carries NATS's service error headers (`Nats-Service-Error-Code`, `Nats-Service-Error`); `data` is its payload. */
+  onServiceError(p: P, code: string, text: string, data: Uint8Array): void;
   /** The server said nobody is subscribed to the subject (a 503 status message). */
   onNoResponders(p: P): void;
   onTimeout(p: P): void;
@@ -229,7 +231,11 @@ export class ReplyMux<P extends PendingRequest> {
     try {
       const data = msg.data;
       if (isNoResponders(msg)) this.handler.onNoResponders(p);
-      else this.handler.onReply(p, data);
+      else {
+        const error = msg.headers === undefined ? undefined : serviceError(msg.headers);
+        if (error !== undefined) this.handler.onServiceError(p, error.code, error.text, data);
+        else this.handler.onReply(p, data);
+      }
     } catch (error) {
       try {
         this.handler.onHandlerError(p, error);
@@ -257,3 +263,18 @@ export class ReplyMux<P extends PendingRequest> {
     }
   }
 }
+
+/** NATS's service error headers, when a reply has them (names compared case-insensitively). */
+function serviceError(h: MsgHdrs): { code: string; text: string } | undefined {
+  let code: string | undefined;
+  let text = '';
+  for (const k of h.keys()) {
+    const lower = k.toLowerCase();
+    if (lower === CODE_HEADER) code = h.get(k);
+    else if (lower === TEXT_HEADER) text = h.get(k);
+  }
+  if (code === undefined) return undefined;
+  return { code: code.trim(), text: text.length > MAX_SERVICE_ERROR_TEXT ? text.slice(0, MAX_SERVICE_ERROR_TEXT) : text };
+}
+const CODE_HEADER = SERVICE_ERROR_CODE_HEADER.toLowerCase();
+const TEXT_HEADER = SERVICE_ERROR_HEADER.toLowerCase();

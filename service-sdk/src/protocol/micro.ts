@@ -67,3 +67,20 @@ export interface MicroEndpointStats {
 export type PingResponse = MicroIdentity & { type: typeof PING_RESPONSE };
 export type InfoResponse = MicroIdentity & { type: typeof INFO_RESPONSE; description: string; endpoints: MicroEndpointInfo[] };
 export type StatsResponse = MicroIdentity & { type: typeof STATS_RESPONSE; started: string; endpoints: MicroEndpointStats[] };
+
+/**
+ * NATS's standard service error headers (ADR-32): a reply carrying them is
+ * an error, whatever its payload. The gateway answers HTTP with the code as
+ * status when it is one (400–599; anything else is 502) and the text as the
+ * problem's detail; the SDK sets both on the 5xx problems it sends itself.
+ */
+export const SERVICE_ERROR_CODE_HEADER = 'Nats-Service-Error-Code';
+export const SERVICE_ERROR_HEADER = 'Nats-Service-Error';
+/** Longest error text carried on (a service's error text may be anything). */
+export const MAX_SERVICE_ERROR_TEXT = 1024;
+
+/** The HTTP status for a service error code. */
+export function serviceErrorStatus(code: string): number {
+  if (code.length !== 3 || code < '400' || code > '599' || !/^[0-9]{3}$/.test(code)) return 502;
+  return Number(code);
+}
