@@ -99,6 +99,18 @@ function read<T extends { id: string; version: string }>(m: Msg, check: Check, w
   return parsed as T;
 }
 
+/** The answers that are what they claim, by instance id (a second one from an id is skipped). */
+function byId<T extends { id: string; version: string }>(msgs: Msg[], check: Check, verb: string, skipped: string[]): Map<string, T> {
+  const out = new Map<string, T>();
+  for (const m of msgs) {
+    const a = read<T>(m, check, `a${verb === 'INFO' ? 'n' : ''} ${verb} answer`);
+    if (typeof a === 'string') skipped.push(a);
+    else if (out.has(a.id)) skipped.push(`a second ${verb} answer from ${a.id}`);
+    else out.set(a.id, a);
+  }
+  return out;
+}
+
 /**
  * @example const { services } = await discoverServices(nc, 2000);
  */
@@ -106,20 +118,8 @@ export async function discoverServices(nc: NatsConnection, waitMs: number): Prom
   const { info: infoCheck, stats: statsCheck } = schemaChecks();
   const [infoMsgs, statsMsgs] = await Promise.all([collect(nc, `${MICRO_PREFIX}.INFO`, waitMs), collect(nc, `${MICRO_PREFIX}.STATS`, waitMs)]);
   const skipped: string[] = [];
-  const infos = new Map<string, InfoResponse>();
-  for (const m of infoMsgs) {
-    const a = read<InfoResponse>(m, infoCheck, 'an INFO answer');
-    if (typeof a === 'string') skipped.push(a);
-    else if (infos.has(a.id)) skipped.push(`a second INFO answer from ${a.id}`);
-    else infos.set(a.id, a);
-  }
-  const stats = new Map<string, StatsResponse>();
-  for (const m of statsMsgs) {
-    const a = read<StatsResponse>(m, statsCheck, 'a STATS answer');
-    if (typeof a === 'string') skipped.push(a);
-    else if (stats.has(a.id)) skipped.push(`a second STATS answer from ${a.id}`);
-    else stats.set(a.id, a);
-  }
+  const infos = byId<InfoResponse>(infoMsgs, infoCheck, 'INFO', skipped);
+  const stats = byId<StatsResponse>(statsMsgs, statsCheck, 'STATS', skipped);
   const byName = new Map<string, { view: ServiceView; versions: Set<string>; endpoints: Set<string>; ns: number }>();
   for (const info of infos.values()) {
     const s = stats.get(info.id);
