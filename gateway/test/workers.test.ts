@@ -15,6 +15,7 @@ import { test } from 'node:test';
 import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
 import { startNatsServer, type NatsServer } from '@natsgw/devkit';
 import { encodeReply } from '@natsgw/service-sdk/protocol';
+import { serve } from '@natsgw/service-sdk';
 import { request } from 'undici';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { startWorkerPool, type WorkerPool } from '../src/workers/worker-pool.js';
@@ -254,5 +255,24 @@ test('workers: --workers takes 1 to 99 or auto, from a flag, NATSGW_WORKERS or t
     assert.equal(loadConfig({ file: join(dir, 'gw.json') }).workers, 2);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('workers: GET /services asks the account from the main thread', async () => {
+  const s = await startPool();
+  const service = await serve((_req, res) => res.end('ok'), { nats: s.nc, subject: 'api.shop', name: 'shop', version: '3.1.0' });
+  try {
+    await eventually(
+      async () => {
+        const r = await request(`${s.admin}/services`);
+        const view = (await r.body.json()) as { services?: Array<{ name: string; versions: string[] }> };
+        return r.statusCode === 200 && view.services?.some((x) => x.name === 'shop' && x.versions[0] === '3.1.0') === true;
+      },
+      10_000,
+      'shop listed by the pool',
+    );
+  } finally {
+    await service.drain();
+    await s.close();
   }
 });
