@@ -8,6 +8,8 @@ import type { Socket } from 'node:net';
 import type { KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Gateway } from '../src/gateway.js';
+import type { RouteRuntime } from '../src/routes/route.js';
+import type { RouteTable } from '../src/routes/route-table.js';
 import { openRoutesBucket } from '../src/routes/routes-bucket.js';
 import { eventually } from './helpers.js';
 
@@ -118,4 +120,11 @@ export async function putRoute(kv: KV, gw: Gateway, key: string, value: unknown)
 export async function deleteRoute(kv: KV, gw: Gateway, key: string): Promise<void> {
   await kv.delete(key);
   await eventually(() => !gw.routes.keys().includes(key), 5000, `${key} removed`);
+}
+
+/** The HTTP override that serves `key` (the test fails if it is none, or a raw NATS route). */
+export function httpRoute(table: RouteTable, key: string): RouteRuntime {
+  const r = table.match(key);
+  if (r === undefined || r.kind !== 'http') throw new Error(`${key} is not served by an HTTP override`);
+  return r;
 }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@natsgw/devkit';
-import { routesBucket } from './backends.js';
+import { routesBucket, httpRoute } from './backends.js';
 import { eventually, startStack } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
@@ -34,7 +34,7 @@ test('cli routes: put/get/ls/rm against a running gateway, validated by the gate
     assert.equal(put.status, 0, put.stderr);
     assert.match(put.stdout, /^put api\.legacy \(revision \d+\): http:\/\/127\.0\.0\.1:9=3 http:\/\/127\.0\.0\.1:10 {2}\(round-robin, health \/health, strip-prefix\)\n$/);
     await eventually(() => s.gw.routes.match('api.legacy') !== undefined, 3000, 'the gateway applied it');
-    const applied = s.gw.routes.match('api.legacy')!;
+    const applied = httpRoute(s.gw.routes, 'api.legacy');
     assert.equal(applied.config.balancing, 'round-robin');
     assert.deepEqual(
       applied.upstreams.map((_, i) => applied.weight(i)),

@@ -91,7 +91,15 @@ test('cluster: a node of a 3-node JetStream cluster dies under traffic — the g
       30_000,
       'bucket writable with a node down',
     );
-    await eventually(() => gw.routes.match('api.legacy')?.upstreams[0]?.url === new URL(b!.url).href, 10_000, 'update reached the gateway');
+    await eventually(
+      () =>
+        (() => {
+          const r = gw.routes.match('api.legacy');
+          return r?.kind === 'http' && r.upstreams[0]?.url === new URL(b!.url).href;
+        })(),
+      10_000,
+      'update reached the gateway',
+    );
     await load.stop();
     assert.equal(results.overrideFailures, 0, `overrides never stopped serving: ${results.other.slice(0, 5).join('; ')}`);
     assert.deepEqual(results.other, [], 'NATS path: only 200s and brief 503s while reconnecting');

@@ -2,7 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { KV } from '@nats-io/kv';
 import { request } from 'undici';
-import { type Backend, putRoute, routesBucket, startBackends } from './backends.js';
+import { type Backend, putRoute, routesBucket, startBackends, httpRoute } from './backends.js';
 import { eventually, startLoad, startStack, type Stack } from './helpers.js';
 
 let s: Stack;
@@ -21,7 +21,7 @@ async function backends(n: number): Promise<Backend[]> {
   started.push(...list);
   return list;
 }
-const upstream = (key: string, b: Backend) => s.gw.routes.match(key)!.upstreams.find((u) => u.url === new URL(b.url).href)!;
+const upstream = (key: string, b: Backend) => httpRoute(s.gw.routes, key).upstreams.find((u) => u.url === new URL(b.url).href)!;
 
 test('health: a backend dies mid-traffic — requests are retried, no client sees an error; it is ejected, then readmitted after healthy probes', async (t) => {
   const [a, b] = await backends(2);

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 /**
  * Test scaffolding: a real nats-server, a gateway in this process with its
  * logs captured, a plain NATS connection for hand-written responders, and a
@@ -323,4 +324,15 @@ export function startLoad(t: { after(fn: () => unknown): void }, fn: (worker: nu
   };
   t.after(() => load.stop());
   return load;
+}
+
+/** PROTOCOL.md's text. */
+export const protocolDoc = (): string => readFileSync(new URL('../../../service-sdk/PROTOCOL.md', import.meta.url), 'utf8');
+
+/** The NATS header block PROTOCOL.md shows after `NATS/1.0\r\n<firstHeader>` (written with `\r\n` escapes), as the bytes it stands for. */
+export function protocolHeaderBlock(firstHeader: string): string {
+  const start = protocolDoc().indexOf('```\nNATS/1.0\\r\\n' + firstHeader);
+  if (start < 0) throw new Error(`PROTOCOL.md has no header block starting with ${firstHeader}`);
+  const line = protocolDoc().slice(start + 4, protocolDoc().indexOf('\n', start + 4));
+  return line.replace(/\\r\\n/g, '\r\n');
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { connect } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { startNatsServer } from '@natsgw/devkit';
-import { deleteRoute, putRoute, routesBucket, startBackends } from './backends.js';
+import { deleteRoute, putRoute, routesBucket, startBackends, httpRoute } from './backends.js';
 import { echo, eventually, startLoad, respond, startStack, startTestGateway } from './helpers.js';
 
 const backendOf = async (r: Awaited<ReturnType<typeof request>>) => ((await r.body.json()) as { backend?: string; path?: string }).backend ?? 'nats';
@@ -157,7 +157,7 @@ test('overrides: unchanged backends keep their state across an update; removed o
       res.end('down');
     };
     for (let i = 0; i < 6; i++) await (await request(`${s.base}/keep/x`)).body.dump();
-    const before = s.gw.routes.match('api.keep')!.upstreams.find((u) => u.url === new URL(a!.url).href)!;
+    const before = httpRoute(s.gw.routes, 'api.keep').upstreams.find((u) => u.url === new URL(a!.url).href)!;
     assert.equal(before.breaker!.state, 'open');
 
     // b gets a slow request in flight, then the route drops b and adds c.
@@ -169,7 +169,7 @@ test('overrides: unchanged backends keep their state across an update; removed o
       `slow request at b (seen: a ${a!.requests.map((r) => r.url).join(',')} b ${b!.requests.map((r) => r.url).join(',')})`,
     );
     await putRoute(kv, s.gw, 'api.keep', route([a!.url, c!.url]));
-    const after = s.gw.routes.match('api.keep')!.upstreams.find((u) => u.url === new URL(a!.url).href)!;
+    const after = httpRoute(s.gw.routes, 'api.keep').upstreams.find((u) => u.url === new URL(a!.url).href)!;
     assert.equal(after, before, 'same backend object');
     assert.equal(after.breaker!.state, 'open', 'its breaker is still open');
     const slowResponse = await slow;

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import type { KV } from '@nats-io/kv';
 import { request } from 'undici';
 import { freePort } from '@natsgw/devkit';
-import { type Backend, putRoute, routesBucket, startBackends } from './backends.js';
+import { type Backend, putRoute, routesBucket, startBackends, httpRoute } from './backends.js';
 import { eventually, parseResponses as parseResponsesOf, rawRequest, RawSession, startStack, type Stack } from './helpers.js';
 
 let s: Stack;
@@ -48,7 +48,7 @@ async function rawServer(respond: (socket: Socket) => void): Promise<{ url: stri
   return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, hits: () => hits };
 }
 
-const upstreamOf = (key: string, url: string) => s.gw.routes.match(key)!.upstreams.find((u) => u.url === new URL(url).href)!;
+const upstreamOf = (key: string, url: string) => httpRoute(s.gw.routes, key).upstreams.find((u) => u.url === new URL(url).href)!;
 
 test('proxy: hop-by-hop headers are removed both ways; X-Forwarded-*, Via and the request id are set; one Date, one Server', async () => {
   const [b] = await backends(1, (_req, res) => {
@@ -283,7 +283,7 @@ test('proxy: connection refused everywhere → 502 after trying each; accepted b
     s.logs.some((l) => l.msg === 'override request failed' && /ECONNREFUSED/.test(String(l.detail))),
     'the log has the OS error',
   );
-  const route = s.gw.routes.match('api.refused')!;
+  const route = httpRoute(s.gw.routes, 'api.refused');
   assert.deepEqual(
     route.upstreams.map((u) => u.failures),
     [1, 1],
@@ -497,7 +497,7 @@ test("proxy: failures the request itself causes are the client's: no breaker ope
     circuitBreaker: { failureThreshold: 2, openMs: 60_000 },
     passiveHealth: { consecutiveFailures: 2 },
   });
-  const u = s.gw.routes.match('api.busy')!.upstreams[0]!;
+  const u = httpRoute(s.gw.routes, 'api.busy').upstreams[0]!;
   for (let i = 0; i < 5; i++) {
     assert.equal(parseOne(await rawText(`GET /busy/del HTTP/1.1\r\nHost: x\r\nX-V: a\x7fb\r\n\r\n`)).status, 400, 'DEL in a header value');
     assert.equal(parseOne(await rawText('GET /busy/host HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n')).status, 400, 'two Hosts on a preserveHost route');

@@ -5,12 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { connectRaw } from '@natsgw/devkit';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { decodeReply, encodeRequest } from '@natsgw/service-sdk/protocol';
-import { startStack } from './helpers.js';
+import { protocolDoc, protocolHeaderBlock, startStack } from './helpers.js';
 
 const problemOf = async (r: Awaited<ReturnType<typeof request>>) => [r.statusCode, r.headers['content-type'], (await r.body.json()) as { status: number; code: string; detail: string }] as const;
 
@@ -86,9 +85,8 @@ test('service errors: the header block in PROTOCOL.md, sent byte for byte by a r
   const s = await startStack();
   const raw = await connectRaw(s.ns.url);
   try {
-    const doc = readFileSync(new URL('../../../service-sdk/PROTOCOL.md', import.meta.url), 'utf8');
-    const block = /```\n(NATS\/1\.0\\r\\nNats-Service-Error-Code[^\n]*)\n```/.exec(doc)![1]!.replace(/\\r\\n/g, '\r\n');
-    const shown = /answers `404` with `([^`]*)`/.exec(doc)![1]!.replace(/\s*\n\s*/g, '');
+    const block = protocolHeaderBlock('Nats-Service-Error-Code');
+    const shown = /answers `404` with `([^`]*)`/.exec(protocolDoc())![1]!.replace(/\s*\n\s*/g, '');
     raw.subscribe('api.orders.>', (m) => raw.publish(m.reply!, '', { headerBlock: block }));
     await raw.flush();
     const r = await request(`${s.base}/orders/7`);

@@ -9,7 +9,7 @@ import { Pool, request } from 'undici';
 import { undiciLoadedFrom } from '../src/http/upstream/upstream.js';
 import type { BackendView } from '../src/ops/admin-data.js';
 import { RouteTable } from '../src/routes/route-table.js';
-import { deleteRoute, putRoute, routesBucket, startBackends } from './backends.js';
+import { deleteRoute, putRoute, routesBucket, startBackends, httpRoute } from './backends.js';
 import { eventually, startStack } from './helpers.js';
 
 const backendsView = async (adminPort: number) => (await (await request(`http://127.0.0.1:${adminPort}/backends`)).body.json()) as BackendView[];
@@ -139,7 +139,7 @@ test('shared backends: the same URL with the same settings shares its breaker; w
     });
     await putRoute(kv, s.gw, 'api.p', weighted(1, 9));
     await putRoute(kv, s.gw, 'api.q', weighted(9, 1));
-    assert.equal(s.gw.routes.match('api.p')!.upstreams[0], s.gw.routes.match('api.q')!.upstreams[0], 'one backend object for x');
+    assert.equal(httpRoute(s.gw.routes, 'api.p').upstreams[0], httpRoute(s.gw.routes, 'api.q').upstreams[0], 'one backend object for x');
     const share = async (path: string) => {
       const seen = { b2: 0, b3: 0 } as Record<string, number>;
       for (let i = 0; i < 20; i++) seen[((await (await request(`${s.base}${path}`)).body.json()) as { backend: string }).backend]!++;
@@ -158,7 +158,7 @@ test('shared backends: a route changing its own backend settings keeps their sta
   const url = 'http://10.9.7.1:80';
   const value = (maxConnections: number) => JSON.stringify({ upstreams: [{ url }], circuitBreaker: { failureThreshold: 1 }, maxConnections });
   const fail = (key: string) => {
-    const u = table.match(key)!.upstreams[0]!;
+    const u = httpRoute(table, key).upstreams[0]!;
     u.acquire();
     u.release('failure', Date.now(), () => false);
     return u;
@@ -168,21 +168,21 @@ test('shared backends: a route changing its own backend settings keeps their sta
     const opened = fail('api.solo');
     assert.equal(opened.breaker!.state, 'open');
     table.put('api.solo', value(16), 2);
-    const after = table.match('api.solo')!.upstreams[0]!;
+    const after = httpRoute(table, 'api.solo').upstreams[0]!;
     assert.equal(after, opened, 'its only route changed the settings: same backend, state kept');
     assert.equal(after.breaker!.state, 'open');
     assert.equal(after.settings.pool.maxConnections, 16);
 
     table.put('api.one', value(4), 3);
     table.put('api.two', value(4), 4);
-    const shared = table.match('api.one')!.upstreams[0]!;
-    assert.equal(table.match('api.two')!.upstreams[0], shared);
+    const shared = httpRoute(table, 'api.one').upstreams[0]!;
+    assert.equal(httpRoute(table, 'api.two').upstreams[0], shared);
     fail('api.one');
     table.put('api.one', value(32), 5);
-    const moved = table.match('api.one')!.upstreams[0]!;
+    const moved = httpRoute(table, 'api.one').upstreams[0]!;
     assert.notEqual(moved, shared, 'api.one moved to a backend of its own');
     assert.equal(moved.breaker!.state, 'closed', 'a fresh backend');
-    assert.equal(table.match('api.two')!.upstreams[0], shared, 'api.two keeps the shared one');
+    assert.equal(httpRoute(table, 'api.two').upstreams[0], shared, 'api.two keeps the shared one');
     assert.equal(shared.breaker!.state, 'open');
     assert.equal(shared.settings.pool.maxConnections, 4, "api.one's change did not touch api.two's backend");
     assert.deepEqual(

@@ -62,6 +62,10 @@ function declareRoutePut(y: Argv): Argv {
   return declareConnection(y)
     .positional('subject', { type: 'string', describe: 'Subject under a gateway root, e.g. api.legacy (covers it and everything below)' })
     .option('upstream', { type: 'string', array: true, requiresArg: true, describe: 'Backend URL, optionally =WEIGHT (repeat for several)' })
+    .option('nats-raw', {
+      type: 'boolean',
+      describe: 'Keep SUBJECT on NATS in raw mode: body as the NATS payload, request line and headers as NATS headers (any NATS service answers; takes only --max-body)',
+    })
     .option('balancing', { type: 'string', choices: [...BALANCING_POLICIES], describe: 'Balancing policy (default p2c)' })
     .option('health-path', { type: 'string', requiresArg: true, describe: 'Enable active health checks on this path' })
     .option('health-interval', { type: 'string', requiresArg: true, describe: 'Probe interval, ms (default 5000)' })

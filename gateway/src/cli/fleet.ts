@@ -233,7 +233,7 @@ export function render(verb: AdminVerb, raw: FleetAnswer[], color: boolean): str
             x.subject,
             String(x.revision),
             paint.green('applied', color),
-            `${x.upstreams.map((u) => (u.weight !== 1 ? `${u.url}=${u.weight}` : u.url)).join(' ')} (${x.balancing})`,
+            (x as { target?: string }).target === 'nats-raw' ? 'NATS, raw' : `${x.upstreams.map((u) => (u.weight !== 1 ? `${u.url}=${u.weight}` : u.url)).join(' ')} (${x.balancing})`,
           ]);
         for (const x of r.rejected) rows.push([a.gateway, x.subject, String(x.revision), paint.red('rejected', color), x.reason]);
       }

@@ -26,6 +26,7 @@ export function checkKey(subject: string): string {
 
 /** The `routes put` flags that describe a route (yargs' camelCase names). */
 export const ROUTE_FLAG_KEYS = [
+  'natsRaw',
   'upstream',
   'balancing',
   'healthPath',
@@ -65,6 +66,7 @@ export interface RouteFlags {
   stripPrefix?: boolean;
   addPrefix?: string;
   preserveHost?: boolean;
+  natsRaw?: boolean;
   file?: string;
 }
 
@@ -102,8 +104,13 @@ export function routeFromFlags(f: RouteFlags): { value: Record<string, unknown>;
     } catch (err) {
       throw new CommandError(`${f.file} is not valid JSON: ${(err as Error).message}`, 2);
     }
+  } else if (f.natsRaw) {
+    if (f.upstream && f.upstream.length > 0) throw new CommandError('--nats-raw keeps the subject on NATS: it takes no --upstream', 2);
+    const other = Object.entries(f).find(([k, v]) => k !== 'natsRaw' && k !== 'maxBody' && v !== undefined && !(Array.isArray(v) && v.length === 0));
+    if (other !== undefined) throw new CommandError(`--nats-raw takes only --max-body, not --${other[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`, 2);
+    route = { target: 'nats-raw', ...stripUndefined({ maxRequestBodyBytes: num(f.maxBody, 'max-body') }) };
   } else {
-    if (!f.upstream || f.upstream.length === 0) throw new CommandError('give at least one --upstream URL[=WEIGHT], or --file route.json', 2);
+    if (!f.upstream || f.upstream.length === 0) throw new CommandError('give at least one --upstream URL[=WEIGHT], --nats-raw, or --file route.json', 2);
     route = { upstreams: f.upstream.map(parseUpstream) };
     if (f.balancing !== undefined) route.balancing = f.balancing;
     const hc = {
@@ -196,7 +203,8 @@ export async function removeRoute(kv: KV, subject: string): Promise<void> {
 export function summarize(l: Pick<RouteListing, 'valid' | 'reason' | 'route'>): string {
   if (!l.valid) return `INVALID: ${l.reason}`;
   const r = l.route!;
-  const ups = r.upstreams.map((u) => (u.weight && u.weight !== 1 ? `${u.url}=${u.weight}` : u.url)).join(' ');
+  if (r.target === 'nats-raw') return `NATS, raw  (max body ${r.maxRequestBodyBytes})`;
+  const ups = (r.upstreams ?? []).map((u) => (u.weight && u.weight !== 1 ? `${u.url}=${u.weight}` : u.url)).join(' ');
   const extras = [r.balancing, r.healthCheck ? `health ${r.healthCheck.path}` : '', r.circuitBreaker ? 'breaker' : '', r.stripPrefix ? 'strip-prefix' : ''].filter(Boolean);
   return `${ups}  (${extras.join(', ')})`;
 }

@@ -4,6 +4,7 @@
  * HttpRequest is gone when it returns.
  */
 import type { HttpResponse } from 'uWebSockets.js';
+import type { RawRoute } from '../routes/raw-route.js';
 import type { RouteRuntime } from '../routes/route.js';
 import type { PendingRequest } from '../nats/reply-mux.js';
 import type { NatsStream } from '../nats/nats-stream.js';
@@ -44,6 +45,8 @@ export class Exchange implements PendingRequest {
   bodyLimit = 0;
   /** Set when an override sends this request to HTTP backends (the version it started with). */
   route: RouteRuntime | undefined = undefined;
+  /** The raw NATS route it goes by (body as the NATS payload, request line as NATS headers), if any. */
+  raw: RawRoute | undefined = undefined;
   /** The v2 stream of this exchange, when its request body or its response streams over NATS. */
   stream: NatsStream | undefined = undefined;
   /** Why a stream was cut off, for the access log. */

@@ -20,6 +20,7 @@ import {
   pathToSubject,
   PROTOCOL_VERSION,
   PROBLEM_CONTENT_TYPE,
+  readRawReply,
   REPLY_IS_FRAME,
   serviceErrorStatus,
   STREAM_VERSION,
@@ -28,7 +29,8 @@ import {
   type RequestEnvelope,
 } from '@natsgw/service-sdk/protocol';
 import { performance } from 'node:perf_hooks';
-import { nuid } from '@nats-io/transport-node';
+import { nuid, type Msg } from '@nats-io/transport-node';
+import { rawHeaderEntries, rawRequestHeaders } from '../nats/raw-request.js';
 import type { FailureCode } from '../errors.js';
 import { Exchange } from './exchange.js';
 import { ForwardingPolicy } from './forwarding.js';
@@ -372,13 +374,18 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     // Connection: close as well, so clients stop sending here.
     if (this.closing) return this.fail(ex, 'shutting-down', 'the gateway is shutting down', true);
     // An override wins over NATS; the request keeps this route version to the end.
-    const route = opts.routes?.match(subject);
+    const matched = opts.routes?.match(subject);
+    const route = matched?.kind === 'http' ? matched : undefined;
     if (route !== undefined) {
       ex.route = route;
       ex.bodyLimit = route.config.maxRequestBodyBytes;
     } else {
       if (this.link === undefined) return this.fail(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${subject}`, hasBody);
-      ex.bodyLimit = opts.maxBodyBytes;
+      if (matched?.kind === 'nats-raw') {
+        // Raw mode: the body is one NATS payload, never streamed.
+        ex.raw = matched;
+        ex.bodyLimit = Math.min(matched.config.maxRequestBodyBytes, opts.maxBodyBytes, natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, this.link.maxPayload));
+      } else ex.bodyLimit = opts.maxBodyBytes;
     }
     if (ex.contentLength > ex.bodyLimit) {
       return this.fail(ex, 'body-too-large', `request body of ${ex.contentLength} bytes exceeds the limit of ${ex.bodyLimit} bytes`, true);
@@ -388,7 +395,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       return this.dispatch(ex);
     }
     ex.res.onData((chunk, isLast) => this.onData(ex, chunk, isLast));
-    if (route === undefined && !chunked && ex.contentLength > natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, this.link!.maxPayload)) {
+    if (route === undefined && ex.raw === undefined && !chunked && ex.contentLength > natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, this.link!.maxPayload)) {
       // Too large for one message: the body streams.
       return this.startUpload(ex);
     }
@@ -417,6 +424,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       ex.stream === undefined &&
       ex.chunks !== undefined &&
       ex.route === undefined &&
+      ex.raw === undefined &&
       this.link !== undefined &&
       ex.received + n > natsBodyLimit(this.opts.maxBodyBytes, this.opts.maxHeaderBytes, this.link.maxPayload)
     ) {
@@ -470,6 +478,12 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     }
     const link = this.link;
     if (link === undefined) return this.failCorked(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${ex.subject}`, false);
+    if (ex.raw !== undefined) {
+      const body = ex.body!;
+      const headers = rawRequestHeaders(ex, remote, forwarded);
+      ex.body = undefined;
+      return link.mux.send(ex.subject, body, ex, headers);
+    }
     const headers = ex.headers;
     const streamed = ex.stream !== undefined;
     // A body that travels whole has a known length: a chunked upload reaches
@@ -519,8 +533,9 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
 
   // ReplyHandler: called by the mux outside any uWS callback, hence cork().
 
-  onReply(ex: Exchange, data: Uint8Array): void {
+  onReply(ex: Exchange, data: Uint8Array, msg?: Msg): void {
     if (ex.done) return;
+    if (ex.raw !== undefined) return this.onRawReply(ex, data, msg);
     const reply = decodeReply(data);
     if (reply === REPLY_IS_FRAME || (typeof reply !== 'string' && reply.more === true) || ex.stream !== undefined) {
       // The reply streams (or the request body does): the reply subject stays open.
@@ -543,12 +558,26 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   onServiceError(ex: Exchange, code: string, text: string, data: Uint8Array): void {
     if (ex.done) return;
     const status = serviceErrorStatus(code);
-    const reply = decodeReply(data);
-    if (reply !== REPLY_IS_FRAME && isProblemWithStatus(reply, status)) return this.onReply(ex, data);
+    // (A raw reply's payload is a body, never an envelope.)
+    if (ex.raw === undefined) {
+      const reply = decodeReply(data);
+      if (reply !== REPLY_IS_FRAME && isProblemWithStatus(reply, status)) return this.onReply(ex, data);
+    }
     this.opts.onEvent?.({ type: 'service-error', subject: ex.subject, code, text, requestId: ex.requestId });
     const stream = ex.stream;
     stream?.endedByReply();
     this.failCorked(ex, 'service-error', text || `${ex.subject} answered with service error ${code.slice(0, 16)}`, stream !== undefined && !stream.upDone, status);
+  }
+
+  /** A raw-mode reply: its payload is the body, its NATS headers the response's (PROTOCOL.md §12). */
+  private onRawReply(ex: Exchange, data: Uint8Array, msg: Msg | undefined): void {
+    const reply = readRawReply(msg?.headers === undefined ? [] : rawHeaderEntries(msg.headers), data);
+    if (typeof reply === 'string') return this.badReply(ex, reply);
+    corkExchange = ex;
+    corkReply = { v: PROTOCOL_VERSION, status: reply.status, headers: reply.headers, body: reply.body };
+    corkClose = false;
+    ex.res.cork(writeReplyCorked);
+    this.finish(ex);
   }
 
   private badReply(ex: Exchange, reason: string): void {
@@ -682,7 +711,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     const durationMs = now - ex.startedAt;
     const traffic = this.opts.traffic;
     if (traffic !== undefined) {
-      const t = ex.route !== undefined ? traffic.route(ex.route.key, 'http') : this.natsTraffic!;
+      const t = ex.route !== undefined ? traffic.route(ex.route.key, 'http') : ex.raw !== undefined ? traffic.route(ex.raw.key, 'nats') : this.natsTraffic!;
       if (aborted) t.clientAborts++;
       else t.record(ex.method, ex.status, durationMs / 1000, ex.bytesOut);
       traffic.tick(performance.timeOrigin + now); // wall time from the same clock read

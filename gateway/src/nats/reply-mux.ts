@@ -33,7 +33,8 @@ export interface PendingRequest {
 
 /** How a pending request ends; exactly one of these is called, once. */
 export interface ReplyHandler<P extends PendingRequest> {
-  onReply(p: P, data: Uint8Array): void;
+  /** The reply (its payload; `msg` for what else it carries: a raw-mode reply's headers). */
+  onReply(p: P, data: Uint8Array, msg: Msg): void;
   /** The reply carries NATS's service error headers (`Nats-Service-Error-Code`, `Nats-Service-Error`); `data` is its payload. */
   onServiceError(p: P, code: string, text: string, data: Uint8Array): void;
   /** The server said nobody is subscribed to the subject (a 503 status message). */
@@ -71,6 +72,8 @@ export class ReplyMux<P extends PendingRequest> {
   private readonly batchSubjects: string[] = [];
   private readonly batchPayloads: Uint8Array[] = [];
   private readonly batchRequests: P[] = [];
+  /** NATS headers of each batched publish (raw mode); undefined for an envelope. */
+  private readonly batchHeaders: Array<MsgHdrs | undefined> = [];
   private flushScheduled = false;
   private readonly flushBatch = () => this.flush();
 
@@ -97,7 +100,7 @@ export class ReplyMux<P extends PendingRequest> {
    * request, so publishing at once would cost one write() per request. Batched,
    * every request read in one poll of the HTTP sockets leaves in one write.
    */
-  send(subject: string, payload: Uint8Array, p: P): void {
+  send(subject: string, payload: Uint8Array, p: P, headers?: MsgHdrs): void {
     const key = this.keys.next();
     p.muxKey = key;
     p.deadline = performance.now() + this.timeoutMs;
@@ -105,6 +108,7 @@ export class ReplyMux<P extends PendingRequest> {
     this.batchSubjects.push(subject);
     this.batchPayloads.push(payload);
     this.batchRequests.push(p);
+    this.batchHeaders.push(headers);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(this.flushBatch);
@@ -131,8 +135,9 @@ export class ReplyMux<P extends PendingRequest> {
       const p = this.batchRequests[i]!;
       if (this.pending.get(p.muxKey) !== p) continue; // cancelled meanwhile (client went away)
       this.publishOptions.reply = this.prefix + p.muxKey;
+      const headers = this.batchHeaders[i];
       try {
-        this.nc.publish(this.batchSubjects[i]!, this.batchPayloads[i]!, this.publishOptions);
+        this.nc.publish(this.batchSubjects[i]!, this.batchPayloads[i]!, headers === undefined ? this.publishOptions : { reply: this.publishOptions.reply, headers });
       } catch (error) {
         this.pending.delete(p.muxKey);
         this.contained(p, (q) => this.handler.onPublishFailed(q, error));
@@ -141,6 +146,7 @@ export class ReplyMux<P extends PendingRequest> {
     this.batchSubjects.length = 0;
     this.batchPayloads.length = 0;
     this.batchRequests.length = 0;
+    this.batchHeaders.length = 0;
   }
 
   /** Forgets a request (its client went away, or its stream ended); a late message is dropped. */
@@ -234,7 +240,7 @@ export class ReplyMux<P extends PendingRequest> {
       else {
         const error = msg.headers === undefined ? undefined : serviceError(msg.headers);
         if (error !== undefined) this.handler.onServiceError(p, error.code, error.text, data);
-        else this.handler.onReply(p, data);
+        else this.handler.onReply(p, data, msg);
       }
     } catch (error) {
       try {

@@ -37,13 +37,18 @@ export function status(view: GatewayView): GatewayStatus {
 
 export function routes(view: GatewayView): RoutesView {
   return {
-    applied: [...view.routes.entries()].map(([subject, r]) => ({
-      subject,
-      revision: r.revision,
-      upstreams: r.upstreams.map((u, i) => ({ url: u.url, weight: r.weight(i) })),
-      balancing: r.config.balancing,
-      config: redactRoute(r.config as RouteOptions),
-    })),
+    applied: [...view.routes.entries()].map(([subject, r]) =>
+      r.kind === 'nats-raw'
+        ? { subject, revision: r.revision, target: r.kind, upstreams: [], balancing: '', config: { ...r.config } }
+        : {
+            subject,
+            revision: r.revision,
+            target: r.kind,
+            upstreams: r.upstreams.map((u, i) => ({ url: u.url, weight: r.weight(i) })),
+            balancing: r.config.balancing,
+            config: redactRoute(r.config as RouteOptions),
+          },
+    ),
     rejected: [...view.routes.rejected.entries()].map(([subject, r]) => ({ subject, ...r })),
   };
 }

@@ -34,17 +34,29 @@ const Headers = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+export const ROUTE_TARGETS = ['http', 'nats-raw'] as const;
+export type RouteTarget = (typeof ROUTE_TARGETS)[number];
+
 const RouteSchemaStrict = Type.Object(
   {
-    upstreams: Type.Array(
-      Type.Object(
-        {
-          url: Type.String({ pattern: UPSTREAM_URL_PATTERN, description: 'Base URL of an HTTP server, e.g. http://10.0.0.5:8080 or http://host:8080/base.' }),
-          weight: Type.Integer({ minimum: 1, maximum: 1000, default: 1, description: 'Relative share of the traffic. Default 1.' }),
-        },
-        { additionalProperties: false },
+    target: Type.Unsafe<RouteTarget>({
+      type: 'string',
+      enum: [...ROUTE_TARGETS],
+      default: 'http',
+      description:
+        'http (default): an HTTP override, sent to `upstreams`. nats-raw: stays on NATS, in raw mode: the request body is the NATS payload and the HTTP request line and headers travel as NATS headers, so any NATS service answers it without the envelope (README "Raw NATS routes"). A nats-raw entry takes only maxRequestBodyBytes besides.',
+    }),
+    upstreams: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            url: Type.String({ pattern: UPSTREAM_URL_PATTERN, description: 'Base URL of an HTTP server, e.g. http://10.0.0.5:8080 or http://host:8080/base.' }),
+            weight: Type.Integer({ minimum: 1, maximum: 1000, default: 1, description: 'Relative share of the traffic. Default 1.' }),
+          },
+          { additionalProperties: false },
+        ),
+        { minItems: 1, maxItems: 64, description: 'The HTTP servers to send this subject to. Required for target http.' },
       ),
-      { minItems: 1, maxItems: 64, description: 'The HTTP servers to send this subject to.' },
     ),
     balancing: Type.Unsafe<BalancingPolicy>({
       type: 'string',
@@ -141,7 +153,16 @@ const RouteSchemaStrict = Type.Object(
     requestHeaders: Headers,
     responseHeaders: Headers,
   },
-  { additionalProperties: false, $id: 'https://natsgw.dev/schema/route.schema.json', title: 'natsgw route override' },
+  {
+    additionalProperties: false,
+    $id: 'https://natsgw.dev/schema/route.schema.json',
+    title: 'natsgw route override',
+    // An HTTP override needs its upstreams; a raw NATS route has none.
+    if: { properties: { target: { const: 'nats-raw' } }, required: ['target'] },
+    // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then/else keyword; this object is a schema, never awaited.
+    then: { not: { required: ['upstreams'] } },
+    else: { required: ['upstreams'] },
+  },
 );
 
 /**
@@ -167,11 +188,25 @@ export const RouteSchema = optionalDefaults(RouteSchemaStrict);
 /** A validated route (defaults applied). */
 export type RouteOptions = Static<typeof RouteSchemaStrict>;
 
-/** A validated route with every default filled in. */
-export type RouteConfig = Readonly<Omit<RouteOptions, 'healthCheck' | 'circuitBreaker'>> & {
+/** A validated HTTP override with every default filled in. */
+export type RouteConfig = Readonly<Omit<RouteOptions, 'healthCheck' | 'circuitBreaker' | 'upstreams' | 'target'>> & {
+  readonly target: 'http';
+  readonly upstreams: NonNullable<RouteOptions['upstreams']>;
   readonly healthCheck?: Required<NonNullable<RouteOptions['healthCheck']>>;
   readonly circuitBreaker?: Required<NonNullable<RouteOptions['circuitBreaker']>>;
 };
+
+/** A validated raw NATS route: what of a config applies to one. */
+export interface RawRouteConfig {
+  readonly target: 'nats-raw';
+  readonly maxRequestBodyBytes: number;
+}
+
+/** What an entry of the routes bucket is, once validated. */
+export type AnyRouteConfig = RouteConfig | RawRouteConfig;
+
+/** The fields a raw NATS route may have; everything else configures HTTP backends. */
+const RAW_ROUTE_FIELDS: ReadonlySet<string> = new Set(['target', 'maxRequestBodyBytes']);
 
 const ajv = new Ajv({ useDefaults: true, allErrors: false, strict: false });
 const validate = ajv.compile(RouteSchema);
@@ -190,7 +225,7 @@ function describe(e: ErrorObject): string {
  * rejected.
  * @example parseRoute('{"upstreams":[{"url":"http://10.0.0.5:8080"}]}') // { ok: true, config: { balancing: 'p2c', ... } }
  */
-export function parseRoute(value: Uint8Array | string | unknown): { ok: true; config: RouteConfig } | { ok: false; reason: string } {
+export function parseRoute(value: Uint8Array | string | unknown): { ok: true; config: AnyRouteConfig } | { ok: false; reason: string } {
   if (!(value instanceof Uint8Array || typeof value === 'string')) return check(value, true);
   const text = typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
   const seen = recent.get(text);
@@ -218,19 +253,28 @@ export function parseRoute(value: Uint8Array | string | unknown): { ok: true; co
  * (a config is ≈ 330 bytes of heap; 100,000 routes of ten distinct values
  * then hold ten). Emptied when full; long values are not kept.
  */
-const recent = new Map<string, RouteConfig>();
+const recent = new Map<string, AnyRouteConfig>();
 const RECENT_SIZE = 1024;
 const RECENT_MAX_TEXT = 4096;
 
-function check(obj: unknown, fromCaller: boolean): { ok: true; config: RouteConfig } | { ok: false; reason: string } {
+function check(obj: unknown, fromCaller: boolean): { ok: true; config: AnyRouteConfig } | { ok: false; reason: string } {
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return { ok: false, reason: 'must be a JSON object' };
   // Validation fills in defaults, in place: an object from the caller is copied first; one parsed here is ours.
   const copy = (fromCaller ? structuredClone(obj) : obj) as Record<string, unknown>;
   // Which blocks the value leaves out: validation gives those their default, which is then the shared one.
   let written = 0;
   for (let i = 0; i < SHARED_BLOCKS.length; i++) if (copy[SHARED_BLOCKS[i]!] !== undefined) written |= 1 << i;
+  // Said here first, more plainly than the schema's if/then/else would.
+  if (copy.target !== undefined && !(ROUTE_TARGETS as readonly unknown[]).includes(copy.target)) return { ok: false, reason: `target: must be one of ${ROUTE_TARGETS.join(', ')}` };
+  if (copy.target === 'nats-raw') {
+    const http = Object.keys(copy).find((k) => !RAW_ROUTE_FIELDS.has(k));
+    if (http !== undefined) return { ok: false, reason: `${http}: a nats-raw route takes only maxRequestBodyBytes (${http} configures HTTP backends)` };
+    if (!validate(copy)) return { ok: false, reason: describe(validate.errors![0]!) };
+    return { ok: true, config: Object.freeze({ target: 'nats-raw', maxRequestBodyBytes: copy.maxRequestBodyBytes as number }) };
+  }
+  if (copy.upstreams === undefined && (copy.target === undefined || copy.target === 'http')) return { ok: false, reason: 'upstreams: required for an HTTP override (or set target to nats-raw)' };
   if (!validate(copy)) return { ok: false, reason: describe(validate.errors![0]!) };
-  const c = copy as RouteOptions;
+  const c = copy as RouteOptions & { upstreams: NonNullable<RouteOptions['upstreams']> };
   const urls = new Set<string>();
   for (const u of c.upstreams) {
     let href: string;
@@ -345,7 +389,8 @@ export const REDACTED = '[redacted]';
  * say) are replaced by {@link REDACTED}; their names stay.
  * @example redactRoute(config).requestHeaders.set // { authorization: '[redacted]' }
  */
-export function redactRoute<T extends Pick<RouteOptions, 'requestHeaders'>>(route: T): T {
+export function redactRoute<T extends Partial<Pick<RouteOptions, 'requestHeaders'>>>(route: T): T {
+  if (route.requestHeaders === undefined) return route;
   const set = route.requestHeaders?.set ?? {};
   return { ...route, requestHeaders: { ...route.requestHeaders, set: Object.fromEntries(Object.keys(set).map((k) => [k, REDACTED])) } };
 }

@@ -7,6 +7,7 @@
  */
 import { BackendRegistry } from '../http/upstream/backend-registry.js';
 import type { UpstreamEvents } from '../http/upstream/upstream.js';
+import { RawRoute } from './raw-route.js';
 import { RouteRuntime } from './route.js';
 import { isRouteKey, parseRoute } from './route-schema.js';
 
@@ -16,10 +17,13 @@ export interface Rejection {
   at: string;
 }
 
-export type PutResult = { status: 'applied'; route: RouteRuntime } | { status: 'rejected'; reason: string } | { status: 'ignored' } | { status: 'unchanged' };
+/** An entry of the table: an HTTP override, or a subject tree sent to NATS raw. */
+export type Route = RouteRuntime | RawRoute;
+
+export type PutResult = { status: 'applied'; route: Route } | { status: 'rejected'; reason: string } | { status: 'ignored' } | { status: 'unchanged' };
 
 export class RouteTable {
-  private readonly routes = new Map<string, RouteRuntime>();
+  private readonly routes = new Map<string, Route>();
   readonly rejected = new Map<string, Rejection>();
   /** The backends the routes use, each once however many routes name it. */
   readonly backends: BackendRegistry;
@@ -44,7 +48,7 @@ export class RouteTable {
    * The override for `subject`, if any.
    * @example table.match('api.legacy.users.7') // the route stored under api.legacy
    */
-  match(subject: string): RouteRuntime | undefined {
+  match(subject: string): Route | undefined {
     if (this.routes.size === 0) return undefined;
     let s = subject;
     const rootLength = this.rootSubject.length;
@@ -67,9 +71,11 @@ export class RouteTable {
     if (!isRouteKey(key)) return reject('key is not a subject');
     const parsed = parseRoute(value);
     if (!parsed.ok) return reject(parsed.reason);
-    const route = new RouteRuntime(key, revision, parsed.config, this.rootSubject, current, this.backends);
+    const config = parsed.config;
+    const route =
+      config.target === 'nats-raw' ? new RawRoute(key, revision, config) : new RouteRuntime(key, revision, config, this.rootSubject, current?.kind === 'http' ? current : undefined, this.backends);
     this.routes.set(key, route);
-    current?.release(this.backends);
+    if (current?.kind === 'http') current.release(this.backends);
     this.rejected.delete(key);
     return { status: 'applied', route };
   }
@@ -89,7 +95,7 @@ export class RouteTable {
     this.rejected.delete(key);
     if (route === undefined) return false;
     this.routes.delete(key);
-    route.release(this.backends);
+    if (route.kind === 'http') route.release(this.backends);
     return true;
   }
 
@@ -98,7 +104,7 @@ export class RouteTable {
     return [...this.routes.keys()];
   }
 
-  entries(): IterableIterator<[string, RouteRuntime]> {
+  entries(): IterableIterator<[string, Route]> {
     return this.routes.entries();
   }
 

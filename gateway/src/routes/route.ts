@@ -15,6 +15,7 @@ import type { Upstream } from '../http/upstream/upstream.js';
 import type { RouteConfig } from './route-schema.js';
 
 export class RouteRuntime {
+  readonly kind = 'http';
   readonly upstreams: readonly Upstream[];
   /** Path segments to drop (stripPrefix): the route subject's tokens below the root; 0 without stripPrefix. */
   readonly stripSegments: number;

@@ -278,6 +278,7 @@ export class RoutesWatcher {
     const result = this.table.put(e.key, e.value, e.revision);
     if (result.status === 'applied') {
       if (this.loading !== undefined) this.loading.applied++;
+      else if (result.route.kind === 'nats-raw') this.log.info({ key: e.key, revision: e.revision, target: 'nats-raw' }, 'override applied');
       else this.log.info({ key: e.key, revision: e.revision, upstreams: result.route.upstreams.map((u) => u.url) }, 'override applied');
       this.onReload?.('applied', e.key);
     } else if (result.status === 'rejected') {

@@ -10,3 +10,4 @@ export * from './http-syntax.js';
 export { MsgpackError } from './msgpack-reader.js';
 export * from './stream.js';
 export * from './micro.js';
+export * from './raw.js';

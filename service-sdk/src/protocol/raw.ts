@@ -1,0 +1,57 @@
+/**
+ * Raw NATS mode (a routes-bucket entry with `target: "nats-raw"`): for NATS
+ * services that do not speak the envelope. The request body is the NATS
+ * payload as is; the request line and the gateway's facts travel as NATS
+ * headers named `Natsgw-*`, the client's request headers as NATS headers of
+ * their own names. The reply's payload is the response body, its NATS
+ * headers the response headers, its status `Natsgw-Status` (default 200).
+ * Specified in PROTOCOL.md §12.
+ */
+import { CONTROL, classOf, NOT_TCHAR } from './http-syntax.js';
+
+export const RAW_METHOD = 'Natsgw-Method';
+export const RAW_PATH = 'Natsgw-Path';
+export const RAW_QUERY = 'Natsgw-Query';
+export const RAW_REQUEST_ID = 'Natsgw-Request-Id';
+export const RAW_REMOTE = 'Natsgw-Remote';
+export const RAW_SCHEME = 'Natsgw-Scheme';
+export const RAW_HOST = 'Natsgw-Host';
+/** In a reply: the HTTP status, three digits, 200–599. */
+export const RAW_STATUS = 'Natsgw-Status';
+
+/** Header names the gateway owns (never a client's) and NATS's own (`Nats-*`), compared lower-case. */
+export const isReservedRawHeader = (lowerName: string): boolean => lowerName.startsWith('natsgw-') || lowerName.startsWith('nats-');
+
+/** A reply in raw mode as the gateway reads it: status, flattened headers, body; or why it is invalid. */
+export interface RawReply {
+  status: number;
+  headers: string[];
+  body: Uint8Array;
+}
+
+/**
+ * Reads a raw reply from its NATS headers (`entries`: name and values, as
+ * nats.js gives them) and payload. Invalid: a `Natsgw-Status` that is not
+ * 200–599, a header name that is not an HTTP token, a value with a control
+ * character. Linear in the input.
+ */
+export function readRawReply(entries: Iterable<[string, string[]]>, body: Uint8Array): RawReply | string {
+  let status = 200;
+  const headers: string[] = [];
+  for (const [name, values] of entries) {
+    const lower = name.toLowerCase();
+    if (lower === 'natsgw-status') {
+      const v = values[0] ?? '';
+      if (v.length !== 3 || classOf(v) !== 0 || v < '200' || v > '599' || !/^[0-9]{3}$/.test(v)) return `Natsgw-Status ${JSON.stringify(v.slice(0, 16))} is not a status from 200 to 599`;
+      status = Number(v);
+      continue;
+    }
+    if (isReservedRawHeader(lower)) continue;
+    if (name.length === 0 || (classOf(name) & NOT_TCHAR) !== 0) return `header name ${JSON.stringify(name.slice(0, 64))} is not an HTTP token`;
+    for (const v of values) {
+      if ((classOf(v) & CONTROL) !== 0) return `header ${lower} has a control character in its value`;
+      headers.push(lower, v);
+    }
+  }
+  return { status, headers, body };
+}
