@@ -384,7 +384,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       if (matched?.kind === 'nats-raw') {
         // Raw mode: the body is one NATS payload, never streamed.
         ex.raw = matched;
-        ex.bodyLimit = Math.min(matched.config.maxRequestBodyBytes, opts.maxBodyBytes, natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, this.link.maxPayload));
+        ex.bodyLimit = Math.min(matched.config.maxRequestBodyBytes, natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, this.link.maxPayload));
       } else ex.bodyLimit = opts.maxBodyBytes;
     }
     if (ex.contentLength > ex.bodyLimit) {

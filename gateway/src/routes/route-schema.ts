@@ -37,15 +37,16 @@ const Headers = Type.Object(
 export const ROUTE_TARGETS = ['http', 'nats-raw'] as const;
 export type RouteTarget = (typeof ROUTE_TARGETS)[number];
 
+/** A string that is one of `values` (a plain JSON Schema enum, which Ajv's errors name), `fallback` when left out. */
+const oneOf = <T extends string>(values: readonly T[], fallback: T, description: string) => Type.Unsafe<T>({ type: 'string', enum: [...values], default: fallback, description });
+
 const RouteSchemaStrict = Type.Object(
   {
-    target: Type.Unsafe<RouteTarget>({
-      type: 'string',
-      enum: [...ROUTE_TARGETS],
-      default: 'http',
-      description:
-        'http (default): an HTTP override, sent to `upstreams`. nats-raw: stays on NATS, in raw mode: the request body is the NATS payload and the HTTP request line and headers travel as NATS headers, so any NATS service answers it without the envelope (README "Raw NATS routes"). A nats-raw entry takes only maxRequestBodyBytes besides.',
-    }),
+    target: oneOf(
+      ROUTE_TARGETS,
+      'http',
+      'http (default): an HTTP override, sent to `upstreams`. nats-raw: stays on NATS, in raw mode: the request body is the NATS payload and the HTTP request line and headers travel as NATS headers, so any NATS service answers it without the envelope (README "Raw NATS routes"). A nats-raw entry takes only maxRequestBodyBytes besides.',
+    ),
     upstreams: Type.Optional(
       Type.Array(
         Type.Object(
@@ -58,13 +59,11 @@ const RouteSchemaStrict = Type.Object(
         { minItems: 1, maxItems: 64, description: 'The HTTP servers to send this subject to. Required for target http.' },
       ),
     ),
-    balancing: Type.Unsafe<BalancingPolicy>({
-      type: 'string',
-      enum: [...BALANCING_POLICIES],
-      default: 'p2c',
-      description:
-        'p2c (default): of two randomly chosen backends (by weight), the one with fewer requests in flight; adapts to slow backends like least-connections without herding every gateway onto the same one. round-robin: smooth weighted. least-connections: fewest in flight per weight. random: by weight.',
-    }),
+    balancing: oneOf(
+      BALANCING_POLICIES,
+      'p2c',
+      'p2c (default): of two randomly chosen backends (by weight), the one with fewer requests in flight; adapts to slow backends like least-connections without herding every gateway onto the same one. round-robin: smooth weighted. least-connections: fewest in flight per weight. random: by weight.',
+    ),
     healthCheck: Type.Optional(
       Type.Object(
         {
@@ -272,7 +271,7 @@ function check(obj: unknown, fromCaller: boolean): { ok: true; config: AnyRouteC
     if (!validate(copy)) return { ok: false, reason: describe(validate.errors![0]!) };
     return { ok: true, config: Object.freeze({ target: 'nats-raw', maxRequestBodyBytes: copy.maxRequestBodyBytes as number }) };
   }
-  if (copy.upstreams === undefined && (copy.target === undefined || copy.target === 'http')) return { ok: false, reason: 'upstreams: required for an HTTP override (or set target to nats-raw)' };
+  if (copy.upstreams === undefined) return { ok: false, reason: 'upstreams: required for an HTTP override (or set target to nats-raw)' };
   if (!validate(copy)) return { ok: false, reason: describe(validate.errors![0]!) };
   const c = copy as RouteOptions & { upstreams: NonNullable<RouteOptions['upstreams']> };
   const urls = new Set<string>();

@@ -52,9 +52,8 @@ export interface BackendUser {
 }
 
 export class BackendRegistry {
+  /** Live backends by identity: URL and settings text (kept on each as `identity`). */
   private readonly byIdentity = new Map<string, Upstream>();
-  /** Identity of each live backend (the key it is stored under). */
-  private readonly identities = new Map<Upstream, string>();
 
   constructor(private readonly events: UpstreamEvents = {}) {}
 
@@ -81,14 +80,14 @@ export class BackendRegistry {
       const id = createHash('sha256').update(text).digest('hex').slice(0, 8);
       const p = previous?.upstream;
       if (p !== undefined && !p.retired && p.users.size === 1 && p.users.has(previous!.user)) {
-        this.byIdentity.delete(this.identities.get(p)!);
+        this.byIdentity.delete(p.identity);
         p.reconfigure(settings, id);
         upstream = p;
       } else {
         upstream = new Upstream(href, settings, this.events, id);
       }
+      upstream.identity = identity;
       this.byIdentity.set(identity, upstream);
-      this.identities.set(upstream, identity);
     }
     upstream.users.add(user);
     return upstream;
@@ -97,11 +96,7 @@ export class BackendRegistry {
   /** `user` no longer uses `upstream`; the last user's release retires it. */
   release(upstream: Upstream, user: BackendUser): void {
     if (!upstream.users.delete(user) || upstream.users.size > 0) return;
-    const identity = this.identities.get(upstream);
-    if (identity !== undefined) {
-      this.identities.delete(upstream);
-      this.byIdentity.delete(identity);
-    }
+    if (this.byIdentity.get(upstream.identity) === upstream) this.byIdentity.delete(upstream.identity);
     upstream.retire();
   }
 }

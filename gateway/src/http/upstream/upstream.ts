@@ -82,6 +82,8 @@ export class Upstream {
   readonly basePath: string;
   /** Short hash of the settings, telling apart two backends with the same URL (metrics label, /backends). */
   settingsId: string;
+  /** URL and settings text: what the BackendRegistry knows it by. */
+  identity = '';
   settings: BackendSettings;
   /** The route versions using this backend (BackendRegistry counts them). */
   readonly users = new Set<{ readonly key: string }>();
