@@ -519,8 +519,9 @@ class ServiceRuntime implements Service, CallHost {
 
   publish(reply: string, data: Uint8Array, replyTo?: string, headers?: MsgHdrs): void {
     try {
-      if (replyTo === undefined && headers === undefined) this.nc.publish(reply, data);
-      else this.nc.publish(reply, data, { ...(replyTo === undefined ? {} : { reply: replyTo }), ...(headers === undefined ? {} : { headers }) });
+      if (headers !== undefined) this.nc.publish(reply, data, replyTo === undefined ? { headers } : { reply: replyTo, headers });
+      else if (replyTo !== undefined) this.nc.publish(reply, data, { reply: replyTo });
+      else this.nc.publish(reply, data);
     } catch (err) {
       this.safeLog('error', { err, reply }, 'could not publish a reply');
     }
