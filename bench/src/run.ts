@@ -113,24 +113,21 @@ async function main(): Promise<void> {
       const [port, logPort] = [await freePort(), await freePort()];
       const n = await startNginx(nginx, directPort, port, logPort);
       nginxDir = n.dir;
-      contenders.push({
-        key: 'nginx',
-        label: 'nginx → node:http',
-        url: `http://127.0.0.1:${port}/hello`,
-        pids: [
-          ['nginx', n.workerPid],
-          ['node:http', directPid],
-        ],
-      });
-      contenders.push({
-        key: 'nginxLog',
-        label: 'nginx+log → node:http',
-        url: `http://127.0.0.1:${logPort}/hello`,
-        pids: [
-          ['nginx', n.workerPid],
-          ['node:http', directPid],
-        ],
-      });
+      // One nginx worker serves both: the logging server block on its own port.
+      for (const [key, label, p] of [
+        ['nginx', 'nginx → node:http', port],
+        ['nginxLog', 'nginx+log → node:http', logPort],
+      ] as const) {
+        contenders.push({
+          key,
+          label,
+          url: `http://127.0.0.1:${p}/hello`,
+          pids: [
+            ['nginx', n.workerPid],
+            ['node:http', directPid],
+          ],
+        });
+      }
     }
 
     // (c) gateway → NATS → SDK service

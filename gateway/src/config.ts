@@ -43,6 +43,16 @@ interface Meta {
 }
 const opt = <T extends TSchema>(schema: T, meta: Meta) => Type.Optional({ ...schema, ...meta } as T);
 
+/** One of `values` (an option's choices), named in its hint when anything else is given. */
+const choice = <T extends string>(values: readonly T[], fallback: T, meta: Omit<Meta, 'hint'>) =>
+  opt(
+    Type.Union(
+      values.map((v) => Type.Literal(v)),
+      { default: fallback },
+    ),
+    { ...meta, hint: `must be one of ${values.join(', ')}` },
+  );
+
 const urlList = Type.Array(Type.String({ minLength: 1, pattern: '^(nats|tls|ws|wss)://[^\\s,]+$|^[^\\s,:/]+:\\d+$' }), { minItems: 1 });
 
 /** The one schema every configuration source is checked against. */
@@ -116,28 +126,8 @@ export const GatewayOptionsSchema = Type.Object(
       secret: true,
       hint: 'must be at least 16 characters',
     }),
-    logLevel: opt(
-      Type.Union(
-        LOG_LEVELS.map((l) => Type.Literal(l)),
-        { default: 'info' },
-      ),
-      {
-        description: 'Log level',
-        placeholder: 'LEVEL',
-        hint: `must be one of ${LOG_LEVELS.join(', ')}`,
-      },
-    ),
-    logFormat: opt(
-      Type.Union(
-        LOG_FORMATS.map((l) => Type.Literal(l)),
-        { default: 'auto' },
-      ),
-      {
-        description: 'json, pretty (for humans), or auto: pretty on a terminal, json otherwise',
-        placeholder: 'FORMAT',
-        hint: `must be one of ${LOG_FORMATS.join(', ')}`,
-      },
-    ),
+    logLevel: choice(LOG_LEVELS, 'info', { description: 'Log level', placeholder: 'LEVEL' }),
+    logFormat: choice(LOG_FORMATS, 'auto', { description: 'json, pretty (for humans), or auto: pretty on a terminal, json otherwise', placeholder: 'FORMAT' }),
     accessLog: opt(Type.Boolean({ default: true }), { description: 'Log one line per request (at info level)', placeholder: 'BOOL' }),
     shutdownGrace: opt(Type.Integer({ minimum: 0, maximum: 600_000, default: DEFAULT_SHUTDOWN_GRACE_MS }), {
       description: 'On SIGTERM/SIGINT, how long requests in flight may take to finish, in milliseconds',

@@ -8,7 +8,7 @@ import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child
 import { connect as netConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { startNatsServer, type NatsServer, type NatsServerOptions } from '@natsgw/devkit';
+import { connectRaw, startNatsServer, type NatsServer, type NatsServerOptions } from '@natsgw/devkit';
 import { decodeRequest, encodeReply, type ReplyEnvelope, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
 import { serve, type RequestListener, type ServeOptions, type Service } from '@natsgw/service-sdk';
 import { loadConfig } from '../src/config.js';
@@ -335,4 +335,17 @@ export function protocolHeaderBlock(firstHeader: string): string {
   if (start < 0) throw new Error(`PROTOCOL.md has no header block starting with ${firstHeader}`);
   const line = protocolDoc().slice(start + 4, protocolDoc().indexOf('\n', start + 4));
   return line.replace(/\\r\\n/g, '\r\n');
+}
+
+/**
+ * A raw NATS client on `stack`'s server that answers every request on
+ * `subject` with `payload` and PROTOCOL.md's header block starting with
+ * `firstHeader`, byte for byte. Closed when the stack closes.
+ */
+export async function answerWithProtocolBlock(stack: Stack, subject: string, firstHeader: string, payload: string): Promise<void> {
+  const raw = await connectRaw(stack.ns.url);
+  stack.track({ drain: async () => raw.close() });
+  const block = protocolHeaderBlock(firstHeader);
+  raw.subscribe(subject, (m) => raw.publish(m.reply!, payload, { headerBlock: block }));
+  await raw.flush();
 }

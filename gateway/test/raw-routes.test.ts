@@ -10,10 +10,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { headers as natsHeaders, type Msg } from '@nats-io/transport-node';
 import { request } from 'undici';
-import { connectRaw } from '@natsgw/devkit';
 import { parseRoute } from '../src/routes/route-schema.js';
 import { deleteRoute, putRoute, routesBucket } from './backends.js';
-import { protocolHeaderBlock, runCli, startStack } from './helpers.js';
+import { answerWithProtocolBlock, runCli, startStack } from './helpers.js';
 
 const reply = (m: Msg, body: string, hs: Record<string, string | string[]>) => {
   const h = natsHeaders();
@@ -141,16 +140,12 @@ test('raw routes: one schema says what a raw entry may hold; the CLI writes one 
 
 test('raw routes: the reply header block in PROTOCOL.md §12, sent byte for byte, gives the response it describes', async () => {
   const s = await startStack();
-  const raw = await connectRaw(s.ns.url);
   try {
-    const block = protocolHeaderBlock('Natsgw-Status');
-    raw.subscribe('api.doc.>', (m) => raw.publish(m.reply!, 'made', { headerBlock: block }));
-    await raw.flush();
+    await answerWithProtocolBlock(s, 'api.doc.>', 'Natsgw-Status', 'made');
     await putRoute(await routesBucket(s.nc), s.gw, 'api.doc', { target: 'nats-raw' });
     const r = await request(`${s.base}/doc/x`);
     assert.deepEqual([r.statusCode, r.headers['content-type'], r.headers['set-cookie'], await r.body.text()], [201, 'text/plain', ['a=1', 'b=2'], 'made']);
   } finally {
-    raw.close();
     await s.close();
   }
 });

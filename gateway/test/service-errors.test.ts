@@ -5,11 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connectRaw } from '@natsgw/devkit';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { decodeReply, encodeRequest } from '@natsgw/service-sdk/protocol';
-import { protocolDoc, protocolHeaderBlock, startStack } from './helpers.js';
+import { answerWithProtocolBlock, protocolDoc, startStack } from './helpers.js';
 
 const problemOf = async (r: Awaited<ReturnType<typeof request>>) => [r.statusCode, r.headers['content-type'], (await r.body.json()) as { status: number; code: string; detail: string }] as const;
 
@@ -83,18 +82,14 @@ test('service errors: the SDK sets both headers on its own 5xx problems (not on 
 
 test('service errors: the header block in PROTOCOL.md, sent byte for byte by a raw NATS client, gives the answer PROTOCOL.md shows', async () => {
   const s = await startStack();
-  const raw = await connectRaw(s.ns.url);
   try {
-    const block = protocolHeaderBlock('Nats-Service-Error-Code');
+    await answerWithProtocolBlock(s, 'api.orders.>', 'Nats-Service-Error-Code', '');
     const shown = /answers `404` with `([^`]*)`/.exec(protocolDoc())![1]!.replace(/\s*\n\s*/g, '');
-    raw.subscribe('api.orders.>', (m) => raw.publish(m.reply!, '', { headerBlock: block }));
-    await raw.flush();
     const r = await request(`${s.base}/orders/7`);
     assert.equal(r.statusCode, 404);
     const body = (await r.body.json()) as Record<string, unknown>;
     assert.deepEqual({ ...body, requestId: '…' }, JSON.parse(shown));
   } finally {
-    raw.close();
     await s.close();
   }
 });

@@ -113,39 +113,33 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
       ]),
     ),
   );
-  add(
-    metric('natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', () => eachUpstream(view, (backend, u) => [{ labels: backend, value: u.retries }])),
-  );
-  add(metric('natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', () => eachUpstream(view, (backend, u) => [{ labels: backend, value: u.timeouts }])));
-  add(
-    metric('natsgw_upstream_connect_errors_total', 'Tries that could not connect (refused, connect timeout, unreachable).', 'counter', () =>
-      eachUpstream(view, (backend, u) => [{ labels: backend, value: u.connectErrors }]),
-    ),
-  );
-  add(
-    metric(
-      'natsgw_backend_up',
-      '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.',
-      'gauge',
-      () => eachUpstream(view, (backend, u) => [{ labels: backend, value: u.wouldAccept(Date.now()) ? 1 : 0 }]),
-      'min',
-    ),
-  );
-  add(metric('natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', () => eachUpstream(view, (backend, u) => [{ labels: backend, value: u.inFlight }])));
-  add(
-    metric('natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', () =>
-      eachUpstream(view, (backend, u) => [{ labels: backend, value: u.ejections }]),
-    ),
-  );
-  add(
-    metric(
-      'natsgw_circuit_breaker_state',
-      'Circuit breaker state: 0 closed, 1 open, 2 half-open.',
-      'gauge',
-      () => eachUpstream(view, (backend, u) => (u.breaker ? [{ labels: backend, value: BREAKER_STATE_VALUE[u.breaker.stateAt(Date.now())] }] : [])),
-      'max',
-    ),
-  );
+  /** The backend metrics with one value per backend (undefined: none for this one), in this order. */
+  const perBackend: Array<[name: string, help: string, type: 'counter' | 'gauge', value: (u: Upstream, now: number) => number | undefined, aggregator?: Aggregator]> = [
+    ['natsgw_upstream_retries_total', 'Tries repeated on another backend after this one failed.', 'counter', (u) => u.retries],
+    ['natsgw_upstream_timeouts_total', 'Tries that timed out.', 'counter', (u) => u.timeouts],
+    ['natsgw_upstream_connect_errors_total', 'Tries that could not connect (refused, connect timeout, unreachable).', 'counter', (u) => u.connectErrors],
+    ['natsgw_backend_up', '1 when the backend may take requests (healthy, not ejected, breaker admits), else 0.', 'gauge', (u, now) => (u.wouldAccept(now) ? 1 : 0), 'min'],
+    ['natsgw_backend_in_flight', 'Requests in flight to the backend.', 'gauge', (u) => u.inFlight],
+    ['natsgw_backend_ejections_total', 'Times the backend was ejected after consecutive failures.', 'counter', (u) => u.ejections],
+    ['natsgw_circuit_breaker_state', 'Circuit breaker state: 0 closed, 1 open, 2 half-open.', 'gauge', (u, now) => (u.breaker ? BREAKER_STATE_VALUE[u.breaker.stateAt(now)] : undefined), 'max'],
+  ];
+  for (const [name, help, type, value, aggregator] of perBackend) {
+    add(
+      metric(
+        name,
+        help,
+        type,
+        () => {
+          const now = Date.now();
+          return eachUpstream(view, (backend, u) => {
+            const v = value(u, now);
+            return v === undefined ? [] : [{ labels: backend, value: v }];
+          });
+        },
+        aggregator,
+      ),
+    );
+  }
   add(
     metric('natsgw_circuit_breaker_transitions_total', 'Circuit breaker state changes, by the state entered.', 'counter', () =>
       eachUpstream(view, (backend, u) => (u.breaker ? (['closed', 'open', 'half-open'] as const).map((to) => ({ labels: { ...backend, to }, value: u.breakerTransitions[to] })) : [])),
