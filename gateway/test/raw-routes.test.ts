@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { headers as natsHeaders, type Msg } from '@nats-io/transport-node';
 import { request } from 'undici';
+import { connectRaw } from '@natsgw/devkit';
 import { parseRoute } from '../src/routes/route-schema.js';
 import { deleteRoute, putRoute, routesBucket } from './backends.js';
 import { answerWithProtocolBlock, runCli, startStack } from './helpers.js';
@@ -91,6 +92,15 @@ test('raw routes: no responders 503, timeout 504, an invalid status or header fr
     assert.equal(badStatus, 502);
     assert.match(why, /Natsgw-Status \\"99\\" is not a status/);
     assert.equal((await status('/svc/header'))[0], 502);
+    // nats.js will not send a control character in a header value; another NATS user's client may.
+    const raw = await connectRaw(s.ns.url);
+    s.track({ drain: async () => raw.close() });
+    raw.subscribe('api.ctl.>', (m) => raw.publish(m.reply!, 'x', { headerBlock: 'NATS/1.0\r\nx-evil: a\u0001b\r\n\r\n' }));
+    await raw.flush();
+    await putRoute(kv, s.gw, 'api.ctl', { target: 'nats-raw' });
+    const [ctl, ctlWhy] = await status('/ctl/x');
+    assert.equal(ctl, 502, 'a control character in a reply header value never reaches the client');
+    assert.match(ctlWhy, /control character/);
     const [errStatus, errBody] = await status('/svc/error');
     assert.equal(errStatus, 404);
     assert.match(errBody, /"code":"service-error","detail":"no such thing"/);
