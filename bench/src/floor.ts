@@ -20,7 +20,7 @@
  */
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
+import { freePorts, startNatsServer, type NatsServer } from '@natsgw/devkit';
 import { cpuTicks, cpuUsPerRequest, envCount, putProxiedOverride, runWrk, start, startGateway, startNginx, stopAll, waitForLine, which } from './tools.js';
 
 const DURATION_S = envCount('BENCH_DURATION', 4);
@@ -58,8 +58,8 @@ async function main(): Promise<void> {
     const add = (label: string, url: string, ...pids: Array<[string, number]>) => contenders.push({ label, url, pids, rps: [], cpu: [] });
     const backend: [string, number] = ['node:http', upstream.pid!];
 
-    const nginxPort = await freePort();
-    const n = await startNginx(nginx, upstreamPort, nginxPort, await freePort());
+    const [nginxPort, nginxLogPort] = (await freePorts(2)) as [number, number];
+    const n = await startNginx(nginx, upstreamPort, nginxPort, nginxLogPort);
     nginxDir = n.dir;
     add('nginx → node:http', `http://127.0.0.1:${nginxPort}/hello`, ['nginx', n.workerPid], backend);
 

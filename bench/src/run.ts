@@ -34,7 +34,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
+import { freePorts, startNatsServer, type NatsServer } from '@natsgw/devkit';
 import { burst } from './burst.js';
 import { runLarge, type LargeContender } from './large.js';
 import {
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
 
     // (b) nginx → node:http, without and with an access log
     if (nginx) {
-      const [port, logPort] = [await freePort(), await freePort()];
+      const [port, logPort] = (await freePorts(2)) as [number, number];
       const n = await startNginx(nginx, directPort, port, logPort);
       nginxDir = n.dir;
       // One nginx worker serves both: the logging server block on its own port.

@@ -1,3 +1,3 @@
 export { startNatsServer, type NatsServer, type NatsServerOptions } from './nats-server.js';
-export { freePort } from './ports.js';
+export { freePort, freePorts } from './ports.js';
 export { connectRaw, type RawNats, type RawMessage } from './raw-nats.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { connect as netConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '@natsgw/devkit';
+import { freePorts } from '@natsgw/devkit';
 
 const DEMO = fileURLToPath(new URL('../src/demo.js', import.meta.url));
 
@@ -28,8 +28,8 @@ const hasCurl = (() => {
 })();
 
 test('demo: starts everything, its curl lines work, Ctrl-C stops everything', { skip: !hasCurl && 'curl is not installed' }, async () => {
-  const port = await freePort();
-  const demo = spawn(process.execPath, [DEMO], { env: { ...process.env, PORT: String(port), ADMIN_PORT: String(await freePort()) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [port, adminPort] = (await freePorts(2)) as [number, number];
+  const demo = spawn(process.execPath, [DEMO], { env: { ...process.env, PORT: String(port), ADMIN_PORT: String(adminPort) }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   demo.stdout.on('data', (d: Buffer) => (out += d.toString()));
   demo.stderr.on('data', (d: Buffer) => (out += d.toString()));

@@ -2,21 +2,31 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { request } from 'undici';
-import { freePort, startNatsServer, type NatsServer } from '@natsgw/devkit';
+import { freePorts, startNatsServer, type NatsServer } from '@natsgw/devkit';
 import { openRoutesBucket } from '../src/routes/routes-bucket.js';
 import { startBackends } from './backends.js';
 import { echo, eventually, startLoad, respond, startTestGateway } from './helpers.js';
 
 test('cluster: a node of a 3-node JetStream cluster dies under traffic — the gateway fails over and the replicated bucket keeps serving and updating overrides', { timeout: 180_000 }, async (t) => {
-  const clusterPorts = [await freePort(), await freePort(), await freePort()];
+  // Client and cluster ports chosen together, all distinct: a node left to
+  // pick its client port could take the cluster port reserved for a later one.
+  const ports = await freePorts(6);
+  const [clientPorts, clusterPorts] = [ports.slice(0, 3), ports.slice(3)];
   const nodes: NatsServer[] = [];
-  for (let i = 0; i < 3; i++) {
-    const routes = clusterPorts.filter((_, j) => j !== i).map((p) => `"nats-route://127.0.0.1:${p}"`);
-    nodes.push(
-      await startNatsServer({
-        config: `server_name: n${i + 1}\ncluster { name: natsgw-it, listen: "127.0.0.1:${clusterPorts[i]}", routes: [${routes.join(', ')}] }`,
-      }),
-    );
+  try {
+    for (let i = 0; i < 3; i++) {
+      const routes = clusterPorts.filter((_, j) => j !== i).map((p) => `"nats-route://127.0.0.1:${p}"`);
+      nodes.push(
+        await startNatsServer({
+          port: clientPorts[i],
+          config: `server_name: n${i + 1}\ncluster { name: natsgw-it, listen: "127.0.0.1:${clusterPorts[i]}", routes: [${routes.join(', ')}] }`,
+        }),
+      );
+    }
+  } catch (err) {
+    // Nodes left running would keep the test file from ending (it timed out instead of failing).
+    for (const n of nodes) await n.dispose();
+    throw err;
   }
   const urls = nodes.map((n) => n.url);
   const [a, b] = await startBackends(2);

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { serve } from '@natsgw/service-sdk';
-import { freePort, startNatsServer } from '@natsgw/devkit';
+import { freePorts, startNatsServer } from '@natsgw/devkit';
 import { eventually, startLoad, RawSession, respond, startStack } from './helpers.js';
 
 const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
@@ -12,7 +12,7 @@ const BIN = fileURLToPath(new URL('../../bin/natsgw.js', import.meta.url));
 test('lifecycle: SIGTERM under load — readiness drops at once, every accepted request is answered, exit 0', async (t) => {
   const ns = await startNatsServer();
   const service = await serve((_req, res) => setTimeout(() => res.end('done'), 150), { nats: ns.url, subject: 'api.work' });
-  const [port, adminPort] = [await freePort(), await freePort()];
+  const [port, adminPort] = (await freePorts(2)) as [number, number];
   const gateway = spawn(
     process.execPath,
     [BIN, 'serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', String(port), '--admin-port', String(adminPort), '--shutdown-grace', '5000', '--access-log', 'false'],

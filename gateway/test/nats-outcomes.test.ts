@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { connect } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { Packr } from 'msgpackr';
-import { freePort, startNatsServer } from '@natsgw/devkit';
+import { freePort, freePorts, startNatsServer } from '@natsgw/devkit';
 import { encodeReply } from '@natsgw/service-sdk/protocol';
 import { echo, eventually, startLoad, respond, startStack, startTestGateway } from './helpers.js';
 
@@ -206,10 +206,11 @@ test('nats: a body larger than one message streams to a v2 service; a v1 service
 });
 
 test('nats: with --nats a,b the gateway fails over when its server dies', async () => {
-  const [c1, c2] = [await freePort(), await freePort()];
+  // Client and cluster ports chosen together, all distinct (a server picking its own client port could take b's cluster port).
+  const [p1, p2, c1, c2] = (await freePorts(4)) as [number, number, number, number];
   const cluster = (me: number, other: number) => `cluster { name: natsgw-test, listen: "127.0.0.1:${me}", routes: ["nats-route://127.0.0.1:${other}"] }`;
-  const a = await startNatsServer({ jetstream: false, config: cluster(c1, c2) });
-  const b = await startNatsServer({ jetstream: false, config: cluster(c2, c1) });
+  const a = await startNatsServer({ jetstream: false, port: p1, config: cluster(c1, c2) });
+  const b = await startNatsServer({ jetstream: false, port: p2, config: cluster(c2, c1) });
   const { gw, base } = await startTestGateway({ nats: `${a.url},${b.url}`, timeout: 3000 });
   const service = await connect({ servers: [b.url, a.url], maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   try {

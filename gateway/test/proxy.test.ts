@@ -4,7 +4,7 @@ import { createServer as createTcpServer, type Server as TcpServer, type Socket 
 import { Readable } from 'node:stream';
 import type { KV } from '@nats-io/kv';
 import { request } from 'undici';
-import { freePort } from '@natsgw/devkit';
+import { freePorts } from '@natsgw/devkit';
 import { type Backend, putRoute, routesBucket, startBackends, httpRoute } from './backends.js';
 import { eventually, parseResponses as parseResponsesOf, rawRequest, RawSession, startStack, type Stack } from './helpers.js';
 
@@ -273,7 +273,7 @@ test('proxy: a try that waits for a free connection past tryTimeoutMs moves on, 
 });
 
 test('proxy: connection refused everywhere → 502 after trying each; accepted but never answered → failover', async () => {
-  const [p1, p2] = [await freePort(), await freePort()];
+  const [p1, p2] = (await freePorts(2)) as [number, number];
   await putRoute(kv, s.gw, 'api.refused', { upstreams: [{ url: `http://127.0.0.1:${p1}` }, { url: `http://127.0.0.1:${p2}` }], retries: 3 });
   const r = await request(`${s.base}/refused`, { method: 'POST', body: 'x' });
   assert.equal(r.statusCode, 502);
