@@ -129,6 +129,12 @@ export const GatewayOptionsSchema = Type.Object(
     logLevel: choice(LOG_LEVELS, 'info', { description: 'Log level', placeholder: 'LEVEL' }),
     logFormat: choice(LOG_FORMATS, 'auto', { description: 'json, pretty (for humans), or auto: pretty on a terminal, json otherwise', placeholder: 'FORMAT' }),
     accessLog: opt(Type.Boolean({ default: true }), { description: 'Log one line per request (at info level)', placeholder: 'BOOL' }),
+    traceSampling: opt(Type.String({ pattern: '^(auto|0|1|0?[.][0-9]{1,6}|1[.]0{1,6})$', default: 'auto' }), {
+      description:
+        'Share of requests without a traceparent that start a trace (0 to 1); auto: all when an OpenTelemetry tracer provider is registered, none otherwise. A client traceparent is always passed on',
+      placeholder: 'RATIO|auto',
+      hint: 'must be a number from 0 to 1 (at most 6 decimals), or auto',
+    }),
     shutdownGrace: opt(Type.Integer({ minimum: 0, maximum: 600_000, default: DEFAULT_SHUTDOWN_GRACE_MS }), {
       description: 'On SIGTERM/SIGINT, how long requests in flight may take to finish, in milliseconds',
       placeholder: 'MS',
@@ -161,6 +167,8 @@ export interface GatewayConfig {
   readonly logLevel: (typeof LOG_LEVELS)[number];
   readonly logFormat: (typeof LOG_FORMATS)[number];
   readonly accessLog: boolean;
+  /** Share of requests without trace context that start a trace, or auto (front/trace-start.ts). */
+  readonly traceSampling: number | 'auto';
   readonly admin: Readonly<{ host: string; port: number; token: string | undefined }>;
   readonly shutdownGraceMs: number;
 }
@@ -257,6 +265,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
       | 'logLevel'
       | 'logFormat'
       | 'accessLog'
+      | 'traceSampling'
       | 'adminHost'
       | 'adminPort'
       | 'shutdownGrace'
@@ -283,6 +292,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     logLevel: o.logLevel,
     logFormat: o.logFormat,
     accessLog: o.accessLog,
+    traceSampling: o.traceSampling === 'auto' ? 'auto' : Number(o.traceSampling),
     admin: Object.freeze({ host: o.adminHost, port: o.adminPort, token: o.adminToken }),
     shutdownGraceMs: o.shutdownGrace,
   });

@@ -123,6 +123,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     maxHeaderBytes: config.maxHeaderBytes,
     streamIdleMs: config.streamIdleMs,
     trustedProxies: config.trustedProxies,
+    traceSampling: config.traceSampling,
+    version: VERSION,
     routes,
     traffic,
     onEvent(event) {

@@ -31,7 +31,7 @@ function batched(level = 'info'): { read(): string[]; log: ReturnType<typeof cre
 }
 
 function exchange(fields: Partial<Exchange>): Exchange {
-  return { requestId: 'r1', method: 'GET', path: '/a', subject: 'api.a', status: 200, bytesOut: 11, upstream: '', route: undefined, streamFailure: undefined, ...fields } as Exchange;
+  return { requestId: 'r1', method: 'GET', path: '/a', subject: 'api.a', status: 200, bytesOut: 11, upstream: '', route: undefined, streamFailure: undefined, traceId: '', ...fields } as Exchange;
 }
 
 /** The line pino writes for the same request, through the generic path. */
@@ -43,13 +43,14 @@ function pinoLine(ex: Exchange, durationMs: number, aborted: boolean): string {
 
 const withoutTime = (line: string) => line.replace(/"time":"[^"]*"/, '"time":0');
 
-test('access log: the line written in place is the line pino writes, for NATS and override requests, aborted or cut off', () => {
+test('access log: the line written in place is the line pino writes, for NATS and override requests, aborted, cut off or traced', () => {
   const cases: Array<[Partial<Exchange>, number, boolean]> = [
     [{}, 1.234, false],
     [{ subject: '' }, 0, false],
     [{ route: { key: 'api.legacy' } as Exchange['route'], upstream: 'http://10.0.0.1:8080/', subject: 'api.legacy.x' }, 12.5, false],
     [{ route: { key: 'api.legacy' } as Exchange['route'], upstream: '' }, 3, true],
     [{ status: 200, streamFailure: 'stream-idle' }, 60000.129, false],
+    [{ traceId: '4bf92f3577b34da6a3ce929d0e0e4736' }, 2, false],
     [{ requestId: 'a"b\\c', path: '/caf%C3%A9/"quoted"' }, 0.005, false],
   ];
   for (const [fields, ms, aborted] of cases) {

@@ -10,6 +10,7 @@
  * granted as the handler reads (`req`'s `_read`), so an upload never runs
  * ahead of the handler by more than the window.
  */
+import type { Span } from '@opentelemetry/api';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   CAP_STREAM,
@@ -68,6 +69,8 @@ export class Call implements ResponseSink {
   status = 0;
   /** Why it failed, for the service's stats (`last_error`); unset when it did not. */
   failure: string | undefined = undefined;
+  /** Its OpenTelemetry span, when the app registered a tracer provider (service-span.ts). */
+  span: Span | undefined = undefined;
 
   private readonly streamable: boolean;
   private readonly frameLimit: number;

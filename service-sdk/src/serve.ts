@@ -25,6 +25,9 @@ import { Call, type CallHost } from './call.js';
 import { HANDOFF_PREFIX, MountRegistry } from './mounts.js';
 import { MicroResponder } from './micro-service.js';
 import { guardConnection } from './nats-guard.js';
+import { endServiceSpan, startServiceSpan } from './service-span.js';
+import { TracerLookup } from './tracing.js';
+import { context } from '@opentelemetry/api';
 import { defaultMicroName, isMicroName, isSemver, MAX_SERVICE_ERROR_TEXT, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from './protocol/micro.js';
 
 /** A plain Node request listener, as `http.createServer()` takes. Express and Koa's `app.callback()` are ones. */
@@ -199,6 +202,7 @@ class ServiceRuntime implements Service, CallHost {
   private idle: (() => void) | undefined;
   readonly micro: { readonly name: string; readonly id: string; readonly version: string };
   private readonly responder: MicroResponder | undefined;
+  private readonly tracers = new TracerLookup('@natsgw/service-sdk');
 
   constructor(
     private readonly handler: RequestListener,
@@ -452,6 +456,15 @@ class ServiceRuntime implements Service, CallHost {
     const timeout = env.timeoutMs > 0 ? Math.min(env.timeoutMs, this.timeoutMs) : this.timeoutMs;
     const call = new Call(this, reply, env, timeout, canStream);
     this.calls.add(call);
+    const tracer = this.tracers.get(call.startedAt);
+    if (tracer === undefined) return this.run(call, env);
+    // The handler runs with the request's span active: the app's own spans (and instrumentations) become its children.
+    const { span, active } = startServiceSpan(tracer, env, this.subject);
+    call.span = span;
+    context.with(active, this.run, this, call, env);
+  }
+
+  private run(call: Call, env: RequestEnvelope): void {
     let res: ServerResponse;
     try {
       const exchange = createExchange(env, requestUrl(env, this.subject, this.relativeUrl), call);
@@ -484,6 +497,7 @@ class ServiceRuntime implements Service, CallHost {
     call.done = true;
     const failure = call.failure ?? (call.status >= 500 ? `status ${call.status}` : undefined);
     this.responder?.record(this.endpointOf(call.env.subject), performance.now() - call.startedAt, failure);
+    if (call.span !== undefined) endServiceSpan(call.span, call.status, call.failure);
     this.calls.delete(call);
     if (call.key !== '') this.streams.delete(call.key);
     this.checkIdle();

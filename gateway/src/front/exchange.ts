@@ -3,7 +3,9 @@
  * an HTTP override). Filled from uWS while the handler runs, since the
  * HttpRequest is gone when it returns.
  */
+import type { Span } from '@opentelemetry/api';
 import type { HttpResponse } from 'uWebSockets.js';
+import type { FailureCode } from '../errors.js';
 import type { RawRoute } from '../routes/raw-route.js';
 import type { RouteRuntime } from '../routes/route.js';
 import type { PendingRequest } from '../nats/reply-mux.js';
@@ -49,6 +51,20 @@ export class Exchange implements PendingRequest {
   raw: RawRoute | undefined = undefined;
   /** The v2 stream of this exchange, when its request body or its response streams over NATS. */
   stream: NatsStream | undefined = undefined;
+  /** The client's traceparent field, and how many it sent (more than one is invalid). */
+  traceparentIn: string | undefined = undefined;
+  traceparentCount = 0;
+  /** The client's tracestate fields, joined. */
+  tracestateIn: string | undefined = undefined;
+  /** The trace this request belongs to (32 hex digits), or '' when it carries no trace context (trace-start.ts). */
+  traceId = '';
+  /** The traceparent sent on to the service or backend, or ''. */
+  traceparent = '';
+  tracestate: string | undefined = undefined;
+  /** The gateway's span for this request, when a tracer provider records one. */
+  span: Span | undefined = undefined;
+  /** The gateway's failure code, when it answered with a problem or cut a stream off. */
+  failure: FailureCode | undefined = undefined;
   /** Why a stream was cut off, for the access log. */
   streamFailure: string | undefined = undefined;
   /** The proxying in progress, for the override path. */

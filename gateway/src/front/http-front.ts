@@ -24,12 +24,14 @@ import {
   REPLY_IS_FRAME,
   serviceErrorStatus,
   STREAM_VERSION,
+  TRACEPARENT,
+  TRACESTATE,
   type PathRefusal,
   type ReplyEnvelope,
   type RequestEnvelope,
 } from '@natsgw/service-sdk/protocol';
 import { performance } from 'node:perf_hooks';
-import { nuid, type Msg } from '@nats-io/transport-node';
+import { headers as natsHeaders, nuid, type Msg, type MsgHdrs } from '@nats-io/transport-node';
 import { rawHeaderEntries, rawRequestHeaders } from '../nats/raw-request.js';
 import type { FailureCode } from '../errors.js';
 import { Exchange } from './exchange.js';
@@ -42,6 +44,7 @@ import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STAT
 import type { Upstream, TryOutcome } from '../http/upstream/upstream.js';
 import { formatAddress } from './uws.js';
 import { NatsStream, type StreamOwner } from '../nats/nats-stream.js';
+import { endExchangeSpan, TraceStart, type TraceSampling } from './trace-start.js';
 
 export { Exchange } from './exchange.js';
 
@@ -59,6 +62,10 @@ export interface HttpFrontOptions {
   onEvent?: (event: FrontEvent) => void;
   /** Where finished requests are counted. */
   traffic?: TrafficStats;
+  /** Share of requests without trace context that start a trace (trace-start.ts); default auto. */
+  traceSampling?: TraceSampling;
+  /** The gateway's version, for the tracer's name. */
+  version?: string;
   /** Called once per request when it is over (answered or abandoned by the client), e.g. for the access log. */
   onComplete?: (ex: Exchange, durationMs: number, aborted: boolean) => void;
 }
@@ -98,6 +105,8 @@ const enum H {
   ForwardedFor,
   ForwardedProto,
   ForwardedHost,
+  TraceParent,
+  TraceState,
   /** Forwarded, X-Real-IP, X-Forwarded-Port, X-Forwarded-Prefix: kept only from trusted proxies. */
   ForwardedOther,
   Connection,
@@ -118,6 +127,8 @@ const REQUEST_HEADER_KIND = new Map<string, H>([
   ['x-forwarded-for', H.ForwardedFor],
   ['x-forwarded-proto', H.ForwardedProto],
   ['x-forwarded-host', H.ForwardedHost],
+  ['traceparent', H.TraceParent],
+  ['tracestate', H.TraceState],
   ['forwarded', H.ForwardedOther],
   ['x-real-ip', H.ForwardedOther],
   ['x-forwarded-port', H.ForwardedOther],
@@ -174,6 +185,13 @@ function collectHeader(name: string, value: string): void {
       return;
     case H.ForwardedHost:
       ex.forwardedHost = value;
+      return;
+    case H.TraceParent:
+      ex.traceparentIn = value;
+      ex.traceparentCount++;
+      return;
+    case H.TraceState:
+      ex.tracestateIn = ex.tracestateIn === undefined ? value : ex.tracestateIn + ',' + value;
       return;
     case H.Connection:
       // Several Connection fields: every token of every one counts (RFC 9110 §7.6.1).
@@ -267,6 +285,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   /** Set when shutting down: new requests get 503. */
   closing = false;
   private readonly forwarding: ForwardingPolicy;
+  private readonly traces: TraceStart;
   private readonly emptyBody = Buffer.alloc(0);
   private readonly natsTraffic: RouteTraffic | undefined;
   /** Exchanges with an open v2 stream, for idle limits and probes. */
@@ -275,6 +294,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.forwarding = new ForwardingPolicy(opts.trustedProxies);
+    this.traces = new TraceStart(opts.traceSampling ?? 'auto', opts.version ?? '0.0.0');
     this.natsTraffic = opts.traffic?.route(opts.rootSubject, 'nats');
     this.streamTimer = setInterval(() => this.tickStreams(), 500);
     this.streamTimer.unref();
@@ -328,6 +348,12 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     const opts = this.opts;
     ex.startedAt = performance.now();
     if (ex.requestId === '') ex.requestId = nuid.next();
+    this.traces.begin(ex, ex.startedAt);
+    if (ex.traceparent !== '') {
+      // Checked and rewritten here: the service (or backend) gets the gateway's context, never an invalid one.
+      ex.headers.push(TRACEPARENT, ex.traceparent);
+      if (ex.tracestate !== undefined) ex.headers.push(TRACESTATE, ex.tracestate);
+    }
 
     // Framing problems first: the connection cannot be trusted after these, so close it.
     if (ex.lengthConflict) return this.fail(ex, 'bad-request', 'conflicting or malformed Content-Length', true);
@@ -515,7 +541,8 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     if (payload.length > link.maxPayload) {
       return this.failCorked(ex, 'body-too-large', `request of ${payload.length} bytes exceeds the NATS max_payload of ${link.maxPayload} bytes`, false);
     }
-    link.mux.send(ex.subject, payload, ex);
+    // The trace context rides as NATS headers too, for NATS's own tools (nats-server 2.11+ message tracing).
+    link.mux.send(ex.subject, payload, ex, ex.traceparent === '' ? undefined : traceHeaders(ex));
   }
 
   private onAbort(ex: Exchange): void {
@@ -716,6 +743,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       else t.record(ex.method, ex.status, durationMs / 1000, ex.bytesOut);
       traffic.tick(performance.timeOrigin + now); // wall time from the same clock read
     }
+    if (ex.span !== undefined) endExchangeSpan(ex, aborted);
     this.opts.onComplete?.(ex, durationMs, aborted);
   }
 
@@ -752,6 +780,13 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     this.opts.onEvent?.({ type: 'internal-error', error, requestId: ex.requestId });
     this.failCorked(ex, 'internal', 'internal gateway error', true);
   }
+}
+
+function traceHeaders(ex: Exchange): MsgHdrs {
+  const h = natsHeaders();
+  h.set(TRACEPARENT, ex.traceparent);
+  if (ex.tracestate !== undefined) h.set(TRACESTATE, ex.tracestate);
+  return h;
 }
 
 /** Removes the fields a Connection header names (RFC 9110 §7.6.1). */

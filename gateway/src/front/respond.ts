@@ -57,6 +57,7 @@ export function writeProblem(ex: Exchange, code: FailureCode, detail: string, cl
   const body = problemJson({ status, code, detail, subject: ex.subject || undefined, requestId: ex.requestId || undefined });
   const res = ex.res;
   ex.status = status;
+  ex.failure = code;
   ex.bytesOut = ex.method === 'HEAD' ? 0 : Buffer.byteLength(body);
   res.writeStatus(STATUS_LINES[status]!);
   res.writeHeader('content-type', PROBLEM_CONTENT_TYPE);

@@ -354,6 +354,7 @@ export class NatsStream {
     this.over = true;
     this.unpause();
     this.ex.streamFailure = detail;
+    this.ex.failure = code;
     if (tellService && this.inbox !== '') this.send(encodeCancel(detail), now);
     this.owner.release(this.ex);
     if (!this.headWritten) return this.owner.failCorked(this.ex, code, detail, !this.upDone);

@@ -73,7 +73,7 @@ export function createAccessLog(log: Logger): ((ex: Exchange, durationMs: number
     const route = ex.route?.key;
     const failure = ex.streamFailure;
     // JSON escapes take at most 6 bytes per UTF-16 unit.
-    const max = 512 + 6 * (ex.requestId.length + ex.method.length + ex.path.length + ex.subject.length + (route?.length ?? 0) + ex.upstream.length + (failure?.length ?? 0));
+    const max = 560 + 6 * (ex.requestId.length + ex.method.length + ex.path.length + ex.subject.length + (route?.length ?? 0) + ex.upstream.length + (failure?.length ?? 0));
     batcher.reserve(max);
     const buf = batcher.buffer;
     if (buf.length - batcher.pos < max) return generic(ex, durationMs, aborted); // larger than a batch
@@ -86,6 +86,12 @@ export function createAccessLog(log: Logger): ((ex: Exchange, durationMs: number
     p = ascii(buf, p, lastTime);
     p = ascii(buf, p, bindings);
     p = jsonString(buf, p, ex.requestId);
+    if (ex.traceId !== '') {
+      // 32 hex digits, checked or made by trace-start.ts.
+      p = ascii(buf, p, ',"traceId":"');
+      p = ascii(buf, p, ex.traceId);
+      buf[p++] = 0x22;
+    }
     p = ascii(buf, p, ',"method":');
     p = jsonString(buf, p, ex.method);
     p = ascii(buf, p, ',"path":');
@@ -121,6 +127,7 @@ export function createAccessLog(log: Logger): ((ex: Exchange, durationMs: number
 export function accessFields(ex: Exchange, durationMs: number, aborted: boolean): Record<string, unknown> {
   return {
     requestId: ex.requestId,
+    ...(ex.traceId !== '' ? { traceId: ex.traceId } : {}),
     method: ex.method,
     path: ex.path,
     ...(ex.route !== undefined ? { route: ex.route.key, upstream: ex.upstream || undefined } : { subject: ex.subject || undefined }),

@@ -11,3 +11,4 @@ export { MsgpackError } from './msgpack-reader.js';
 export * from './stream.js';
 export * from './micro.js';
 export * from './raw.js';
+export * from './trace-context.js';
