@@ -6,6 +6,7 @@
  * file > default. The result is frozen into a {@link GatewayConfig} whose
  * field names carry their units.
  */
+import { preloadPath } from './preload.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
@@ -129,6 +130,10 @@ export const GatewayOptionsSchema = Type.Object(
     logLevel: choice(LOG_LEVELS, 'info', { description: 'Log level', placeholder: 'LEVEL' }),
     logFormat: choice(LOG_FORMATS, 'auto', { description: 'json, pretty (for humans), or auto: pretty on a terminal, json otherwise', placeholder: 'FORMAT' }),
     accessLog: opt(Type.Boolean({ default: true }), { description: 'Log one line per request (at info level)', placeholder: 'BOOL' }),
+    preload: opt(Type.String({ minLength: 1 }), {
+      description: 'Module imported in every thread that serves HTTP before the gateway starts there (e.g. an OpenTelemetry setup that registers a tracer provider)',
+      placeholder: 'FILE',
+    }),
     traceSampling: opt(Type.String({ pattern: '^(auto|0|1|0?[.][0-9]{1,6}|1[.]0{1,6})$', default: 'auto' }), {
       description:
         'Share of requests without a traceparent that start a trace (0 to 1); auto: all when an OpenTelemetry tracer provider is registered, none otherwise. A client traceparent is always passed on',
@@ -169,6 +174,8 @@ export interface GatewayConfig {
   readonly accessLog: boolean;
   /** Share of requests without trace context that start a trace, or auto (front/trace-start.ts). */
   readonly traceSampling: number | 'auto';
+  /** Absolute path of the --preload module, if any (preload.ts). */
+  readonly preload: string | undefined;
   readonly admin: Readonly<{ host: string; port: number; token: string | undefined }>;
   readonly shutdownGraceMs: number;
 }
@@ -293,6 +300,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     logFormat: o.logFormat,
     accessLog: o.accessLog,
     traceSampling: o.traceSampling === 'auto' ? 'auto' : Number(o.traceSampling),
+    preload: o.preload === undefined ? undefined : preloadPath(o.preload),
     admin: Object.freeze({ host: o.adminHost, port: o.adminPort, token: o.adminToken }),
     shutdownGraceMs: o.shutdownGrace,
   });

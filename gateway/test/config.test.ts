@@ -90,3 +90,16 @@ test('config: --stream-idle-timeout and --max-body for streamed bodies', () => {
   );
   assert.throws(() => loadConfig({ env: { NATSGW_STREAM_IDLE_TIMEOUT: 'soon' } }), ConfigError);
 });
+
+test('config: --trace-sampling takes auto or a ratio from 0 to 1; --preload is made absolute', () => {
+  assert.equal(loadConfig({}).traceSampling, 'auto');
+  assert.equal(loadConfig({ flags: { traceSampling: '0.25' } }).traceSampling, 0.25);
+  assert.equal(loadConfig({ env: { NATSGW_TRACE_SAMPLING: '.5' } }).traceSampling, 0.5);
+  assert.equal(loadConfig({ flags: { traceSampling: '1' } }).traceSampling, 1);
+  assert.equal(loadConfig({ flags: { traceSampling: '0' } }).traceSampling, 0);
+  for (const bad of ['2', '-0.1', '0.1234567', 'half', '', '1.5', '01', '0.5 ']) {
+    assert.throws(() => loadConfig({ flags: { traceSampling: bad } }), /^ConfigError: invalid --trace-sampling: must be a number from 0 to 1/, JSON.stringify(bad));
+  }
+  assert.equal(loadConfig({ flags: { preload: 'otel.mjs' } }).preload, join(process.cwd(), 'otel.mjs'));
+  assert.equal(loadConfig({}).preload, undefined);
+});

@@ -11,7 +11,9 @@ import { request } from 'undici';
 import fc from 'fast-check';
 import { normalizeTracestate, parseTraceparent, type RequestEnvelope } from '@natsgw/service-sdk/protocol';
 import { putRoute, routesBucket, startBackends } from './backends.js';
-import { respond, startStack, type Stack } from './helpers.js';
+import { connectRaw } from '@natsgw/devkit';
+import { encodeReply } from '@natsgw/service-sdk/protocol';
+import { protocolHeaderBlock, respond, startStack, type Stack } from './helpers.js';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT = '00f067aa0ba902b7';
@@ -151,6 +153,25 @@ test('trace context: raw routes get it as NATS headers, HTTP overrides as reques
     assert.equal(backend!.requests[1]!.headers.traceparent, undefined, 'an invalid one never reaches a backend');
   } finally {
     await backend!.stop();
+    await s.close();
+  }
+});
+
+test('trace context: the request header block in PROTOCOL.md §13 is what the gateway sends, byte for byte', async () => {
+  const s = await startStack();
+  const raw = await connectRaw(s.ns.url);
+  try {
+    const blocks: string[] = [];
+    raw.subscribe('api.doc.>', (m) => {
+      blocks.push(m.headers);
+      raw.publish(m.reply!, encodeReply({ v: 1, status: 204, headers: [], body: Buffer.alloc(0) }));
+    });
+    await raw.flush();
+    const r = await request(`${s.base}/doc/x`, { headers: { traceparent: VALID, tracestate: 'congo=t61rcWkgMzE' } });
+    assert.equal(r.statusCode, 204);
+    assert.deepEqual(blocks, [protocolHeaderBlock('traceparent')]);
+  } finally {
+    raw.close();
     await s.close();
   }
 });

@@ -9,8 +9,15 @@ import assert from 'node:assert/strict';
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connect } from '@nats-io/transport-node';
+import { startNatsServer } from '@natsgw/devkit';
+import { encodeReply } from '@natsgw/service-sdk/protocol';
 import { request } from 'undici';
-import { eventually, startStack, type Stack } from './helpers.js';
+import { eventually, runCli, spawnGateway, startStack, type Stack } from './helpers.js';
 
 const exporter = new InMemorySpanExporter();
 trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
@@ -134,5 +141,54 @@ test('spans: an unsampled client trace records nothing (parent-based sampling) a
     assert.equal(exporter.getFinishedSpans().length, before, 'no span recorded');
   } finally {
     await s.close();
+  }
+});
+
+test('spans: --preload registers a tracer provider in every thread that serves HTTP, --workers threads included; a preload that fails is exit 2', async () => {
+  const ns = await startNatsServer();
+  const nc = await connect({ servers: ns.url });
+  const dir = mkdtempSync(join(tmpdir(), 'natsgw-spans-'));
+  const file = join(dir, 'spans.jsonl');
+  const preload = fileURLToPath(new URL('./fixtures/otel-preload.js', import.meta.url));
+  try {
+    nc.subscribe('api.who.>', {
+      callback: (_e, m) => {
+        m.respond(encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from('me') }));
+      },
+    });
+    await nc.flush();
+    const gw = await spawnGateway(
+      ['serve', '--nats', ns.url, '--port', '0', '--admin-port', '0', '--host', '127.0.0.1', '--workers', '2', '--log-format', 'json', '--preload', preload],
+      (out) => /with 2 workers/.test(out) && (out.match(/connected to NATS/g)?.length ?? 0) === 2,
+      { ...process.env, NATSGW_TEST_SPANS: file },
+    );
+    try {
+      const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+) with 2 workers/.exec(gw.output())![1]);
+      // New connections, so both workers take some (the kernel spreads them).
+      for (let i = 0; i < 40; i++) {
+        const r = await request(`http://127.0.0.1:${port}/who/${i}`, { reset: true, headers: { traceparent: `00-${TRACE}-${CLIENT_SPAN}-01` } });
+        assert.equal(await r.body.text(), 'me');
+      }
+      await eventually(() => existsSync(file) && readFileSync(file, 'utf8').trim().split('\n').length >= 40, 5000, '40 spans written');
+      const spans = readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { name: string; traceId: string; parent: string; threadId: number });
+      assert.ok(
+        spans.every((x) => x.name === 'GET' && x.traceId === TRACE && x.parent === CLIENT_SPAN),
+        'server spans of the client trace',
+      );
+      assert.ok(spans.every((x) => x.threadId !== 0) && new Set(spans.map((x) => x.threadId)).size === 2, `made in both worker threads: ${[...new Set(spans.map((x) => x.threadId))]}`);
+    } finally {
+      gw.child.kill('SIGTERM');
+      await new Promise((r) => gw.child.once('exit', r));
+    }
+    const bad = await runCli(['serve', '--nats', ns.url, '--port', '0', '--admin-port', '0', '--preload', join(dir, 'missing.mjs')]);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--preload .*missing\.mjs failed: Cannot find module/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await nc.close();
+    await ns.dispose();
   }
 });

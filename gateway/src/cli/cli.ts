@@ -18,6 +18,7 @@ import { jsonSafe, printable } from './safe-text.js';
 import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from '../config.js';
 import { startGateway, VERSION } from '../gateway.js';
 import { startWorkerPool, type ServingGateway } from '../workers/worker-pool.js';
+import { runPreload } from '../preload.js';
 import { createLogger, flushLogs } from '../log.js';
 import type { AdminVerb } from '../ops/admin-data.js';
 import { BALANCING_POLICIES, redactRoute } from '../routes/route-schema.js';
@@ -262,6 +263,14 @@ async function servicesCommand(argv: Record<string, unknown>): Promise<void> {
 async function serveCommand(argv: Record<string, unknown>): Promise<void> {
   const config = configFrom(argv);
   const log = createLogger(config.logLevel, config.logFormat);
+  // With workers, each worker thread imports it (worker-main.ts); this thread serves no HTTP.
+  if (config.workers === 1) {
+    try {
+      await runPreload(config.preload);
+    } catch (err) {
+      throw new CommandError((err as Error).message, 2);
+    }
+  }
   const gateway: ServingGateway = config.workers > 1 ? await startWorkerPool(config, { logger: log }) : await startGateway(config, { logger: log });
   const exit = (code: number) => void flushLogs(log).finally(() => process.exit(code));
   // An unreachable server is retried forever (503 meanwhile), but a refusal

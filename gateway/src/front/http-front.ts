@@ -20,6 +20,7 @@ import {
   pathToSubject,
   PROTOCOL_VERSION,
   PROBLEM_CONTENT_TYPE,
+  readRawContinuation,
   readRawReply,
   REPLY_IS_FRAME,
   serviceErrorStatus,
@@ -39,7 +40,7 @@ import { ForwardingPolicy } from './forwarding.js';
 import type { RouteTable } from '../routes/route-table.js';
 import type { RouteTraffic, TrafficStats } from '../ops/traffic-stats.js';
 import { ProxyRequest, type ProxyOwner } from '../http/proxy.js';
-import type { ReplyHandler, ReplyMux } from '../nats/reply-mux.js';
+import { serviceError, type ReplyHandler, type ReplyMux } from '../nats/reply-mux.js';
 import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STATUS_LINES, writeProblem } from './respond.js';
 import type { Upstream, TryOutcome } from '../http/upstream/upstream.js';
 import { formatAddress } from './uws.js';
@@ -567,7 +568,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     if (reply === REPLY_IS_FRAME || (typeof reply !== 'string' && reply.more === true) || ex.stream !== undefined) {
       // The reply streams (or the request body does): the reply subject stays open.
       this.link?.mux.hold(ex);
-      return this.onStreamMessage(ex, data, reply);
+      return this.onEnvelopeStreamMessage(ex, data, reply);
     }
     if (typeof reply === 'string') return this.badReply(ex, reply);
     corkExchange = ex;
@@ -596,15 +597,42 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     this.failCorked(ex, 'service-error', text || `${ex.subject} answered with service error ${code.slice(0, 16)}`, stream !== undefined && !stream.upDone, status);
   }
 
-  /** A raw-mode reply: its payload is the body, its NATS headers the response's (PROTOCOL.md §12). */
+  /**
+   * A raw-mode reply: its payload is the body, its NATS headers the
+   * response's (PROTOCOL.md §12). With `Natsgw-More: 1` the body goes on in
+   * the messages that follow on the same reply subject.
+   */
   private onRawReply(ex: Exchange, data: Uint8Array, msg: Msg | undefined): void {
     const reply = readRawReply(msg?.headers === undefined ? [] : rawHeaderEntries(msg.headers), data);
     if (typeof reply === 'string') return this.badReply(ex, reply);
+    const head: ReplyEnvelope = { v: PROTOCOL_VERSION, status: reply.status, headers: reply.headers, body: reply.body };
+    if (reply.more) {
+      this.link?.mux.hold(ex);
+      const now = performance.now();
+      const stream = (ex.stream = new NatsStream(ex, this, this.link?.maxPayload ?? 1024 * 1024, false, now, true));
+      this.streams.add(ex);
+      ex.res.cork(() => stream.onHead(head, now));
+      return;
+    }
     corkExchange = ex;
-    corkReply = { v: PROTOCOL_VERSION, status: reply.status, headers: reply.headers, body: reply.body };
+    corkReply = head;
     corkClose = false;
     ex.res.cork(writeReplyCorked);
     this.finish(ex);
+  }
+
+  /** A later message of a streamed raw reply. A service error or a bad Natsgw-More cuts the response off. */
+  private onRawStreamMessage(ex: Exchange, stream: NatsStream, data: Uint8Array, msg: Msg): void {
+    const now = performance.now();
+    const error = msg.headers === undefined ? undefined : serviceError(msg.headers);
+    if (error !== undefined) {
+      this.opts.onEvent?.({ type: 'service-error', subject: ex.subject, code: error.code, text: error.text, requestId: ex.requestId });
+      ex.res.cork(() => stream.broken('service-error', `the service failed mid-response: ${error.text || error.code.slice(0, 16)}`, false, now));
+      return;
+    }
+    const more = msg.headers === undefined ? false : readRawContinuation(rawHeaderEntries(msg.headers));
+    if (typeof more === 'string') return this.badReply(ex, more);
+    ex.res.cork(() => stream.onRawChunk(Buffer.from(data.buffer, data.byteOffset, data.length), !more, now));
   }
 
   private badReply(ex: Exchange, reason: string): void {
@@ -617,8 +645,15 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     this.failCorked(ex, 'bad-reply', detail, false);
   }
 
-  /** A message of a stream: a head, a frame, or the one complete reply that ends it. */
-  onStreamMessage(ex: Exchange, data: Uint8Array, decoded?: ReplyEnvelope | string): void {
+  /** A later message on the reply subject of a stream. */
+  onStreamMessage(ex: Exchange, data: Uint8Array, msg: Msg): void {
+    if (ex.done) return;
+    if (ex.raw !== undefined && ex.stream !== undefined) return this.onRawStreamMessage(ex, ex.stream, data, msg);
+    this.onEnvelopeStreamMessage(ex, data);
+  }
+
+  /** A message of an envelope stream: a head, a frame, or the one complete reply that ends it. */
+  private onEnvelopeStreamMessage(ex: Exchange, data: Uint8Array, decoded?: ReplyEnvelope | string): void {
     if (ex.done) return;
     const reply = decoded ?? decodeReply(data);
     const now = performance.now();

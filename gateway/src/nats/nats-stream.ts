@@ -39,6 +39,9 @@ export interface StreamOwner {
   release(ex: Exchange): void;
 }
 
+/** What a streamed raw reply may have waiting for a slow client: two messages, or two windows, whichever is more. */
+export const rawStreamBufferLimit = (maxPayload: number): number => 2 * Math.max(maxPayload, DEFAULT_STREAM_WINDOW);
+
 export class NatsStream {
   /** The service's private inbox, once it named it. */
   inbox = '';
@@ -78,6 +81,12 @@ export class NatsStream {
   private downQueue: Buffer[] = [];
   private downQueued = 0;
   private over = false;
+  /**
+   * Raw mode (a streamed raw reply, PROTOCOL.md §12): no credit, no inbox,
+   * so nothing slows the service down; what waits for a slow client is
+   * bounded by this many bytes instead, and beyond it the response is cut off.
+   */
+  private readonly rawBufferLimit: number;
 
   constructor(
     private readonly ex: Exchange,
@@ -85,11 +94,14 @@ export class NatsStream {
     maxPayload: number,
     uploading: boolean,
     now: number,
+    raw = false,
   ) {
     this.frameLimit = frameBodyLimit(maxPayload);
     this.uploading = uploading;
     this.upDone = !uploading;
-    this.granted = DEFAULT_STREAM_WINDOW;
+    // A raw service has no credit to stay within.
+    this.granted = raw ? Number.POSITIVE_INFINITY : DEFAULT_STREAM_WINDOW;
+    this.rawBufferLimit = raw ? rawStreamBufferLimit(maxPayload) : Number.POSITIVE_INFINITY;
     this.idleSince = now;
     this.lastSentAt = now;
   }
@@ -186,7 +198,10 @@ export class NatsStream {
       return this.complete();
     }
     this.total = length;
-    this.writeChunk(Buffer.from(reply.body.buffer, reply.body.byteOffset, reply.body.length), false, now);
+    const body = Buffer.from(reply.body.buffer, reply.body.byteOffset, reply.body.length);
+    // (In raw mode the head's body counts as received, so what waits on the client is counted whole.)
+    if (this.rawBufferLimit !== Number.POSITIVE_INFINITY) this.received += body.length;
+    this.writeChunk(body, false, now);
   }
 
   /** A frame from the service (corked by the caller when it writes). */
@@ -206,11 +221,26 @@ export class NatsStream {
         if (frame.seq !== this.downSeq + 1) return this.broken('stream-broken', `data frame ${frame.seq} arrived after ${this.downSeq} (a message was lost: slow consumer?)`, true, now);
         if (this.received + frame.body.length > this.granted) return this.broken('bad-reply', 'the service sent more than its credit', true, now);
         this.downSeq = frame.seq;
-        this.received += frame.body.length;
-        this.idleSince = now;
-        return this.writeChunk(frame.body, !frame.more, now);
+        return this.onChunk(frame.body, !frame.more, now);
       }
     }
+  }
+
+  /** A later message of a streamed raw reply: its payload is the next piece of the body (corked by the caller). */
+  onRawChunk(body: Buffer, last: boolean, now: number): void {
+    if (this.over) return;
+    this.onChunk(body, last, now);
+    if (this.over) return;
+    const waiting = this.total >= 0 ? this.downQueued : this.received - this.consumed;
+    if (waiting > this.rawBufferLimit) {
+      this.broken('stream-broken', `the client reads slower than the service sends: over ${this.rawBufferLimit} bytes waited (a raw reply has no flow control)`, false, now);
+    }
+  }
+
+  private onChunk(body: Buffer, last: boolean, now: number): void {
+    this.received += body.length;
+    this.idleSince = now;
+    this.writeChunk(body, last, now);
   }
 
   private writeChunk(chunk: Buffer, last: boolean, now: number): void {

@@ -49,8 +49,8 @@ export interface ReplyHandler<P extends PendingRequest> {
    * a 502). Must not throw; if it does, the mux swallows it.
    */
   onHandlerError(p: P, error: unknown): void;
-  /** A later message of a stream `p` holds open (see {@link ReplyMux.hold}). */
-  onStreamMessage(p: P, data: Uint8Array): void;
+  /** A later message of a stream `p` holds open (see {@link ReplyMux.hold}); `msg` for its headers (raw mode). */
+  onStreamMessage(p: P, data: Uint8Array, msg: Msg): void;
   /** A frame `p` sent to the service's inbox found nobody there (NATS no-responders): the service is gone. */
   onStreamPeerGone(p: P): void;
 }
@@ -252,7 +252,7 @@ export class ReplyMux<P extends PendingRequest> {
   }
 
   private onStream(p: P, msg: Msg): void {
-    this.contained(p, (q) => (isNoResponders(msg) ? this.handler.onStreamPeerGone(q) : this.handler.onStreamMessage(q, msg.data)));
+    this.contained(p, (q) => (isNoResponders(msg) ? this.handler.onStreamPeerGone(q) : this.handler.onStreamMessage(q, msg.data, msg)));
   }
 
   private expire(now: number): void {
@@ -271,7 +271,7 @@ export class ReplyMux<P extends PendingRequest> {
 }
 
 /** NATS's service error headers, when a reply has them (names compared case-insensitively). */
-function serviceError(h: MsgHdrs): { code: string; text: string } | undefined {
+export function serviceError(h: MsgHdrs): { code: string; text: string } | undefined {
   let code: string | undefined;
   let text = '';
   for (const k of h.keys()) {

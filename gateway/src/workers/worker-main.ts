@@ -14,6 +14,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { answer } from '../ops/admin-data.js';
 import { startGateway, type Gateway } from '../gateway.js';
+import { runPreload } from '../preload.js';
 import { createBatchedLogger, flushLogs } from '../log.js';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-protocol.js';
 
@@ -83,6 +84,7 @@ port.on('message', (m: ToWorker) => {
 });
 
 try {
+  await runPreload(init.config.preload);
   gateway = await startGateway(init.config, { logger: log, id: init.id, embedded: true });
 } catch (err) {
   log.fatal({ err }, 'worker could not start');

@@ -18,6 +18,8 @@ export const RAW_SCHEME = 'Natsgw-Scheme';
 export const RAW_HOST = 'Natsgw-Host';
 /** In a reply: the HTTP status, three digits, 200–599. */
 export const RAW_STATUS = 'Natsgw-Status';
+/** In a reply message: `1` when another message of the same response follows (a streamed raw reply). */
+export const RAW_MORE = 'Natsgw-More';
 
 /** Header names the gateway owns (never a client's) and NATS's own (`Nats-*`), compared lower-case. */
 export const isReservedRawHeader = (lowerName: string): boolean => lowerName.startsWith('natsgw-') || lowerName.startsWith('nats-');
@@ -27,19 +29,43 @@ export interface RawReply {
   status: number;
   headers: string[];
   body: Uint8Array;
+  /** More messages of this response follow (`Natsgw-More: 1`). */
+  more: boolean;
+}
+
+/** Reads a `Natsgw-More` value: absent is the last message, `1` is more to come; anything else is invalid. */
+function readMore(values: string[]): boolean | string {
+  if (values.length === 1 && values[0] === '1') return true;
+  return `Natsgw-More ${JSON.stringify((values[0] ?? '').slice(0, 16))} is not 1`;
+}
+
+/**
+ * Whether a later message of a streamed raw reply says more follow. Its
+ * other headers are not read: status and headers came with the first.
+ */
+export function readRawContinuation(entries: Iterable<[string, string[]]>): boolean | string {
+  for (const [name, values] of entries) if (name.toLowerCase() === 'natsgw-more') return readMore(values);
+  return false;
 }
 
 /**
  * Reads a raw reply from its NATS headers (`entries`: name and values, as
  * nats.js gives them) and payload. Invalid: a `Natsgw-Status` that is not
- * 200–599, a header name that is not an HTTP token, a value with a control
- * character. Linear in the input.
+ * 200–599, a `Natsgw-More` other than `1`, a header name that is not an
+ * HTTP token, a value with a control character. Linear in the input.
  */
 export function readRawReply(entries: Iterable<[string, string[]]>, body: Uint8Array): RawReply | string {
   let status = 200;
+  let more = false;
   const headers: string[] = [];
   for (const [name, values] of entries) {
     const lower = name.toLowerCase();
+    if (lower === 'natsgw-more') {
+      const m = readMore(values);
+      if (typeof m === 'string') return m;
+      more = m;
+      continue;
+    }
     if (lower === 'natsgw-status') {
       const v = values[0] ?? '';
       if (v.length !== 3 || classOf(v) !== 0 || v < '200' || v > '599' || !/^[0-9]{3}$/.test(v)) return `Natsgw-Status ${JSON.stringify(v.slice(0, 16))} is not a status from 200 to 599`;
@@ -53,5 +79,5 @@ export function readRawReply(entries: Iterable<[string, string[]]>, body: Uint8A
       headers.push(lower, v);
     }
   }
-  return { status, headers, body };
+  return { status, headers, body, more };
 }
