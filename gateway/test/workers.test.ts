@@ -7,10 +7,12 @@
  * kernel's SO_REUSEPORT hashing spreads them over the workers: with 40
  * connections, the chance that one worker gets none is 2^-39.
  */
+import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
 import { startNatsServer, type NatsServer } from '@natsgw/devkit';
@@ -274,5 +276,33 @@ test('workers: GET /services asks the account from the main thread', async () =>
   } finally {
     await service.drain();
     await s.close();
+  }
+});
+
+test('workers: shutdown ends even with a wedged worker: after its grace period and a margin the process logs which one and kills itself', async () => {
+  const ns = await startNatsServer();
+  try {
+    const fixture = fileURLToPath(new URL('./fixtures/wedged-pool.js', import.meta.url));
+    const child = spawn(process.execPath, [fixture, ns.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => void (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => void (err += d.toString()));
+    const ended = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const lines = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as LogLine & { worker?: number; tookMs?: number });
+    assert.deepEqual(ended, { code: null, signal: 'SIGKILL' }, `ended by its own SIGKILL, not a hang or Node's abort; stderr: ${err.slice(0, 500)}`);
+    assert.ok(
+      lines.some((l) => l.level === 50 && l.worker === 1 && /worker 1 did not stop within 3500 ms: its event loop is wedged/.test(l.msg)),
+      out,
+    );
+    assert.ok(!lines.some((l) => l.worker === 2 && /did not stop/.test(l.msg)), 'worker 2 stopped by itself');
+    const last = lines.find((l) => /killing the process/.test(l.msg));
+    assert.ok(last !== undefined && last.tookMs! >= 3500 && last.tookMs! < 8000, `shutdown took ${last?.tookMs} ms: the grace period plus the 3 s margin`);
+    assert.ok(!/Assertion failed|uv_loop_close/.test(err), 'no abort from Node');
+  } finally {
+    await ns.dispose();
   }
 });

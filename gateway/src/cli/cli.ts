@@ -17,9 +17,10 @@ import { paint, table } from './table.js';
 import { jsonSafe, printable } from './safe-text.js';
 import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from '../config.js';
 import { startGateway, VERSION } from '../gateway.js';
-import { startWorkerPool, type ServingGateway } from '../workers/worker-pool.js';
+import { startWorkerPool, WedgedWorkersError, type ServingGateway } from '../workers/worker-pool.js';
+import { exitAfter } from './process-exit.js';
 import { runPreload } from '../preload.js';
-import { createLogger, flushLogs } from '../log.js';
+import { createLogger } from '../log.js';
 import type { AdminVerb } from '../ops/admin-data.js';
 import { BALANCING_POLICIES, redactRoute } from '../routes/route-schema.js';
 
@@ -272,18 +273,24 @@ async function serveCommand(argv: Record<string, unknown>): Promise<void> {
     }
   }
   const gateway: ServingGateway = config.workers > 1 ? await startWorkerPool(config, { logger: log }) : await startGateway(config, { logger: log });
-  const exit = (code: number) => void flushLogs(log).finally(() => process.exit(code));
+  const exit = (code: number, err?: unknown) => exitAfter(log, code, err);
   // An unreachable server is retried forever (503 meanwhile), but a refusal
   // such as bad credentials will not fix itself: exit so it gets noticed.
   gateway.connected.catch((err: unknown) => {
     process.stderr.write(`natsgw: cannot connect to NATS: ${(err as Error).message}\n`);
-    void gateway.close(0).finally(() => exit(EXIT_FAILURE));
+    void gateway.close(0).then(
+      () => exit(EXIT_FAILURE),
+      (err: unknown) => exit(EXIT_FAILURE, err),
+    );
   });
   // A connection nats.js gave up on (revoked or expired credentials) never
   // comes back: exit, so a supervisor restarts the gateway with what it has now.
   void gateway.failed.then((err) => {
     process.stderr.write(`natsgw: NATS connection closed for good: ${err.message}; exiting\n`);
-    void gateway.close(0).finally(() => exit(EXIT_FAILURE));
+    void gateway.close(0).then(
+      () => exit(EXIT_FAILURE),
+      (err: unknown) => exit(EXIT_FAILURE, err),
+    );
   });
   let stopping = false;
   const stop = (signal: string) => {
@@ -296,8 +303,8 @@ async function serveCommand(argv: Record<string, unknown>): Promise<void> {
     gateway.close(config.shutdownGraceMs).then(
       () => exit(0),
       (err: unknown) => {
-        log.error({ err }, 'error while shutting down');
-        exit(EXIT_FAILURE);
+        log.error({ err }, err instanceof WedgedWorkersError ? 'shutdown could not stop every worker; killing the process' : 'error while shutting down');
+        exit(EXIT_FAILURE, err);
       },
     );
   };

@@ -52,6 +52,13 @@ port.on('message', (m: ToWorker) => {
     })();
     return;
   }
+  if (m.t === 'hang') {
+    const until = Number.POSITIVE_INFINITY;
+    while (Date.now() < until) {
+      // wedged, as an endless loop in a bug would be
+    }
+    return;
+  }
   if (m.t === 'crash') {
     setImmediate(() => {
       throw new Error('crash requested');

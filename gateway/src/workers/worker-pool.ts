@@ -38,7 +38,25 @@ export interface WorkerPool extends ServingGateway {
   readonly restarts: number;
   /** Makes worker `index` (1-based) throw an uncaught exception, as a bug would: for tests of the crash path. */
   crash(index: number): void;
+  /** Wedges worker `index`'s event loop for good: for tests of the shutdown bound. */
+  hang(index: number): void;
 }
+
+/**
+ * close() could not stop these workers: their event loops are wedged. The
+ * process can still end, but only by a signal: Node aborts (SIGABRT, a core
+ * dump) when it exits normally with such a thread running (exitAfter in
+ * cli/process-exit.ts).
+ */
+export class WedgedWorkersError extends Error {
+  override name = 'WedgedWorkersError';
+  constructor(readonly workers: number[]) {
+    super(`worker${workers.length === 1 ? '' : 's'} ${workers.join(', ')} did not stop (event loop wedged)`);
+  }
+}
+
+/** How long past its grace period a closing worker may take (closing NATS, flushing its log) before it is terminated. */
+const CLOSE_MARGIN_MS = 3000;
 
 /** A worker that does not answer within this long is left out of that admin answer. */
 const ASK_TIMEOUT_MS = 2000;
@@ -82,6 +100,8 @@ export async function startWorkerPool(config: GatewayConfig, deps: { logger?: Lo
   let stopping = false;
   let restarts = 0;
   const crashes: number[] = [];
+  /** Workers that did not stop at close. */
+  const wedged: number[] = [];
   let failure: string | undefined;
   let reportFailure!: (err: Error) => void;
   const failed = new Promise<Error>((resolve) => (reportFailure = resolve));
@@ -266,9 +286,24 @@ export async function startWorkerPool(config: GatewayConfig, deps: { logger?: Lo
     if (!stopping) fail(`the admin NATS connection closed for good${err ? `: ${err.message}` : ''}`);
   })();
 
+  /**
+   * Asks a worker to finish its requests within `graceMs` and stop. One that
+   * has not exited CLOSE_MARGIN_MS after that (its event loop is wedged: an
+   * endless loop, a stuck native call) is terminated, so shutdown always ends.
+   */
   function closeWorker(slot: Slot, graceMs: number): Promise<void> {
     return new Promise((resolve) => {
-      slot.worker.once('exit', () => resolve());
+      const timer = setTimeout(() => {
+        // Worker.terminate() cannot help: Node aborts the whole process when a
+        // thread ends with uWS's handles open. The thread is left to the exit.
+        wedged.push(slot.index);
+        log.error({ worker: slot.index, graceMs }, `worker ${slot.index} did not stop within ${graceMs + CLOSE_MARGIN_MS} ms: its event loop is wedged`);
+        resolve();
+      }, graceMs + CLOSE_MARGIN_MS);
+      slot.worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
       slot.worker.postMessage({ t: 'close', graceMs } satisfies ToWorker);
     });
   }
@@ -289,6 +324,9 @@ export async function startWorkerPool(config: GatewayConfig, deps: { logger?: Lo
     crash(index: number) {
       slots.get(index)?.worker.postMessage({ t: 'crash' } satisfies ToWorker);
     },
+    hang(index: number) {
+      slots.get(index)?.worker.postMessage({ t: 'hang' } satisfies ToWorker);
+    },
     get inFlight() {
       let sum = 0;
       for (const s of slots.values()) sum += s.inFlight;
@@ -302,6 +340,7 @@ export async function startWorkerPool(config: GatewayConfig, deps: { logger?: Lo
       for (const s of adminSubs) if (!s.isClosed()) s.unsubscribe();
       if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
       await admin.close();
+      if (wedged.length > 0) throw new WedgedWorkersError(wedged);
       log.info('gateway stopped');
     },
   };

@@ -22,7 +22,9 @@ export type ToWorker =
   | { t: 'ask'; seq: number; q: WorkerQuestion }
   | { t: 'close'; graceMs: number }
   /** Throw an uncaught exception, as a bug would (tests of the crash path). */
-  | { t: 'crash' };
+  | { t: 'crash' }
+  /** Block the thread's event loop for good, as an endless loop in a bug would (tests of the shutdown bound). */
+  | { t: 'hang' };
 
 export type FromWorker =
   | { t: 'listening'; port: number }
