@@ -198,6 +198,8 @@ export interface GatewayRun {
   workers?: number;
   /** The routes bucket (default: the gateway's default bucket). */
   routesBucket?: string;
+  /** Node flags (e.g. --cpu-prof, which NODE_OPTIONS refuses): then the bin runs as `node <its shebang's flags> <these> natsgw.js`. */
+  nodeArgs?: string[];
 }
 
 /**
@@ -229,7 +231,10 @@ export async function startGateway(natsUrl: string, run: GatewayRun = {}): Promi
   if (run.workers !== undefined) args.push('--workers', String(run.workers));
   if (run.routesBucket !== undefined) args.push('--routes-bucket', run.routesBucket);
   const logFd = run.logFile === undefined ? undefined : openSync(run.logFile, 'w');
-  const child = spawn(bin, args, { env: process.env, stdio: ['ignore', logFd ?? 'pipe', 'pipe'] });
+  const child =
+    run.nodeArgs === undefined
+      ? spawn(bin, args, { env: process.env, stdio: ['ignore', logFd ?? 'pipe', 'pipe'] })
+      : spawn(process.execPath, [...shebangFlags(bin), ...run.nodeArgs, bin, ...args], { env: process.env, stdio: ['ignore', logFd ?? 'pipe', 'pipe'] });
   children.push(child);
   if (logFd !== undefined) closeSync(logFd);
   let log = '';
@@ -240,6 +245,13 @@ export async function startGateway(natsUrl: string, run: GatewayRun = {}): Promi
   await waitForLog(gateway, 'listening on http://127.0.0.1:', 'listen');
   gateway.port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(read())![1]);
   return gateway;
+}
+
+/** The node flags in a script's `#!/usr/bin/env -S node …` line. */
+function shebangFlags(script: string): string[] {
+  const tokens = readFileSync(script, 'utf8').split('\n', 1)[0]!.split(' ');
+  const node = tokens.findIndex((t) => t === 'node' || t.endsWith('/node'));
+  return node === -1 ? [] : tokens.slice(node + 1).filter((t) => t.startsWith('-'));
 }
 
 /** Waits until the gateway has logged `text` (at most 10 s). */

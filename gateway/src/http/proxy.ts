@@ -216,6 +216,8 @@ export class ProxyRequest implements Ticking {
   private pendingOffset = 0;
   private upstreamEnded = false;
   private writableHooked = false;
+  /** completeHead() sent the head with its length ahead of the body: the body must follow by tryEnd. */
+  private headSent = false;
 
   constructor(
     readonly ex: Exchange,
@@ -450,7 +452,10 @@ export class ProxyRequest implements Ticking {
   completeHead(): void {
     if (this.clientDone || this.ex.aborted || this.total <= 0) return;
     const res = this.ex.res;
-    if (res.getWriteOffset() === 0) res.tryEnd(NO_BYTES, this.total);
+    if (res.getWriteOffset() === 0) {
+      res.tryEnd(NO_BYTES, this.total);
+      this.headSent = true;
+    }
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -543,8 +548,16 @@ export class ProxyRequest implements Ticking {
 
   writeChunk(chunk: Buffer): void {
     const res = this.ex.res;
+    const before = this.ex.bytesOut;
     this.ex.bytesOut += chunk.length;
     if (this.total >= 0) {
+      if (before === 0 && chunk.length === this.total && !this.headSent) {
+        // The whole body in one piece, as most responses come: end() writes
+        // head, length and body in one call, with no [ok, done] array.
+        // What the socket does not take uWS keeps: this chunk, in memory already.
+        res.end(chunk);
+        return this.clientComplete();
+      }
       const offset = res.getWriteOffset();
       const [ok, done] = res.tryEnd(chunk, this.total);
       if (done) return this.clientComplete();
