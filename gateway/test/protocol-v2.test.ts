@@ -7,6 +7,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import type { Msg } from '@nats-io/transport-node';
 import { request } from 'undici';
 import { decodeFrame, decodeRequest, encodeCancel, encodeData, encodeReply, encodeRequest, type Frame } from '@natsgw/service-sdk/protocol';
@@ -207,4 +208,28 @@ test('v2: a frame on a reply subject nobody was given gets no answer: the gatewa
   await s.nc.flush();
   await sleep(300);
   assert.equal(reflected, 0);
+});
+
+test('v2: a service that sends beyond its credit while the client is not reading is cut off and told why; nothing past the window waits in the gateway', async (t) => {
+  const s = await stack(t);
+  const piece = Buffer.alloc(512 * 1024, 1);
+  let sent = 0;
+  const frames = await responder(s, 'api.hand.greedy', async (send, inbox) => {
+    send(head(inbox, ''));
+    // Ignores its credit altogether: 40 × 512 KiB as fast as NATS takes them.
+    for (let seq = 1; seq <= 40; seq++) {
+      send(encodeData(seq, [piece], piece.length, seq < 40));
+      sent += piece.length;
+    }
+  });
+  const socket = connect(s.gw.port, '127.0.0.1');
+  t.after(() => socket.destroy());
+  await new Promise((r) => socket.once('connect', r));
+  socket.pause(); // never reads: the gateway's writes meet backpressure, so no more credit is granted
+  socket.write('GET /hand/greedy HTTP/1.1\r\nhost: x\r\n\r\n');
+  await eventually(() => frames.some((f) => f.t === 'cancel'), 10_000, 'a cancel to the service');
+  const cancel = frames.find((f) => f.t === 'cancel') as { reason: string };
+  assert.match(cancel.reason, /sent more than its credit/);
+  await eventually(() => s.gw.openStreams === 0, 2000, 'the stream is gone');
+  t.diagnostic(`the service sent ${sent / 1024 / 1024} MiB; the gateway cut it off at its credit`);
 });
