@@ -46,5 +46,6 @@ export function startServiceSpan(tracer: Tracer, env: RequestEnvelope, mount: st
 /** Ends it with the response's status; `failure` (a thrown handler, a cut-off stream) makes it an error. */
 export function endServiceSpan(span: Span, status: number, failure: string | undefined): void {
   if (failure !== undefined && status < 500) span.setAttribute('natsgw.failure', failure.slice(0, 200));
-  endServerSpan(span, status, failure === undefined ? undefined : status >= 500 ? String(status) : 'handler-failed', {});
+  // (A 5xx is an error by its status already.)
+  endServerSpan(span, status, failure !== undefined && status < 500 ? 'handler-failed' : undefined, {});
 }

@@ -86,6 +86,7 @@ export class NatsStream {
    * so nothing slows the service down; what waits for a slow client is
    * bounded by this many bytes instead, and beyond it the response is cut off.
    */
+  private readonly raw: boolean;
   private readonly rawBufferLimit: number;
 
   constructor(
@@ -100,6 +101,7 @@ export class NatsStream {
     this.uploading = uploading;
     this.upDone = !uploading;
     // A raw service has no credit to stay within.
+    this.raw = raw;
     this.granted = raw ? Number.POSITIVE_INFINITY : DEFAULT_STREAM_WINDOW;
     this.rawBufferLimit = raw ? rawStreamBufferLimit(maxPayload) : Number.POSITIVE_INFINITY;
     this.idleSince = now;
@@ -200,7 +202,7 @@ export class NatsStream {
     this.total = length;
     const body = Buffer.from(reply.body.buffer, reply.body.byteOffset, reply.body.length);
     // (In raw mode the head's body counts as received, so what waits on the client is counted whole.)
-    if (this.rawBufferLimit !== Number.POSITIVE_INFINITY) this.received += body.length;
+    if (this.raw) this.received += body.length;
     this.writeChunk(body, false, now);
   }
 

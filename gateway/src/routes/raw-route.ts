@@ -1,7 +1,7 @@
 /**
  * One version of a raw NATS route: its subject tree stays on NATS, but in
  * raw mode (the request body is the NATS payload, the request line and
- * headers NATS headers; nats/raw-nats.ts) instead of the envelope, so any
+ * headers NATS headers; nats/raw-request.ts) instead of the envelope, so any
  * NATS service can answer it. Requests keep the version they started with.
  */
 import type { RawRouteConfig } from './route-schema.js';

@@ -21,6 +21,9 @@ export const RAW_STATUS = 'Natsgw-Status';
 /** In a reply message: `1` when another message of the same response follows (a streamed raw reply). */
 export const RAW_MORE = 'Natsgw-More';
 
+const MORE_LOWER = RAW_MORE.toLowerCase();
+const STATUS_LOWER = RAW_STATUS.toLowerCase();
+
 /** Header names the gateway owns (never a client's) and NATS's own (`Nats-*`), compared lower-case. */
 export const isReservedRawHeader = (lowerName: string): boolean => lowerName.startsWith('natsgw-') || lowerName.startsWith('nats-');
 
@@ -44,7 +47,7 @@ function readMore(values: string[]): boolean | string {
  * other headers are not read: status and headers came with the first.
  */
 export function readRawContinuation(entries: Iterable<[string, string[]]>): boolean | string {
-  for (const [name, values] of entries) if (name.toLowerCase() === 'natsgw-more') return readMore(values);
+  for (const [name, values] of entries) if (name.toLowerCase() === MORE_LOWER) return readMore(values);
   return false;
 }
 
@@ -60,15 +63,15 @@ export function readRawReply(entries: Iterable<[string, string[]]>, body: Uint8A
   const headers: string[] = [];
   for (const [name, values] of entries) {
     const lower = name.toLowerCase();
-    if (lower === 'natsgw-more') {
+    if (lower === MORE_LOWER) {
       const m = readMore(values);
       if (typeof m === 'string') return m;
       more = m;
       continue;
     }
-    if (lower === 'natsgw-status') {
+    if (lower === STATUS_LOWER) {
       const v = values[0] ?? '';
-      if (v.length !== 3 || classOf(v) !== 0 || v < '200' || v > '599' || !/^[0-9]{3}$/.test(v)) return `Natsgw-Status ${JSON.stringify(v.slice(0, 16))} is not a status from 200 to 599`;
+      if (!/^[2-5][0-9]{2}$/.test(v)) return `Natsgw-Status ${JSON.stringify(v.slice(0, 16))} is not a status from 200 to 599`;
       status = Number(v);
       continue;
     }
