@@ -17,6 +17,7 @@ import { connect } from '@nats-io/transport-node';
 import { startNatsServer } from '@natsgw/devkit';
 import { encodeReply } from '@natsgw/service-sdk/protocol';
 import { request } from 'undici';
+import { putRoute, routesBucket, startBackends } from './backends.js';
 import { eventually, runCli, spawnGateway, startStack, type Stack } from './helpers.js';
 
 const exporter = new InMemorySpanExporter();
@@ -190,5 +191,26 @@ test('spans: --preload registers a tracer provider in every thread that serves H
     rmSync(dir, { recursive: true, force: true });
     await nc.close();
     await ns.dispose();
+  }
+});
+
+test('spans: an HTTP override request is a server span named by its route, with its backend and no NATS messaging attributes', async () => {
+  const s = await startStack();
+  const [backend] = await startBackends(1);
+  try {
+    await putRoute(await routesBucket(s.nc), s.gw, 'api.web', { upstreams: [{ url: backend!.url }] });
+    const r = await request(`${s.base}/web/page`);
+    assert.equal(r.statusCode, 200);
+    await r.body.dump();
+    const traceId = s.logs.find((l) => l.msg === 'request' && l.requestId === r.headers['x-request-id'])?.traceId as string;
+    const [span] = await spansOf(traceId, 1);
+    assert.equal(span!.name, 'GET api.web');
+    assert.deepEqual([span!.attributes['natsgw.route'], span!.attributes['natsgw.upstream'], span!.attributes['http.response.status_code']], ['api.web', backend!.url + '/', 200]);
+    assert.equal(span!.attributes['messaging.system'], undefined);
+    assert.equal(span!.attributes['messaging.destination.name'], undefined);
+    assert.equal(backend!.requests[0]!.headers.traceparent, `00-${traceId}-${span!.spanContext().spanId}-01`, "the backend's parent is the gateway's span");
+  } finally {
+    await backend!.stop();
+    await s.close();
   }
 });

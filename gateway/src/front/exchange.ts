@@ -56,6 +56,8 @@ export class Exchange implements PendingRequest {
   traceparentCount = 0;
   /** The client's tracestate fields, joined. */
   tracestateIn: string | undefined = undefined;
+  /** The client's address, when read before dispatch (for a span); else dispatch reads it. */
+  remote = '';
   /** The trace this request belongs to (32 hex digits), or '' when it carries no trace context (trace-start.ts). */
   traceId = '';
   /** The traceparent sent on to the service or backend, or ''. */

@@ -492,7 +492,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
 
   /** Sends a complete request on its way: to its override's backends, or over NATS. */
   private dispatch(ex: Exchange): void {
-    const remote = formatAddress(ex.res.getRemoteAddress());
+    const remote = ex.remote !== '' ? ex.remote : formatAddress(ex.res.getRemoteAddress());
     if (ex.connectionTokens !== undefined) stripConnectionNamed(ex.headers, ex.connectionTokens);
     const forwarded = this.forwarding.compute(ex, remote);
     // A trusted proxy's Forwarded / X-Real-IP / X-Forwarded-Port|Prefix pass; anyone else's are dropped.

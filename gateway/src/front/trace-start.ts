@@ -54,8 +54,8 @@ export class TraceStart {
           'http.request.method': spanMethod(ex.method),
           'url.path': ex.rawPath,
           'server.address': ex.host,
-          'client.address': formatAddress(ex.res.getRemoteAddress()),
-          'messaging.system': 'nats',
+          // Read once here; dispatch uses it too (each uWS read allocates an ArrayBuffer).
+          'client.address': (ex.remote = formatAddress(ex.res.getRemoteAddress())),
         },
       },
       parent === undefined ? undefined : remoteParent(parent, ex.tracestate),
@@ -79,8 +79,9 @@ export function endExchangeSpan(ex: Exchange, aborted: boolean): void {
   const errorType = ex.failure !== undefined && (ex.status >= 500 || ex.streamFailure !== undefined) ? ex.failure : undefined;
   endServerSpan(span, ex.status, errorType, {
     'natsgw.request_id': ex.requestId,
+    // Known only now: a request that went over NATS (not to an HTTP override, nor refused before it had a subject).
+    ...(ex.route === undefined && ex.subject !== '' ? { 'messaging.system': 'nats', 'messaging.destination.name': ex.subject } : {}),
     ...(aborted ? { 'natsgw.client_aborted': true } : {}),
-    ...(ex.subject !== '' ? { 'messaging.destination.name': ex.subject } : {}),
     ...(target !== undefined ? { 'natsgw.route': target } : {}),
     ...(ex.upstream !== '' ? { 'natsgw.upstream': ex.upstream } : {}),
   });
