@@ -88,6 +88,11 @@ test('trace context: a client traceparent and tracestate reach the service in th
     assert.equal(good.msg.headers?.get('traceparent'), VALID, 'as a NATS header too, for NATS tooling');
     assert.equal(good.msg.headers?.get('tracestate'), 'congo=t61rcWkgMzE,rojo=1');
 
+    const flagged = `00-${TRACE}-${PARENT}-03`; // a flag besides sampled (level 2's random trace id)
+    assert.deepEqual(envHeader((await ask({ traceparent: flagged })).env, 'traceparent'), [flagged], 'every flag bit is kept');
+    const later = `01-${TRACE}-${PARENT}-01-extra`;
+    assert.deepEqual(envHeader((await ask({ traceparent: later })).env, 'traceparent'), [VALID], 'a later version goes on as version 00');
+
     const none = await ask({});
     assert.deepEqual(envHeader(none.env, 'traceparent'), [], 'no tracer, default sampling: the gateway starts no trace');
     assert.equal(none.msg.headers, undefined, 'and sends no NATS headers');

@@ -41,7 +41,8 @@ export class TraceStart {
     }
     if (tracer === undefined) {
       // Nothing records here: pass the client's context on as it is, or start one.
-      if (parent !== undefined) ex.traceparent = formatTraceparent(parent.traceId, parent.spanId, (parent.flags & 1) === 1);
+      // (A version-00 value is valid only at its exact length: it goes on byte for byte, flags and all.)
+      if (parent !== undefined) ex.traceparent = ex.traceparentIn!.startsWith('00-') ? ex.traceparentIn! : formatTraceparent(parent.traceId, parent.spanId, (parent.flags & 1) === 1);
       else ex.traceparent = formatTraceparent(newTraceId(), newSpanId(), true);
       ex.traceId = ex.traceparent.slice(3, 35);
       return;
