@@ -32,6 +32,9 @@ export const DEFAULT_ADMIN_HOST = '127.0.0.1';
 export const DEFAULT_ADMIN_PORT = 8081;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export const DEFAULT_INBOX_PREFIX = '_INBOX';
+export const DEFAULT_WS_MAX_MESSAGE_BYTES = 1024 * 1024;
+export const DEFAULT_WS_IDLE_TIMEOUT_MS = 120_000;
+export const DEFAULT_WS_MAX_CONNECTIONS = 10_000;
 
 /** Per-key help, shown by `--help` and used in error messages. `hint` explains a pattern in words. */
 interface Meta {
@@ -86,6 +89,18 @@ export const GatewayOptionsSchema = Type.Object(
     streamIdleTimeout: opt(Type.Integer({ minimum: 100, maximum: 3_600_000, default: DEFAULT_STREAM_IDLE_MS }), {
       description: "A streamed request or response is cut off when its service sends nothing for this long while it is the service's turn, in milliseconds",
       placeholder: 'MS',
+    }),
+    wsMaxMessage: opt(Type.Integer({ minimum: 125, maximum: 256 * 1024 * 1024, default: DEFAULT_WS_MAX_MESSAGE_BYTES }), {
+      description: 'Largest WebSocket message either way, in bytes; a client sending a larger one is closed with 1009',
+      placeholder: 'BYTES',
+    }),
+    wsIdleTimeout: opt(Type.Integer({ minimum: 8000, maximum: 3_600_000, default: DEFAULT_WS_IDLE_TIMEOUT_MS }), {
+      description: 'A WebSocket with no message or pong for this long is closed; the gateway pings idle clients before that (never waking the service), in milliseconds',
+      placeholder: 'MS',
+    }),
+    wsMaxConnections: opt(Type.Integer({ minimum: 0, maximum: 10_000_000, default: DEFAULT_WS_MAX_CONNECTIONS }), {
+      description: 'Most open WebSocket connections per gateway (per worker with --workers); upgrades beyond get 503',
+      placeholder: 'N',
     }),
     maxHeaderSize: opt(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: DEFAULT_MAX_HEADER_BYTES }), {
       description: 'Largest total size of request headers in bytes (431 beyond)',
@@ -163,6 +178,7 @@ export interface GatewayConfig {
   readonly maxBodyBytes: number;
   readonly streamIdleMs: number;
   readonly maxHeaderBytes: number;
+  readonly ws: Readonly<{ maxMessageBytes: number; idleTimeoutMs: number; maxConnections: number }>;
   readonly trustedProxies: readonly string[];
   readonly routesBucket: string;
   readonly routesReplicas: number;
@@ -265,6 +281,9 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
       | 'maxBody'
       | 'streamIdleTimeout'
       | 'maxHeaderSize'
+      | 'wsMaxMessage'
+      | 'wsIdleTimeout'
+      | 'wsMaxConnections'
       | 'trustedProxies'
       | 'routesBucket'
       | 'routesReplicas'
@@ -290,6 +309,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     maxBodyBytes: o.maxBody,
     streamIdleMs: o.streamIdleTimeout,
     maxHeaderBytes: o.maxHeaderSize,
+    ws: Object.freeze({ maxMessageBytes: o.wsMaxMessage, idleTimeoutMs: o.wsIdleTimeout, maxConnections: o.wsMaxConnections }),
     trustedProxies: Object.freeze([...o.trustedProxies]),
     routesBucket: o.routesBucket,
     routesReplicas: o.routesReplicas,

@@ -42,6 +42,10 @@ export const FAILURES = {
   'upstream-busy': 503,
   /** A method the gateway does not forward on this path (CONNECT to HTTP backends). */
   'unsupported-method': 501,
+  /** A WebSocket upgrade on a path the gateway cannot serve WebSockets on (an HTTP override or a raw NATS route). */
+  'ws-unsupported': 501,
+  /** A WebSocket upgrade beyond --ws-max-connections. */
+  'ws-limit': 503,
   /** The gateway is shutting down. */
   'shutting-down': 503,
   /** An unexpected error inside the gateway (a bug); logged with its stack. */

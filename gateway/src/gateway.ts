@@ -26,6 +26,8 @@ import { NatsFaults } from './nats/nats-faults.js';
 import { ReplyMux } from './nats/reply-mux.js';
 import { guardConnection } from '@natsgw/service-sdk/nats-guard';
 import { loadUws, uwsHeadLimitBytes } from './front/uws.js';
+import { WsFront } from './ws/ws-front.js';
+import { DEFAULT_STREAM_WINDOW, WS_CLOSE } from '@natsgw/service-sdk/protocol';
 
 export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -116,6 +118,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     onHealthChange: (u, healthy) => (healthy ? log.info({ upstream: u.url }, 'backend healthy') : log.warn({ upstream: u.url, lastProbe: u.lastProbe }, 'backend unhealthy')),
   });
   const access = config.accessLog ? createAccessLog(log) : undefined;
+  // WebSocket closes are rare next to requests: pino's own path is fine for them.
+  const accessLine = access !== undefined ? log.child({ kind: 'access' }) : undefined;
   const front = new HttpFront({
     rootSubject: config.rootSubject,
     timeoutMs: config.timeoutMs,
@@ -152,6 +156,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     faults: faults.counts,
     inFlight: () => front.inFlight,
     openStreams: () => front.openStreams,
+    websockets: () => ws.stats.snapshot(),
     nats: () => ({ ...natsState }),
     overrides: () => watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: startedAt.toISOString() },
     ready: () => listening && natsState.connected && !stopping,
@@ -162,6 +167,35 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const metrics = createMetrics(view, !embedded);
 
   const app = uWS.App();
+  const ws = new WsFront(
+    app,
+    { ...config.ws, window: DEFAULT_STREAM_WINDOW },
+    {
+      badFrame: (ex, reason) => log.warn({ subject: ex.subject, requestId: ex.requestId, reason }, 'invalid WebSocket frame from service'),
+      closed: (ex, session, code, reason, durationMs) =>
+        accessLine?.info(
+          {
+            requestId: ex.requestId,
+            path: ex.path,
+            subject: ex.subject,
+            ws: 'close',
+            code,
+            ...(reason !== '' ? { reason } : {}),
+            durationMs: Math.round(durationMs),
+            messagesIn: session.messagesIn,
+            messagesOut: session.messagesOut,
+            bytesIn: session.bytesIn,
+            bytesOut: session.bytesOut,
+          },
+          'websocket closed',
+        ),
+      topicRefused: (subject, reason) => log.warn({ subject, reason }, 'WebSocket topic message not delivered'),
+    },
+    () => link?.maxPayload ?? 1024 * 1024,
+  );
+  front.ws = ws;
+  // Upgrade requests (GET with Upgrade: websocket) land here; every other request in front.handle.
+  app.ws('/*', ws.behavior(front.handleUpgrade));
   app.any('/*', front.handle);
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
     app.listen(config.host, config.port, (socket) => {
@@ -217,6 +251,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     const mux = new ReplyMux<Exchange>(nc, front, config.timeoutMs);
     link = { mux, maxPayload: nc.info?.max_payload ?? 1024 * 1024 };
     front.link = link;
+    ws.link = { publishFrame: (ex, inbox, data) => mux.publishFrame(ex, inbox, data), release: (ex) => front.release(ex), hold: (ex) => mux.hold(ex), nc };
     natsState.connected = true;
     natsState.server = nc.getServer();
     log.info({ server: nc.getServer(), maxPayload: link.maxPayload }, 'connected to NATS');
@@ -303,8 +338,11 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       front.closing = true;
       closeListener();
       const until = Date.now() + graceMs;
-      while (front.inFlight > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      // WebSocket connections may end by themselves within the grace period too; the rest get 1001 (going away).
+      while ((front.inFlight > 0 || ws.open > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
       if (front.inFlight > 0) log.warn({ inFlight: front.inFlight, graceMs }, 'grace period over; closing with requests still in flight');
+      if (ws.open > 0) log.info({ websockets: ws.open }, 'grace period over; closing WebSocket connections with 1001');
+      ws.closeAll(WS_CLOSE.goingAway, 'the gateway is shutting down');
       // Drops the keep-alive connections that are left.
       closeUws();
       front.link = undefined;
@@ -312,6 +350,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       routes.clear();
       link?.mux.close();
       front.close();
+      ws.close();
       for (const s of adminSubs) if (!s.isClosed()) s.unsubscribe();
       if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
       await admin?.close();

@@ -1,7 +1,18 @@
 /**
  * @natsgw/service-sdk: serve a plain Node `(req, res)` handler on a NATS
- * subject behind a natsgw gateway. The wire protocol is exported separately
- * from `@natsgw/service-sdk/protocol`.
+ * subject behind a natsgw gateway, and WebSockets beside it. The wire
+ * protocol is exported separately from `@natsgw/service-sdk/protocol`.
  */
-export { serve, DEFAULT_SERVICE_TIMEOUT_MS, type ServeOptions, type Service, type RequestListener, type ServiceLogger } from './serve.js';
+export {
+  serve,
+  DEFAULT_SERVICE_TIMEOUT_MS,
+  type ServeOptions,
+  type Service,
+  type RequestListener,
+  type ServiceLogger,
+  type ConnectionListener,
+  type WebSocketOptions,
+  type UpgradeRejection,
+} from './serve.js';
+export { ServiceWebSocket } from './websocket.js';
 export { DEFAULT_QUEUE } from './protocol/envelope.js';

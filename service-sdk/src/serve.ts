@@ -28,6 +28,8 @@ import { guardConnection } from './nats-guard.js';
 import { endServiceSpan, startServiceSpan } from './service-span.js';
 import { TracerLookup } from './tracing.js';
 import { context } from '@opentelemetry/api';
+import { ServiceWebSocket, type SocketHost } from './websocket.js';
+import { CAP_WS, DEFAULT_STREAM_WINDOW, TOPIC_BINARY_HEADER, topicSubject } from './protocol/index.js';
 import { defaultMicroName, isMicroName, isSemver, MAX_SERVICE_ERROR_TEXT, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from './protocol/micro.js';
 
 /** A plain Node request listener, as `http.createServer()` takes. Express and Koa's `app.callback()` are ones. */
@@ -41,6 +43,32 @@ export interface ServiceLogger {
 }
 
 export const DEFAULT_SERVICE_TIMEOUT_MS = 30_000;
+
+/** Called for every accepted WebSocket: the `ws` package's `wss.on('connection', …)` callback. */
+export type ConnectionListener = (ws: ServiceWebSocket, req: IncomingMessage) => unknown;
+
+/** What `verify` answers to turn an upgrade down: the client gets this response instead of a WebSocket. */
+export interface UpgradeRejection {
+  status: number;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+}
+
+export interface WebSocketOptions {
+  onConnection: ConnectionListener;
+  /**
+   * Decides on an upgrade before it is accepted: `true` (or nothing) accepts,
+   * `false` rejects with 403, an {@link UpgradeRejection} with its status
+   * and body. May return a promise (within the gateway's timeout).
+   */
+  verify?: (req: IncomingMessage) => boolean | UpgradeRejection | undefined | Promise<boolean | UpgradeRejection | undefined>;
+  /** Picks one of the subprotocols the client offered (`Sec-WebSocket-Protocol`), or false for none, as `ws`'s handleProtocols. */
+  handleProtocols?: (protocols: Set<string>, req: IncomingMessage) => string | false;
+  /** Most bytes `send()` may queue for a client that does not keep up before it is closed with 1013 (default 8 MiB). */
+  maxBufferedBytes?: number;
+  /** Largest message taken from a client (default 64 MiB; the gateway's --ws-max-message is usually lower). */
+  maxMessageBytes?: number;
+}
 
 export interface ServeOptions {
   /** A NATS connection to use (left open by drain), or server URL(s) / options to connect with (closed by drain). */
@@ -96,6 +124,13 @@ export interface ServeOptions {
   metadata?: Record<string, string>;
   /** Answer NATS's service API (`$SRV.PING|INFO|STATS`); default true. Its NATS user then needs to subscribe to `$SRV.>`. */
   serviceApi?: boolean;
+  /**
+   * Accept WebSockets on this mount (PROTOCOL.md §14): the `ws` package's
+   * connection callback, or options with it. Without it, an upgrade request
+   * reaches the HTTP handler like any GET (so it answers what it answers,
+   * and the client gets that instead of a WebSocket).
+   */
+  websocket?: ConnectionListener | WebSocketOptions;
 }
 
 export interface Service {
@@ -112,6 +147,14 @@ export interface Service {
   readonly closed: Promise<Error>;
   /** Its name and instance id as a NATS micro service. */
   readonly micro: { readonly name: string; readonly id: string; readonly version: string };
+  /** WebSocket connections open on this instance. */
+  readonly websockets: ReadonlySet<ServiceWebSocket>;
+  /**
+   * Publishes a message to every connection subscribed to `topic` (named
+   * under the mount, as ws.subscribe() names it), on every gateway. Text for
+   * a string unless `binary`.
+   */
+  broadcast(topic: string, data: string | Uint8Array, options?: { binary?: boolean }): void;
 }
 
 const consoleLogger: ServiceLogger = {
@@ -174,10 +217,14 @@ const TREE_ENDPOINT = 1;
  */
 const RELAY_HEADER = 'Natsgw-Relay';
 
+/** A no-op response sink: an upgrade request's `req` has no response of its own. */
+const NO_SINK = { onWrite: () => true, onEnd: () => undefined, onBodyRead: () => undefined };
+const WS_GOING_AWAY = 1001;
+
 /** A relayed stream with no message for this long is given up (the deeper mount probes every 2 s). */
 const RELAY_IDLE_MS = 30_000;
 
-class ServiceRuntime implements Service, CallHost {
+class ServiceRuntime implements Service, CallHost, SocketHost {
   readonly subject: string;
   private readonly queue: string;
   private readonly relativeUrl: boolean;
@@ -203,6 +250,10 @@ class ServiceRuntime implements Service, CallHost {
   readonly micro: { readonly name: string; readonly id: string; readonly version: string };
   private readonly responder: MicroResponder | undefined;
   private readonly tracers = new TracerLookup('@natsgw/service-sdk');
+  private readonly websocket: WebSocketOptions | undefined;
+  /** Open WebSocket sessions, by the key of their private inbox. */
+  private readonly sockets = new Map<string, ServiceWebSocket>();
+  readonly websockets = new Set<ServiceWebSocket>();
 
   constructor(
     private readonly handler: RequestListener,
@@ -216,6 +267,7 @@ class ServiceRuntime implements Service, CallHost {
     this.timeoutMs = options.timeoutMs ?? DEFAULT_SERVICE_TIMEOUT_MS;
     this.logger = options.logger ?? consoleLogger;
     this.onConnectionClosed = options.onConnectionClosed;
+    this.websocket = typeof options.websocket === 'function' ? { onConnection: options.websocket } : options.websocket;
     // Under the connection's inbox prefix, which NATS permissions let it read.
     this.streamPrefix = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix) + '.';
     const id = nuid.next();
@@ -242,7 +294,7 @@ class ServiceRuntime implements Service, CallHost {
   }
 
   get inFlight(): number {
-    return this.calls.size + this.forwarding;
+    return this.calls.size + this.forwarding + this.sockets.size;
   }
 
   get maxPayload(): number {
@@ -361,7 +413,11 @@ class ServiceRuntime implements Service, CallHost {
     try {
       const key = msg.subject.substring(this.streamPrefix.length);
       const call = this.streams.get(key);
-      if (call === undefined) return this.relays.get(key)?.(msg); // a hand-off's answer; else over already, or a guess
+      if (call === undefined) {
+        const socket = this.sockets.get(key);
+        if (socket !== undefined) return this.onSocketMessage(socket, msg);
+        return this.relays.get(key)?.(msg); // a hand-off's answer; else over already, or a guess
+      }
       if (isNoResponders(msg)) return call.onPeerGone();
       const frame = decodeFrame(msg.data);
       if (typeof frame === 'string') return call.broken(frame);
@@ -452,7 +508,100 @@ class ServiceRuntime implements Service, CallHost {
     }
   }
 
+  private onSocketMessage(socket: ServiceWebSocket, msg: Msg): void {
+    if (isNoResponders(msg)) return socket.peerGone();
+    const frame = decodeFrame(msg.data);
+    if (typeof frame === 'string') return socket.broken(frame);
+    try {
+      socket.onFrame(frame);
+    } catch (err) {
+      // A listener threw (a 'message' handler): the app's bug, not the session's.
+      this.safeLog('error', { err, subject: this.subject, requestId: socket.requestId }, 'a WebSocket event listener threw');
+    }
+  }
+
+  /**
+   * An upgrade request (PROTOCOL.md §14.2): verified, then accepted with a
+   * 101 that names the socket's inbox and credit, then handed to the
+   * connection listener.
+   */
+  private async upgrade(reply: string, env: RequestEnvelope, ws: WebSocketOptions): Promise<void> {
+    this.forwarding++;
+    const startedAt = performance.now();
+    try {
+      const url = requestUrl(env, this.subject, this.relativeUrl);
+      const { req } = createExchange(env, url, NO_SINK);
+      const verdict = ws.verify === undefined ? true : await ws.verify(req);
+      if (verdict !== true && verdict !== undefined) {
+        const r: UpgradeRejection = verdict === false ? { status: 403, body: 'Forbidden' } : verdict;
+        const headers: string[] = [];
+        for (const [k, v] of Object.entries(r.headers ?? {})) headers.push(k.toLowerCase(), String(v));
+        if (!headers.includes('content-type')) headers.push('content-type', 'text/plain; charset=utf-8');
+        const status = Number.isInteger(r.status) && r.status >= 200 && r.status <= 599 ? r.status : 500;
+        this.publish(reply, encodeReply({ v: PROTOCOL_VERSION, status, headers, body: Buffer.from(r.body ?? '') }));
+        this.responder?.record(this.endpointOf(env.subject), performance.now() - startedAt, status >= 500 ? `status ${status}` : undefined);
+        return;
+      }
+      const offered = new Set(
+        (req.headers['sec-websocket-protocol'] ?? '')
+          .split(',')
+          .map((p) => p.trim())
+          .filter((p) => p !== ''),
+      );
+      const chosen = ws.handleProtocols !== undefined && offered.size > 0 ? ws.handleProtocols(offered, req) : false;
+      const protocol = typeof chosen === 'string' && offered.has(chosen) ? chosen : '';
+      const key = this.keys.next();
+      const inbox = this.streamPrefix + key;
+      const socket = new ServiceWebSocket(this, reply, inbox, this.subject, env.credit ?? DEFAULT_STREAM_WINDOW, protocol, env.id, {
+        maxBufferedBytes: ws.maxBufferedBytes ?? 8 * 1024 * 1024,
+        maxMessageBytes: ws.maxMessageBytes ?? 64 * 1024 * 1024,
+      });
+      this.sockets.set(key, socket);
+      this.websockets.add(socket);
+      this.publish(
+        reply,
+        encodeReply({ v: STREAM_VERSION, status: 101, headers: protocol === '' ? [] : ['sec-websocket-protocol', protocol], body: new Uint8Array(0), inbox, credit: DEFAULT_STREAM_WINDOW }),
+        inbox,
+      );
+      this.responder?.record(this.endpointOf(env.subject), performance.now() - startedAt, undefined);
+      ws.onConnection(socket, req);
+    } catch (err) {
+      this.safeLog('error', { err, subject: env.subject, requestId: env.id }, 'WebSocket upgrade failed');
+      this.respondProblem(reply, 500, 'internal', 'the service could not accept the WebSocket', env.subject, env.id);
+    } finally {
+      this.forwarding--;
+      this.checkIdle();
+    }
+  }
+
+  // SocketHost
+
+  socketEnded(socket: ServiceWebSocket): void {
+    this.sockets.delete(socket.inbox.substring(this.streamPrefix.length));
+    this.websockets.delete(socket);
+    this.checkIdle();
+  }
+
+  broadcast(topic: string, data: string | Uint8Array, options?: { binary?: boolean }): void {
+    const subject = topicSubject(this.subject + '.' + topic);
+    const binary = options?.binary ?? typeof data !== 'string';
+    const payload = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    if (binary) {
+      const h = natsHeaders();
+      h.set(TOPIC_BINARY_HEADER, '1');
+      this.nc.publish(subject, payload, { headers: h });
+    } else this.nc.publish(subject, payload);
+  }
+
   private execute(reply: string, env: RequestEnvelope, canStream: boolean): void {
+    if (env.ws === true && this.websocket !== undefined && env.caps?.includes(CAP_WS) === true) {
+      if (!canStream) {
+        this.respondProblem(reply, 501, 'websocket-unsupported', 'WebSockets cannot pass this hand-off (an older SDK above this mount)', env.subject, env.id);
+        return;
+      }
+      void this.upgrade(reply, env, this.websocket);
+      return;
+    }
     const timeout = env.timeoutMs > 0 ? Math.min(env.timeoutMs, this.timeoutMs) : this.timeoutMs;
     const call = new Call(this, reply, env, timeout, canStream);
     this.calls.add(call);
@@ -505,6 +654,7 @@ class ServiceRuntime implements Service, CallHost {
 
   private expire(): void {
     const now = Date.now();
+    for (const socket of this.sockets.values()) socket.probe(now, PROBE_INTERVAL_MS);
     for (const call of this.calls) {
       call.probe(now, PROBE_INTERVAL_MS);
       if (call.deadline > now || call.exempt) continue;
@@ -568,6 +718,7 @@ class ServiceRuntime implements Service, CallHost {
       // Streams (server-sent events) may never end by themselves: they get the handler timeout, then are cancelled.
       const grace = setTimeout(() => {
         for (const call of [...this.calls]) call.gone('the service is shutting down', true);
+        for (const socket of [...this.sockets.values()]) socket.close(WS_GOING_AWAY, 'the service is shutting down');
       }, this.timeoutMs);
       await new Promise<void>((resolve) => (this.idle = resolve));
       clearTimeout(grace);

@@ -10,6 +10,8 @@ import type { RawRoute } from '../routes/raw-route.js';
 import type { RouteRuntime } from '../routes/route.js';
 import type { PendingRequest } from '../nats/reply-mux.js';
 import type { NatsStream } from '../nats/nats-stream.js';
+import type { UpgradeRequest } from '../ws/ws-front.js';
+import type { WsSession } from '../ws/ws-session.js';
 
 export class Exchange implements PendingRequest {
   muxKey = '';
@@ -49,6 +51,10 @@ export class Exchange implements PendingRequest {
   route: RouteRuntime | undefined = undefined;
   /** The raw NATS route it goes by (body as the NATS payload, request line as NATS headers), if any. */
   raw: RawRoute | undefined = undefined;
+  /** Set for a WebSocket upgrade request: what the handshake needs once the service accepts. */
+  upgrade: UpgradeRequest | undefined = undefined;
+  /** The WebSocket session the upgrade became (its HTTP exchange is then done). */
+  session: WsSession | undefined = undefined;
   /** The v2 stream of this exchange, when its request body or its response streams over NATS. */
   stream: NatsStream | undefined = undefined;
   /** The client's traceparent field, and how many it sent (more than one is invalid). */

@@ -8,9 +8,11 @@
  * before anything asynchronous; onData chunks are copied (they are neutered
  * after the callback); writes from outside a uWS callback happen in cork().
  */
-import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, us_socket_context_t } from 'uWebSockets.js';
 import {
   CAP_STREAM,
+  CAP_WS,
+  encodeCancel,
   decodeFrame,
   decodeReply,
   DEFAULT_STREAM_WINDOW,
@@ -46,6 +48,8 @@ import type { Upstream, TryOutcome } from '../http/upstream/upstream.js';
 import { formatAddress } from './uws.js';
 import { NatsStream, type StreamOwner } from '../nats/nats-stream.js';
 import { endExchangeSpan, TraceStart, type TraceSampling } from './trace-start.js';
+import type { WsFront } from '../ws/ws-front.js';
+import type { WsSession } from '../ws/ws-session.js';
 
 export { Exchange } from './exchange.js';
 
@@ -83,8 +87,11 @@ export function natsBodyLimit(maxBodyBytes: number, maxHeaderBytes: number, maxP
   return Math.min(maxBodyBytes, maxPayload - maxHeaderBytes - 1024);
 }
 
-/** What the gateway offers every service: streamed replies. */
+/** What the gateway offers every service: streamed replies; and on an upgrade request, a WebSocket. */
 const CAPS = [CAP_STREAM];
+const UPGRADE_CAPS = [CAP_STREAM, CAP_WS];
+/** A Sec-WebSocket-Key is 16 random bytes in base64 (RFC 6455 §4.1). */
+const WS_KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
 
 /** The NATS side as the front sees it; absent while disconnected. */
 export interface NatsLink {
@@ -285,6 +292,8 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   link: NatsLink | undefined = undefined;
   /** Set when shutting down: new requests get 503. */
   closing = false;
+  /** WebSocket sessions, when the gateway serves them. */
+  ws: WsFront | undefined = undefined;
   private readonly forwarding: ForwardingPolicy;
   private readonly traces: TraceStart;
   private readonly emptyBody = Buffer.alloc(0);
@@ -334,6 +343,27 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     ex.method = req.getCaseSensitiveMethod();
     ex.rawPath = req.getUrl();
     ex.rawQuery = req.getQuery() ?? '';
+    collecting = ex;
+    req.forEach(collectHeader);
+    this.inFlight++;
+    res.onAborted(() => this.onAbort(ex));
+    try {
+      this.start(ex);
+    } catch (error) {
+      this.internalError(ex, error);
+    }
+  };
+
+  /** The uWS upgrade handler: a WebSocket upgrade request goes to its service like any request (PROTOCOL.md §14). */
+  readonly handleUpgrade = (res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void => {
+    const ex = new Exchange(res);
+    ex.method = req.getCaseSensitiveMethod();
+    ex.rawPath = req.getUrl();
+    ex.rawQuery = req.getQuery() ?? '';
+    const offered = req.getHeader('sec-websocket-protocol');
+    const protocols: string[] = [];
+    if (offered !== '') for (const p of offered.split(',')) if (p.trim() !== '') protocols.push(p.trim());
+    ex.upgrade = { key: req.getHeader('sec-websocket-key'), version: req.getHeader('sec-websocket-version'), protocols, context };
     collecting = ex;
     req.forEach(collectHeader);
     this.inFlight++;
@@ -402,6 +432,15 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     if (this.closing) return this.fail(ex, 'shutting-down', 'the gateway is shutting down', true);
     // An override wins over NATS; the request keeps this route version to the end.
     const matched = opts.routes?.match(subject);
+    if (ex.upgrade !== undefined) {
+      const up = ex.upgrade;
+      if (matched !== undefined || this.ws === undefined) {
+        return this.fail(ex, 'ws-unsupported', `WebSockets are served by services over NATS; ${subject} is routed to ${matched?.kind === 'http' ? 'HTTP backends' : 'a raw NATS route'}`, hasBody);
+      }
+      if (up.version !== '13' || !WS_KEY_RE.test(up.key)) return this.fail(ex, 'bad-request', 'a WebSocket upgrade needs Sec-WebSocket-Version 13 and a valid Sec-WebSocket-Key', true);
+      if (hasBody) return this.fail(ex, 'bad-request', 'a WebSocket upgrade request has no body', true);
+      if (this.ws.full) return this.fail(ex, 'ws-limit', 'too many WebSocket connections on this gateway', false);
+    }
     const route = matched?.kind === 'http' ? matched : undefined;
     if (route !== undefined) {
       ex.route = route;
@@ -518,6 +557,8 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     // client's length, or says it is chunked (so body parsers expect a body).
     if (!streamed && ex.contentLength >= 0) headers.push('content-length', String(ex.body!.length));
     else if (streamed) headers.push(...(ex.contentLength >= 0 ? ['content-length', String(ex.contentLength)] : ['transfer-encoding', 'chunked']));
+    // The hop-by-hop fields of the handshake were dropped with the others; a handler still sees an upgrade request.
+    if (ex.upgrade !== undefined) headers.push('connection', 'Upgrade', 'upgrade', 'websocket');
     headers.push('x-forwarded-for', forwarded.forwardedFor, 'x-forwarded-proto', forwarded.scheme, 'x-forwarded-host', forwarded.host, 'x-request-id', ex.requestId);
     const envelope: RequestEnvelope = {
       v: streamed ? STREAM_VERSION : PROTOCOL_VERSION,
@@ -537,6 +578,11 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       credit: DEFAULT_STREAM_WINDOW,
     };
     if (streamed) envelope.more = true;
+    if (ex.upgrade !== undefined) {
+      envelope.ws = true;
+      envelope.caps = UPGRADE_CAPS;
+      envelope.credit = this.ws!.window;
+    }
     const payload = encodeRequest(envelope);
     ex.body = undefined;
     if (payload.length > link.maxPayload) {
@@ -565,6 +611,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     if (ex.done) return;
     if (ex.raw !== undefined) return this.onRawReply(ex, data, msg);
     const reply = decodeReply(data);
+    if (typeof reply !== 'string' && reply.status === 101) return this.onAccept(ex, reply);
     if (reply === REPLY_IS_FRAME || (typeof reply !== 'string' && reply.more === true) || ex.stream !== undefined) {
       // The reply streams (or the request body does): the reply subject stays open.
       this.link?.mux.hold(ex);
@@ -576,6 +623,25 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     corkClose = false;
     ex.res.cork(writeReplyCorked);
     this.finish(ex);
+  }
+
+  /** A service accepted a WebSocket upgrade (101): the handshake completes and the session starts. */
+  private onAccept(ex: Exchange, reply: ReplyEnvelope): void {
+    if (ex.upgrade === undefined || this.ws === undefined) return this.badReply(ex, 'a 101 reply to a request that is not a WebSocket upgrade');
+    const refused = this.ws.accept(ex, ex.upgrade, reply, performance.now());
+    if (refused !== undefined) {
+      // The service believes the session is open: tell it otherwise.
+      this.link?.mux.publishFrame(ex, reply.inbox!, encodeCancel(refused));
+      return this.badReply(ex, refused);
+    }
+    this.finish(ex);
+  }
+
+  /** A message on a WebSocket session's reply subject: a frame from the service. */
+  private onSessionMessage(session: WsSession, data: Uint8Array): void {
+    const frame = decodeFrame(data);
+    if (typeof frame === 'string') return session.broken(decodeReply(data) === REPLY_IS_FRAME ? frame : 'a reply envelope inside a WebSocket session');
+    session.onFrame(frame, performance.now());
   }
 
   /**
@@ -647,6 +713,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
 
   /** A later message on the reply subject of a stream. */
   onStreamMessage(ex: Exchange, data: Uint8Array, msg: Msg): void {
+    if (ex.session !== undefined) return this.onSessionMessage(ex.session, data);
     if (ex.done) return;
     if (ex.raw !== undefined && ex.stream !== undefined) return this.onRawStreamMessage(ex, ex.stream, data, msg);
     this.onEnvelopeStreamMessage(ex, data);
@@ -667,6 +734,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       return;
     }
     if (typeof reply === 'string') return this.badReply(ex, reply);
+    if (reply.status === 101) return this.badReply(ex, 'a 101 reply inside a stream');
     if (ex.stream?.headWritten === true) return this.badReply(ex, 'a second response head');
     if (reply.more === true) {
       const stream = (ex.stream ??= this.newStream(ex, now));
@@ -690,6 +758,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   }
 
   onStreamPeerGone(ex: Exchange): void {
+    if (ex.session !== undefined) return ex.session.peerGone();
     const stream = ex.stream;
     if (ex.done || stream === undefined) return;
     ex.res.cork(() => stream.peerGone(performance.now()));
@@ -732,6 +801,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   }
 
   onConnectionLost(ex: Exchange): void {
+    if (ex.session !== undefined) return ex.session.closeClient(1011, 'the gateway lost its NATS connection');
     const detail = `connection to NATS lost while waiting for ${ex.subject}`;
     if (ex.stream !== undefined) {
       ex.res.cork(() => ex.stream!.broken('nats-connection-lost', detail, false, performance.now()));
@@ -743,6 +813,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   /** Handling a reply (or a timeout) threw: log and count it, answer 502, release the request. */
   onHandlerError(ex: Exchange, error: unknown): void {
     this.opts.onEvent?.({ type: 'internal-error', error, requestId: ex.requestId });
+    if (ex.session !== undefined) return ex.session.closeClient(1011, 'internal gateway error');
     if (ex.done) return;
     try {
       if (ex.responding) {
@@ -774,6 +845,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     const traffic = this.opts.traffic;
     if (traffic !== undefined) {
       const t = ex.route !== undefined ? traffic.route(ex.route.key, 'http') : ex.raw !== undefined ? traffic.route(ex.raw.key, 'nats') : this.natsTraffic!;
+      if (ex.upgrade !== undefined && ex.status !== 101 && this.ws !== undefined) this.ws.stats.rejected++;
       if (aborted) t.clientAborts++;
       else t.record(ex.method, ex.status, durationMs / 1000, ex.bytesOut);
       traffic.tick(performance.timeOrigin + now); // wall time from the same clock read

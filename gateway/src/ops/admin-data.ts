@@ -29,6 +29,7 @@ export function status(view: GatewayView): GatewayStatus {
     shuttingDown: view.shuttingDown(),
     nats: { connected: nats.connected, server: nats.server ?? null, reconnects: nats.reconnects },
     inFlight: view.inFlight(),
+    websockets: view.websockets(),
     requestsPerSecond: Math.round(view.traffic.ratePerSecond(now) * 10) / 10,
     requestsTotal: view.traffic.total,
     overrides: { available: ov.state === 'watching', state: ov.state, bucket: ov.bucket, ...(ov.reason ? { reason: ov.reason } : {}), routes: view.routes.size, rejected: view.routes.rejected.size },

@@ -12,6 +12,7 @@
 import { stats, type BackendView, type CircuitView, type GatewayStatus, type RoutesView, type StatsView } from './admin-data.js';
 import type { GatewayView } from './gateway-view.js';
 import { TrafficStats, type RouteTrafficSnapshot } from './traffic-stats.js';
+import { mergeWs } from '../ws/ws-stats.js';
 
 export interface WorkerTraffic {
   routes: RouteTrafficSnapshot[];
@@ -28,6 +29,7 @@ export function mergeStatus(all: GatewayStatus[], traffic: WorkerTraffic[], work
     shuttingDown: all.some((s) => s.shuttingDown),
     nats: { connected: all.every((s) => s.nats.connected), server: first.nats.server, reconnects: sum((s) => s.nats.reconnects) },
     inFlight: sum((s) => s.inFlight),
+    websockets: mergeWs(all.map((s) => s.websockets)),
     requestsPerSecond: Math.round(traffic.reduce((a, t) => a + t.rate, 0) * 10) / 10,
     requestsTotal: traffic.reduce((a, t) => a + t.total, 0),
     workers: { configured: workers, running: all.length },

@@ -6,6 +6,7 @@ import type { RouteTable } from '../routes/route-table.js';
 import type { OverridesStatus, ReloadResult } from '../routes/routes-watcher.js';
 import type { TrafficStats } from './traffic-stats.js';
 import type { FaultKind } from '../nats/nats-faults.js';
+import type { WsSnapshot } from '../ws/ws-stats.js';
 
 export interface NatsState {
   connected: boolean;
@@ -26,6 +27,8 @@ export interface GatewayView {
   inFlight(): number;
   /** Requests streaming over NATS right now (protocol v2). */
   openStreams(): number;
+  /** WebSocket connections and their traffic (ws/ws-stats.ts). */
+  websockets(): WsSnapshot;
   nats(): NatsState;
   overrides(): OverridesStatus;
   /** Listening, connected to NATS, not shutting down. */

@@ -104,6 +104,32 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
   add(metric('natsgw_http_requests_in_flight', 'Requests accepted and not yet answered.', 'gauge', () => [{ labels: {}, value: view.inFlight() }]));
   add(metric('natsgw_nats_streams_open', 'Requests whose body or response is streaming over NATS right now (protocol v2).', 'gauge', () => [{ labels: {}, value: view.openStreams() }]));
 
+  add(metric('natsgw_ws_connections_open', 'WebSocket connections open right now.', 'gauge', () => [{ labels: {}, value: view.websockets().open }]));
+  add(
+    metric('natsgw_ws_messages_total', 'WebSocket messages, from clients (in) and to clients (out; a topic message counts once per connection).', 'counter', () => {
+      const w = view.websockets();
+      return [
+        { labels: { direction: 'in' }, value: w.messagesIn },
+        { labels: { direction: 'out' }, value: w.messagesOut },
+      ];
+    }),
+  );
+  add(
+    metric('natsgw_ws_bytes_total', 'WebSocket message bytes, from clients (in) and to clients (out).', 'counter', () => {
+      const w = view.websockets();
+      return [
+        { labels: { direction: 'in' }, value: w.bytesIn },
+        { labels: { direction: 'out' }, value: w.bytesOut },
+      ];
+    }),
+  );
+  add(
+    metric('natsgw_ws_closes_total', 'WebSocket connections closed, by close code (1005: no code given, 1006: dropped without a close frame).', 'counter', () =>
+      Object.entries(view.websockets().closes).map(([code, value]) => ({ labels: { code }, value })),
+    ),
+  );
+  add(metric('natsgw_ws_upgrades_rejected_total', 'WebSocket upgrades refused by the gateway or rejected by the service.', 'counter', () => [{ labels: {}, value: view.websockets().rejected }]));
+
   add(
     metric('natsgw_upstream_requests_total', 'Tries sent to override backends, by outcome (success, failure, abandoned by the client).', 'counter', () =>
       eachUpstream(view, (backend, u) => [

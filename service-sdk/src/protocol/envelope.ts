@@ -49,6 +49,8 @@ export interface RequestEnvelope {
   credit?: number;
   /** The body continues in data frames (v2 only). */
   more?: boolean;
+  /** The request is a WebSocket upgrade the gateway can complete (PROTOCOL.md §14); `caps` then lists `ws`. */
+  ws?: boolean;
 }
 
 /** A service's answer. */
@@ -64,6 +66,8 @@ export interface ReplyEnvelope {
   more?: boolean;
   /** The service's private stream inbox, where credit and cancel go (v2). */
   inbox?: string;
+  /** Accepting a WebSocket (status 101): message bytes the gateway may send before it waits for more credit. */
+  credit?: number;
 }
 
 // Keys written often, as the str(...) calls below take them.
@@ -86,6 +90,7 @@ const K = {
   more: 'more',
   status: 'status',
   inbox: 'inbox',
+  ws: 'ws',
 } as const;
 
 /**
@@ -94,7 +99,7 @@ const K = {
  * @example encodeRequest({ v: 1, id: 'r1', method: 'GET', path: '/', query: '', headers: [], body: new Uint8Array(), remote: '127.0.0.1', scheme: 'http', host: 'localhost', root: 'api', subject: 'api', timeoutMs: 30000 })
  */
 export function encodeRequest(env: RequestEnvelope): Uint8Array {
-  const { caps, credit, more } = env;
+  const { caps, credit, more, ws } = env;
   W.begin(
     200 +
       W.strBound(env.id) +
@@ -110,7 +115,7 @@ export function encodeRequest(env: RequestEnvelope): Uint8Array {
       W.strBound(env.subject) +
       (caps === undefined ? 0 : W.strArrayBound(caps)),
   );
-  W.mapHeader(13 + (caps === undefined ? 0 : 1) + (credit === undefined ? 0 : 1) + (more === undefined ? 0 : 1));
+  W.mapHeader(13 + (caps === undefined ? 0 : 1) + (credit === undefined ? 0 : 1) + (more === undefined ? 0 : 1) + (ws === undefined ? 0 : 1));
   W.str(K.v);
   W.uint(env.v);
   W.str(K.id);
@@ -149,6 +154,10 @@ export function encodeRequest(env: RequestEnvelope): Uint8Array {
     W.str(K.more);
     W.bool(more);
   }
+  if (ws !== undefined) {
+    W.str(K.ws);
+    W.bool(ws);
+  }
   return W.finish();
 }
 
@@ -157,9 +166,9 @@ export function encodeRequest(env: RequestEnvelope): Uint8Array {
  * @example encodeReply({ v: 1, status: 200, headers: ['content-type', 'text/plain'], body: Buffer.from('hi') })
  */
 export function encodeReply(env: ReplyEnvelope): Uint8Array {
-  const { more, inbox } = env;
-  W.begin(64 + W.strArrayBound(env.headers) + env.body.length + (inbox === undefined ? 0 : W.strBound(inbox)));
-  W.mapHeader(4 + (more === undefined ? 0 : 1) + (inbox === undefined ? 0 : 1));
+  const { more, inbox, credit } = env;
+  W.begin(80 + W.strArrayBound(env.headers) + env.body.length + (inbox === undefined ? 0 : W.strBound(inbox)));
+  W.mapHeader(4 + (more === undefined ? 0 : 1) + (inbox === undefined ? 0 : 1) + (credit === undefined ? 0 : 1));
   W.str(K.v);
   W.uint(env.v);
   W.str(K.status);
@@ -175,6 +184,10 @@ export function encodeReply(env: ReplyEnvelope): Uint8Array {
   if (inbox !== undefined) {
     W.str(K.inbox);
     W.str(inbox);
+  }
+  if (credit !== undefined) {
+    W.str(K.credit);
+    W.uint(credit);
   }
   return W.finish();
 }
@@ -311,6 +324,7 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
   let body: Uint8Array = EMPTY;
   let more = false;
   let inbox: string | undefined;
+  let credit = -1;
   R.begin(data);
   try {
     const n = openMap('reply');
@@ -350,6 +364,10 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
         }
         case 6: // t: a frame, not a reply
           return REPLY_IS_FRAME;
+        case 7:
+          if (!isIntType(R.peek())) throw new R.MsgpackError('reply field credit must be an integer');
+          credit = R.int();
+          break;
       }
     }
     closeMap('reply');
@@ -360,6 +378,12 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
     R.finish();
   }
   if (v !== PROTOCOL_VERSION && v !== STREAM_VERSION) return `reply has unsupported protocol version ${v === -1 ? 'undefined' : v}`;
+  if (status === 101) {
+    // A WebSocket accept (§14.2): opens a session, carries no body.
+    if (v !== STREAM_VERSION || more || inbox === undefined || credit < 0) return 'a 101 reply (WebSocket accept) needs v 2, an inbox and a credit, and no more';
+    if (body.length !== 0) return 'a 101 reply (WebSocket accept) has a body';
+    return { v, status, headers, body, inbox, credit };
+  }
   if (!Number.isInteger(status) || status < 200 || status > 599) return `reply has invalid status ${status === -1 ? 'undefined' : status === -2 ? '(not an integer)' : status}`;
   if (v === PROTOCOL_VERSION) {
     if (more || inbox !== undefined) return 'reply uses more or inbox with protocol version 1';
@@ -370,7 +394,7 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
 }
 
 /** The request envelope's fields, in the order of their bits for duplicate detection. */
-const REQUEST_FIELDS = ['v', 'id', 'method', 'path', 'query', 'headers', 'body', 'remote', 'scheme', 'host', 'root', 'subject', 'timeoutMs', 'caps', 'credit', 'more'] as const;
+const REQUEST_FIELDS = ['v', 'id', 'method', 'path', 'query', 'headers', 'body', 'remote', 'scheme', 'host', 'root', 'subject', 'timeoutMs', 'caps', 'credit', 'more', 'ws'] as const;
 const REQUEST_KEYS = R.keyTable(REQUEST_FIELDS);
 const F_V = REQUEST_FIELDS.indexOf('v');
 const F_HEADERS = REQUEST_FIELDS.indexOf('headers');
@@ -379,13 +403,14 @@ const F_TIMEOUT = REQUEST_FIELDS.indexOf('timeoutMs');
 const F_CAPS = REQUEST_FIELDS.indexOf('caps');
 const F_CREDIT = REQUEST_FIELDS.indexOf('credit');
 const F_MORE = REQUEST_FIELDS.indexOf('more');
+const F_WS = REQUEST_FIELDS.indexOf('ws');
 const F_ID = REQUEST_FIELDS.indexOf('id');
 const F_METHOD = REQUEST_FIELDS.indexOf('method');
 const F_PATH = REQUEST_FIELDS.indexOf('path');
 const F_QUERY = REQUEST_FIELDS.indexOf('query');
 const CONTROL_FREE_FIELDS = (['remote', 'host', 'root', 'subject'] as const).map((f) => REQUEST_FIELDS.indexOf(f));
 const requestClasses = new Uint8Array(REQUEST_FIELDS.length);
-const REPLY_FIELDS = ['v', 'status', 'headers', 'body', 'more', 'inbox', 't'] as const;
+const REPLY_FIELDS = ['v', 'status', 'headers', 'body', 'more', 'inbox', 't', 'credit'] as const;
 const REPLY_KEYS = R.keyTable(REPLY_FIELDS);
 
 /**
@@ -423,8 +448,9 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
         if (!isIntType(R.peek())) throw new R.MsgpackError('request field credit must be an integer');
         env.credit = R.int();
       } else if (k === F_MORE) env.more = readBool('request', 'more');
+      else if (k === F_WS) env.ws = readBool('request', 'ws');
       else {
-        const name = REQUEST_FIELDS[k] as Exclude<(typeof REQUEST_FIELDS)[number], 'v' | 'headers' | 'body' | 'timeoutMs' | 'caps' | 'credit' | 'more'>;
+        const name = REQUEST_FIELDS[k] as Exclude<(typeof REQUEST_FIELDS)[number], 'v' | 'headers' | 'body' | 'timeoutMs' | 'caps' | 'credit' | 'more' | 'ws'>;
         const value = R.strOrUndefined();
         if (value === undefined) throw new R.MsgpackError(`request field ${name} must be a string`);
         env[name] = value;
@@ -451,6 +477,7 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
   if (env.timeoutMs < 0) bad('request timeoutMs must not be negative');
   if (env.credit !== undefined && env.credit < 0) bad('request credit must not be negative');
   if (env.more === true && env.v !== STREAM_VERSION) bad('request uses more with protocol version 1');
+  if (env.ws === true && env.more === true) bad('a WebSocket upgrade request has no streamed body');
   return env;
 }
 
@@ -462,9 +489,10 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
  */
 export function isLastMessage(data: Uint8Array): boolean {
   const reply = decodeReply(data);
-  if (typeof reply !== 'string') return reply.more !== true;
+  // A WebSocket accept opens a session that a close (or cancel) ends.
+  if (typeof reply !== 'string') return reply.more !== true && reply.status !== 101;
   if (reply !== REPLY_IS_FRAME) return true;
   const frame = decodeFrame(data);
   if (typeof frame === 'string') return true;
-  return frame.t === 'cancel' || (frame.t === 'data' && !frame.more);
+  return frame.t === 'cancel' || frame.t === 'close' || (frame.t === 'data' && !frame.more);
 }

@@ -12,3 +12,4 @@ export * from './stream.js';
 export * from './micro.js';
 export * from './raw.js';
 export * from './trace-context.js';
+export * from './ws.js';

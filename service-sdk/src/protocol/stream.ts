@@ -42,15 +42,51 @@ export function frameBodyLimit(maxPayload: number): number {
  */
 export const PROBE_INTERVAL_MS = 2000;
 
-/** The frames (`t`) of a stream. */
-export type Frame = { t: 'data'; seq: number; body: Buffer; more: boolean } | { t: 'credit'; n: number; inbox: string | undefined } | { t: 'cancel'; reason: string };
+/**
+ * The frames (`t`) of a stream, and those of a WebSocket session
+ * (PROTOCOL.md §14: `msg`, `close`, `sub`, `unsub`, `subscribed`, `ping`,
+ * `pong`; their encoders are in ws.ts).
+ */
+export type Frame =
+  | { t: 'data'; seq: number; body: Buffer; more: boolean }
+  | { t: 'credit'; n: number; inbox: string | undefined }
+  | { t: 'cancel'; reason: string }
+  | { t: 'msg'; seq: number; body: Buffer; bin: boolean; more: boolean }
+  | { t: 'close'; code: number; reason: string }
+  | { t: 'sub' | 'unsub' | 'subscribed'; topic: string }
+  | { t: 'ping' | 'pong'; body: Buffer };
 
-const FRAME_FIELDS = ['v', 't', 'seq', 'body', 'more', 'n', 'inbox', 'reason'] as const;
+const FRAME_FIELDS = ['v', 't', 'seq', 'body', 'more', 'n', 'inbox', 'reason', 'bin', 'code', 'topic'] as const;
 const FRAME_KEYS = R.keyTable(FRAME_FIELDS);
 const EMPTY = Buffer.alloc(0);
 
 /** Most bytes of a cancel reason kept. */
 const MAX_REASON = 200;
+
+/** A WebSocket close reason fits a control frame with its code: 123 bytes (RFC 6455 §5.5). */
+export const MAX_CLOSE_REASON_BYTES = 123;
+/** A WebSocket ping or pong carries at most 125 bytes (RFC 6455 §5.5). */
+export const MAX_CONTROL_BYTES = 125;
+/** Longest topic name, in characters. */
+export const MAX_TOPIC_LENGTH = 200;
+
+/**
+ * True for a topic name (PROTOCOL.md §14.5): one or more tokens of
+ * `A-Z a-z 0-9 - _` separated by dots, at most 200 characters, so that it is
+ * the tail of a literal NATS subject with no wildcard.
+ */
+export function isValidTopic(topic: string): boolean {
+  if (topic.length === 0 || topic.length > MAX_TOPIC_LENGTH) return false;
+  let tokenStart = 0;
+  for (let i = 0; i <= topic.length; i++) {
+    const c = i === topic.length ? 46 : topic.charCodeAt(i);
+    if (c === 46 /* . */) {
+      if (i === tokenStart) return false;
+      tokenStart = i + 1;
+    } else if (!((c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 || c === 95)) return false;
+  }
+  return true;
+}
 
 /**
  * True for a subject a peer may name as its stream inbox: a literal subject
@@ -84,6 +120,9 @@ export function decodeFrame(data: Uint8Array): Frame | string {
   let n = -1;
   let inbox: string | undefined;
   let reason = '';
+  let bin = false;
+  let code = -1;
+  let topic = '';
   R.begin(data);
   try {
     const t0 = R.atEnd() ? -1 : R.peek();
@@ -128,6 +167,15 @@ export function decodeFrame(data: Uint8Array): Frame | string {
         case 7:
           reason = R.str();
           break;
+        case 8:
+          bin = R.bool();
+          break;
+        case 9:
+          code = R.int();
+          break;
+        case 10:
+          topic = R.str();
+          break;
       }
     }
     if (!R.atEnd()) return 'frame has bytes after its map';
@@ -148,6 +196,22 @@ export function decodeFrame(data: Uint8Array): Frame | string {
       return { t, n, inbox };
     case 'cancel':
       return { t, reason: reason.length > MAX_REASON ? reason.slice(0, MAX_REASON) : reason };
+    case 'msg':
+      if (seq < 1) return 'msg frame has no seq of 1 or more';
+      return { t, seq, body, bin, more };
+    case 'close':
+      if (code < 1000 || code > 4999) return 'close frame has no code from 1000 to 4999';
+      if (Buffer.byteLength(reason) > MAX_CLOSE_REASON_BYTES) return `close frame reason is longer than ${MAX_CLOSE_REASON_BYTES} bytes`;
+      return { t, code, reason };
+    case 'sub':
+    case 'unsub':
+    case 'subscribed':
+      if (!isValidTopic(topic)) return `${t} frame names no valid topic`;
+      return { t, topic };
+    case 'ping':
+    case 'pong':
+      if (body.length > MAX_CONTROL_BYTES) return `${t} frame body is longer than ${MAX_CONTROL_BYTES} bytes`;
+      return { t, body };
     default:
       return `frame has unknown type ${JSON.stringify(t.slice(0, 32))}`;
   }
