@@ -6,11 +6,32 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import express from 'express';
 import type { serve, ServiceWebSocket } from '@natsgw/service-sdk';
 import { decodeRequest, encodeReply, WS_CLOSE } from '@natsgw/service-sdk/protocol';
-import { eventually, startStack, type Stack } from './helpers.js';
+import { eventually, startStack, startTestGateway, type Stack } from './helpers.js';
+
+const WS_SERVICE = fileURLToPath(new URL('./fixtures/ws-service.js', import.meta.url));
+
+/** The echo fixture in its own process; resolves once it serves. Its stdout lines are collected in `lines`. */
+async function spawnWsService(t: TestContext, natsUrl: string, mount: string, timeoutMs?: number): Promise<{ child: ChildProcess; lines: string[] }> {
+  const child = spawn(process.execPath, [WS_SERVICE, natsUrl, mount, ...(timeoutMs === undefined ? [] : [String(timeoutMs)])], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const lines: string[] = [];
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      for (const l of d.toString().split('\n')) if (l !== '') lines.push(l);
+      if (lines.includes('ready')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`service exited with ${code}`)));
+  });
+  return { child, lines };
+}
 
 const MiB = 1024 * 1024;
 
@@ -194,4 +215,200 @@ test('a service without WebSocket support answers the upgrade with an error, nev
   const none = (await openClient(wsUrl(s, '/nobody')).catch((e: unknown) => e)) as { status: number };
   assert.equal(none.status, 503);
   assert.ok(Date.now() - started < 3000, 'all three answered promptly');
+});
+
+test('kill -9 of the service: the client gets 1011 within a few seconds, never a half-open connection', async (t) => {
+  const s = await stack(t);
+  const { child } = await spawnWsService(t, s.ns.url, 'api.chat');
+  const ws = await openClient(wsUrl(s, '/chat/k'));
+  ws.send('ping');
+  assert.equal((await nextMessage(ws)).data.toString(), 'ping');
+  const done = closed(ws);
+  const killedAt = Date.now();
+  child.kill('SIGKILL');
+  const { code } = await done;
+  assert.equal(code, WS_CLOSE.internalError);
+  // Probes every 2 s find the inbox gone (no-responders).
+  assert.ok(Date.now() - killedAt < 4000, `closed ${Date.now() - killedAt} ms after the kill`);
+  await eventually(() => s.gw.view.websockets().open === 0, 2000, 'the gateway forgot the connection');
+});
+
+test('client gone without a close frame: the service sees close promptly', async (t) => {
+  const s = await stack(t);
+  const { sockets } = await echoService(s);
+  const ws = await openClient(wsUrl(s, '/chat/gone'));
+  await eventually(() => sockets.length === 1);
+  const serviceSaw = once(sockets[0]!, 'close');
+  const at = Date.now();
+  (ws as unknown as { _socket: { destroy(): void } })._socket.destroy();
+  const [code] = (await serviceSaw) as [number];
+  assert.equal(code, WS_CLOSE.abnormal);
+  assert.ok(Date.now() - at < 1000, `the service heard ${Date.now() - at} ms later`);
+});
+
+test('a slow client holds the service back: bufferedAmount grows, the gateway holds only about a window, nothing is lost', async (t) => {
+  const s = await stack(t);
+  let socket: ServiceWebSocket | undefined;
+  await s.serve((_req, res) => res.end(), {
+    nats: s.ns.url,
+    subject: 'api.feed',
+    websocket: { onConnection: (ws) => (socket = ws), maxBufferedBytes: 64 * MiB },
+  });
+  const ws = await openClient(wsUrl(s, '/feed'));
+  await eventually(() => socket !== undefined);
+  const raw = (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+  raw.pause();
+  const chunk = 256 * 1024;
+  let sent = 0;
+  // 48 MiB offered to a client that reads nothing.
+  while (sent < 48 * MiB) {
+    socket!.send(Buffer.alloc(chunk, (sent / chunk) % 251));
+    sent += chunk;
+    if (sent % (4 * MiB) === 0) await new Promise((r) => setTimeout(r, 20));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  const reached = s.gw.view.websockets().bytesOut;
+  assert.ok(socket!.bufferedAmount > 24 * MiB, `the service holds what the client cannot take (${socket!.bufferedAmount} bytes)`);
+  // What left the service: the window, plus what the kernel's socket buffers took before uWS saw backpressure.
+  assert.ok(reached < 16 * MiB, `the gateway passed on only ${reached} bytes`);
+  let got = 0;
+  let bad = -1;
+  const all = new Promise<void>((resolve) =>
+    ws.on('message', (data: Buffer) => {
+      if (data.length !== chunk || data[0] !== (got / chunk) % 251) bad = got;
+      got += data.length;
+      if (got === 48 * MiB) resolve();
+    }),
+  );
+  raw.resume();
+  await all;
+  assert.equal(bad, -1, 'every message arrived, in order');
+  assert.equal(socket!.bufferedAmount, 0);
+  ws.close();
+});
+
+test('a client too slow for the service bound is closed with 1013; the send callback reports it', async (t) => {
+  const s = await stack(t);
+  let socket: ServiceWebSocket | undefined;
+  await s.serve((_req, res) => res.end(), { nats: s.ns.url, subject: 'api.feed', websocket: { onConnection: (ws) => (socket = ws), maxBufferedBytes: 2 * MiB } });
+  const ws = await openClient(wsUrl(s, '/feed'));
+  await eventually(() => socket !== undefined);
+  (ws as unknown as { _socket: { pause(): void } })._socket.pause();
+  const serviceSaw = once(socket!, 'close');
+  let failed: Error | undefined;
+  for (let i = 0; i < 400 && failed === undefined && socket!.readyState === 1; i++) {
+    socket!.send(Buffer.alloc(256 * 1024), (err) => (failed ??= err));
+    await new Promise((r) => setImmediate(r));
+  }
+  const [code] = (await serviceSaw) as [number];
+  assert.equal(code, WS_CLOSE.tryAgainLater);
+  await eventually(() => failed !== undefined, 1000, 'a send callback got the error');
+});
+
+test('a slow service holds the client back: paused, messages wait within the bound; past it the client gets 1013', async (t) => {
+  const s = await stack(t);
+  let socket: ServiceWebSocket | undefined;
+  const got: number[] = [];
+  await s.serve((_req, res) => res.end(), {
+    nats: s.ns.url,
+    subject: 'api.slow',
+    websocket: (ws) => {
+      socket = ws;
+      ws.on('message', (data: Buffer) => got.push(data.readUInt32BE(0)));
+    },
+  });
+  const a = await openClient(wsUrl(s, '/slow'));
+  await eventually(() => socket !== undefined);
+  socket!.pause();
+  // 1.5 MiB: beyond the 1 MiB window, within window + max message (2 MiB).
+  for (let i = 0; i < 24; i++)
+    a.send(
+      Buffer.alloc(64 * 1024)
+        .fill(0)
+        .fill(i, 3, 4),
+    );
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(got.length, 0, 'nothing delivered while paused');
+  socket!.resume();
+  await eventually(() => got.length === 24, 3000, 'all 24 delivered after resume');
+  assert.deepEqual(
+    got,
+    Array.from({ length: 24 }, (_, i) => i),
+  );
+  // Now past the bound.
+  socket!.pause();
+  const done = closed(a);
+  for (let i = 0; i < 64; i++) a.send(Buffer.alloc(64 * 1024));
+  assert.equal((await done).code, WS_CLOSE.tryAgainLater);
+});
+
+test('gateway shutdown closes clients with 1001 after its grace period, and tells the service', async (t) => {
+  const s = await stack(t);
+  const { sockets } = await echoService(s);
+  const { gw, base } = await startTestGateway({ nats: s.ns.url, port: 0, adminPort: 0 });
+  await gw.connected;
+  const ws = await openClient(base.replace('http://', 'ws://') + '/chat/down');
+  await eventually(() => sockets.length === 1);
+  const serviceSaw = once(sockets[0]!, 'close');
+  const done = closed(ws);
+  const at = Date.now();
+  await gw.close(600);
+  assert.equal((await done).code, WS_CLOSE.goingAway);
+  assert.ok(Date.now() - at >= 550, 'the connection had the grace period');
+  const [code] = (await serviceSaw) as [number];
+  assert.equal(code, WS_CLOSE.goingAway);
+});
+
+test("a service's drain lets connections finish, then closes the rest with 1001", async (t) => {
+  const s = await stack(t);
+  const { child, lines } = await spawnWsService(t, s.ns.url, 'api.chat', 1500);
+  const finishing = await openClient(wsUrl(s, '/chat/one'));
+  const lingering = await openClient(wsUrl(s, '/chat/two'));
+  await eventually(() => lines.filter((l) => l === 'open').length === 2);
+  const lingerClosed = closed(lingering);
+  child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 200));
+  // Still served while draining.
+  finishing.send('still here');
+  assert.equal((await nextMessage(finishing)).data.toString(), 'still here');
+  finishing.close(1000);
+  assert.equal((await lingerClosed).code, WS_CLOSE.goingAway);
+  await once(child, 'exit');
+  assert.ok(lines.includes('close 1000') && lines.includes('close 1001') && lines.includes('drained'), lines.join(' | '));
+});
+
+test('topics across the fleet: one broadcast reaches subscribed clients on two gateways, and only those', async (t) => {
+  const s = await stack(t);
+  const service = await s.serve((_req, res) => res.end(), {
+    nats: s.ns.url,
+    subject: 'api.chat',
+    websocket: (ws, req) => {
+      const room = (req.url ?? '').split('/')[2] ?? 'lobby';
+      ws.subscribe(room).then(() => ws.send(`joined ${room}`));
+      ws.on('message', (data) => service.broadcast(room, `${room}: ${String(data)}`));
+    },
+  });
+  const second = await startTestGateway({ nats: s.ns.url, port: 0, adminPort: 0 });
+  await second.gw.connected;
+  t.after(() => second.gw.close(200));
+  const onA = new WebSocket(wsUrl(s, '/chat/room1'));
+  const onB = new WebSocket(second.base.replace('http://', 'ws://') + '/chat/room1');
+  const elsewhere = new WebSocket(wsUrl(s, '/chat/room2'));
+  const joined = [onA, onB, elsewhere].map((c) => nextMessage(c));
+  for (const j of joined) assert.match((await j).data.toString(), /^joined room/);
+  const leak: string[] = [];
+  elsewhere.on('message', (d: Buffer) => leak.push(d.toString()));
+  const a = nextMessage(onA);
+  const b = nextMessage(onB);
+  onA.send('hello');
+  assert.equal((await a).data.toString(), 'room1: hello');
+  assert.equal((await b).data.toString(), 'room1: hello');
+  // Binary broadcast from outside any connection.
+  const binA = nextMessage(onA);
+  service.broadcast('room1', Buffer.from([1, 2, 3]));
+  assert.deepEqual([...(await binA).data], [1, 2, 3]);
+  assert.equal((await binA).isBinary, true);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(leak, [], 'room2 heard nothing of room1');
+  for (const c of [onA, onB, elsewhere]) c.close();
 });

@@ -46,7 +46,9 @@ export class WsTopics {
     const subject = topicSubject(topic);
     const ws = session.ws;
     if (ws === undefined) return Promise.reject(new Error('the connection is closed'));
-    if (!ws.subscribe(subject)) return this.topics.get(subject)?.ready ?? Promise.resolve(); // already subscribed
+    // (uWS's subscribe() answers true either way: ask first.)
+    if (ws.isSubscribed(subject)) return this.topics.get(subject)?.ready ?? Promise.resolve();
+    ws.subscribe(subject);
     let entry = this.topics.get(subject);
     if (entry === undefined) {
       if (nc === undefined) return Promise.reject(new Error('not connected to NATS'));
