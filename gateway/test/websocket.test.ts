@@ -11,8 +11,11 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import express from 'express';
 import type { serve, ServiceWebSocket } from '@natsgw/service-sdk';
-import { decodeRequest, encodeReply, WS_CLOSE } from '@natsgw/service-sdk/protocol';
-import { eventually, startStack, startTestGateway, type Stack } from './helpers.js';
+import { request } from 'undici';
+import type { Msg } from '@nats-io/transport-node';
+import { decodeFrame, decodeRequest, encodeClose, encodeMsg, encodeReply, encodeTopicFrame, WS_CLOSE } from '@natsgw/service-sdk/protocol';
+import { putRoute, routesBucket } from './backends.js';
+import { eventually, rawRequest, startStack, startTestGateway, type Stack } from './helpers.js';
 
 const WS_SERVICE = fileURLToPath(new URL('./fixtures/ws-service.js', import.meta.url));
 
@@ -411,4 +414,142 @@ test('topics across the fleet: one broadcast reaches subscribed clients on two g
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(leak, [], 'room2 heard nothing of room1');
   for (const c of [onA, onB, elsewhere]) c.close();
+});
+
+/**
+ * A hand-written service on `subject` that accepts every upgrade and then
+ * sends what `misbehave` publishes to the gateway; frames the gateway sends
+ * back are collected in `received`.
+ */
+async function acceptingResponder(s: Stack, subject: string, misbehave: (send: (data: Uint8Array) => void) => void) {
+  const received: Array<ReturnType<typeof decodeFrame>> = [];
+  const inbox = `_INBOX.evil.${Math.random().toString(36).slice(2)}`;
+  const inboxSub = s.nc.subscribe(inbox, {
+    callback: (_e, m) => {
+      received.push(decodeFrame(m.data));
+    },
+  });
+  const sub = s.nc.subscribe(subject, {
+    callback: (_e, msg: Msg) => {
+      const gateway = msg.reply!;
+      s.nc.publish(gateway, encodeReply({ v: 2, status: 101, headers: [], body: new Uint8Array(0), inbox, credit: 1024 * 1024 }), { reply: inbox });
+      setTimeout(() => misbehave((data) => s.nc.publish(gateway, data, { reply: inbox })), 50);
+    },
+  });
+  await s.nc.flush();
+  return { received, stop: () => (sub.unsubscribe(), inboxSub.unsubscribe()) };
+}
+
+const HOSTILE: Array<[what: string, frames: () => Uint8Array[]]> = [
+  ['a gap in msg sequence numbers', () => [encodeMsg(2, Buffer.from('skipped one'), false, false)]],
+  ['a text message that is not UTF-8', () => [encodeMsg(1, Buffer.from([0xc3, 0x28]), false, false)]],
+  ['a close code that may not be sent to a client', () => [encodeClose(1005, 'reserved')]],
+  ['bytes that are not msgpack', () => [Buffer.from('not a frame')]],
+  ['a reply envelope inside the session', () => [encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from('x') })]],
+  [
+    'a topic frame with a wildcard',
+    () => {
+      const f = Buffer.from(encodeTopicFrame('sub', 'api.x.y'));
+      f[f.length - 1] = 0x2a; // api.x.*
+      return [f];
+    },
+  ],
+];
+
+for (const [what, frames] of HOSTILE) {
+  test(`hostile service: ${what} closes the client with 1011, cancels the session, and the gateway serves on`, async (t) => {
+    const s = await stack(t);
+    const evil = await acceptingResponder(s, 'api.evil', (send) => {
+      for (const f of frames()) send(f);
+    });
+    t.after(() => evil.stop());
+    const ws = await openClient(wsUrl(s, '/evil'));
+    assert.equal((await closed(ws)).code, WS_CLOSE.internalError);
+    await eventually(() => evil.received.some((f) => typeof f !== 'string' && f.t === 'cancel'), 2000, 'the service was sent a cancel');
+    await eventually(() => s.logs.some((l) => l.msg === 'invalid WebSocket frame from service'), 2000, 'logged');
+    // The gateway is fine: a plain request still gets its answer.
+    assert.equal((await request(`${s.base}/nobody`)).statusCode, 503);
+  });
+}
+
+test('a service that answers 101 to a plain request, or picks a subprotocol the client did not offer, gets a 502', async (t) => {
+  const s = await stack(t);
+  const evil = await acceptingResponder(s, 'api.evil', () => undefined);
+  t.after(() => evil.stop());
+  assert.equal((await request(`${s.base}/evil`)).statusCode, 502);
+  const sub = s.nc.subscribe('api.proto', {
+    callback: (_e, msg) =>
+      s.nc.publish(msg.reply!, encodeReply({ v: 2, status: 101, headers: ['sec-websocket-protocol', 'mqtt'], body: new Uint8Array(0), inbox: '_INBOX.p.1', credit: 1024 }), { reply: '_INBOX.p.1' }),
+  });
+  t.after(() => sub.unsubscribe());
+  await s.nc.flush();
+  const err = (await openClient(wsUrl(s, '/proto'), {}, ['chat.v1']).catch((e: unknown) => e)) as { status: number };
+  assert.equal(err.status, 502);
+});
+
+test('subprotocols are chosen by the service among those offered; pings from the service come back as pong', async (t) => {
+  const s = await stack(t);
+  let socket: ServiceWebSocket | undefined;
+  await s.serve((_req, res) => res.end(), {
+    nats: s.ns.url,
+    subject: 'api.chat',
+    websocket: { onConnection: (ws) => (socket = ws), handleProtocols: (offered) => (offered.has('chat.v2') ? 'chat.v2' : false) },
+  });
+  const ws = await openClient(wsUrl(s, '/chat/p'), {}, ['chat.v1', 'chat.v2']);
+  assert.equal(ws.protocol, 'chat.v2');
+  await eventually(() => socket !== undefined);
+  assert.equal(socket!.protocol, 'chat.v2');
+  const pong = once(socket!, 'pong');
+  socket!.ping(Buffer.from('are you there'));
+  const [body] = (await pong) as [Buffer];
+  assert.equal(body.toString(), 'are you there');
+  ws.close();
+});
+
+test('upgrades the gateway refuses itself: bad handshake 400, override 501, past --ws-max-connections 503', async (t) => {
+  const s = await stack(t, { wsMaxConnections: 1 });
+  await echoService(s);
+  const bad = await rawRequest(s.gw.port, 'GET /chat/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n');
+  assert.match(bad.text, /^HTTP\/1\.1 400 /);
+  const kv = await routesBucket(s.nc);
+  await putRoute(kv, s.gw, 'api.legacy', { upstreams: [{ url: 'http://127.0.0.1:9' }] });
+  const override = (await openClient(wsUrl(s, '/legacy/socket')).catch((e: unknown) => e)) as { status: number; body: string };
+  assert.equal(override.status, 501, override.body);
+  assert.match(override.body, /HTTP backends/);
+  const first = await openClient(wsUrl(s, '/chat/1'));
+  const second = (await openClient(wsUrl(s, '/chat/2')).catch((e: unknown) => e)) as { status: number };
+  assert.equal(second.status, 503);
+  first.close();
+  await eventually(() => s.gw.view.websockets().open === 0);
+  (await openClient(wsUrl(s, '/chat/3'))).close();
+});
+
+test('operations: /status and /metrics count connections, messages, bytes and closes; the access log has open and close lines', async (t) => {
+  const s = await stack(t);
+  await echoService(s);
+  const ws = await openClient(wsUrl(s, '/chat/ops'));
+  ws.send('12345');
+  await nextMessage(ws);
+  const admin = `http://127.0.0.1:${s.gw.adminPort}`;
+  const status = (await (await request(`${admin}/status`)).body.json()) as { websockets: { open: number; messagesIn: number; bytesOut: number } };
+  assert.equal(status.websockets.open, 1);
+  assert.equal(status.websockets.messagesIn, 1);
+  assert.equal(status.websockets.bytesOut, 5);
+  const done = closed(ws);
+  ws.close(4002, 'done');
+  await done;
+  await eventually(() => s.gw.view.websockets().open === 0);
+  const metrics = await (await request(`${admin}/metrics`)).body.text();
+  assert.match(metrics, /natsgw_ws_connections_open 0/);
+  assert.match(metrics, /natsgw_ws_messages_total\{direction="in"\} 1/);
+  assert.match(metrics, /natsgw_ws_bytes_total\{direction="out"\} 5/);
+  assert.match(metrics, /natsgw_ws_closes_total\{code="4002"\} 1/);
+  const opened = s.logs.find((l) => l.kind === 'access' && l.status === 101);
+  assert.ok(opened, 'an access line for the upgrade, status 101');
+  await eventually(() => s.logs.some((l) => l.kind === 'access' && l.ws === 'close'), 2000, 'a close line');
+  const closeLine = s.logs.find((l) => l.ws === 'close')!;
+  assert.equal(closeLine.code, 4002);
+  assert.equal(closeLine.messagesIn, 1);
+  assert.equal(closeLine.requestId, opened.requestId);
+  assert.equal(typeof closeLine.durationMs, 'number');
 });
