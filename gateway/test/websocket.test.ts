@@ -509,7 +509,10 @@ test('subprotocols are chosen by the service among those offered; pings from the
 test('upgrades the gateway refuses itself: bad handshake 400, override 501, past --ws-max-connections 503', async (t) => {
   const s = await stack(t, { wsMaxConnections: 1 });
   await echoService(s);
-  const bad = await rawRequest(s.gw.port, 'GET /chat/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n');
+  const bad = await rawRequest(
+    s.gw.port,
+    'GET /chat/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n',
+  );
   assert.match(bad.text, /^HTTP\/1\.1 400 /);
   const kv = await routesBucket(s.nc);
   await putRoute(kv, s.gw, 'api.legacy', { upstreams: [{ url: 'http://127.0.0.1:9' }] });

@@ -8,6 +8,10 @@ import {
   decodeReply,
   decodeRequest,
   encodeCancel,
+  encodeClose,
+  encodeControl,
+  encodeMsg,
+  encodeTopicFrame,
   encodeCredit,
   encodeData,
   encodeReply,
@@ -38,7 +42,7 @@ function normalise(x: unknown): unknown {
 test('protocol: every example in PROTOCOL.md decodes to the JSON beside it', () => {
   const doc = readFileSync(new URL('../../PROTOCOL.md', import.meta.url), 'utf8');
   const pairs = [...doc.matchAll(/```hex\n([\s\S]*?)```\s*```json\n([\s\S]*?)```/g)];
-  assert.ok(pairs.length >= 13, `found ${pairs.length} examples`);
+  assert.ok(pairs.length >= 21, `found ${pairs.length} examples`);
   for (const [, hex, json] of pairs) {
     const bytes = Buffer.from(hex!.replace(/\s+/g, ''), 'hex');
     const expected = fromDocJson(JSON.parse(json!)) as Record<string, unknown>;
@@ -47,8 +51,21 @@ test('protocol: every example in PROTOCOL.md decodes to the JSON beside it', () 
       const frame = decodeFrame(bytes);
       assert.notEqual(typeof frame, 'string', `frame decodes: ${String(frame)}`);
       assert.deepEqual(normalise({ v: 2, ...(frame as object) }), normalise(expected));
-      const e = expected as { t: string; seq: number; body: Buffer; more: boolean; n: number; inbox?: string; reason: string };
-      const encoded = e.t === 'data' ? encodeData(e.seq, [e.body], e.body.length, e.more) : e.t === 'credit' ? encodeCredit(e.n, e.inbox) : encodeCancel(e.reason);
+      const e = expected as { t: string; seq: number; body: Buffer; more: boolean; bin: boolean; n: number; inbox?: string; reason: string; code: number; topic: string };
+      const encoded =
+        e.t === 'data'
+          ? encodeData(e.seq, [e.body], e.body.length, e.more)
+          : e.t === 'credit'
+            ? encodeCredit(e.n, e.inbox)
+            : e.t === 'cancel'
+              ? encodeCancel(e.reason)
+              : e.t === 'msg'
+                ? encodeMsg(e.seq, e.body, e.bin, e.more)
+                : e.t === 'close'
+                  ? encodeClose(e.code, e.reason)
+                  : e.t === 'ping' || e.t === 'pong'
+                    ? encodeControl(e.t, e.body)
+                    : encodeTopicFrame(e.t as 'sub', e.topic);
       assert.equal(encoded.toString('hex'), bytes.toString('hex'));
       continue;
     }
@@ -401,4 +418,37 @@ test('protocol: stream frames that break §7.1 are refused with a reason, never 
     fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => void decodeFrame(bytes)),
     { numRuns: 5000 },
   );
+});
+
+test('protocol: WebSocket frames round-trip, and bad ones are refused with a reason (§14)', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 2 ** 32 - 1 }), fc.uint8Array({ maxLength: 300 }), fc.boolean(), fc.boolean(), (seq, body, bin, more) => {
+      const f = decodeFrame(encodeMsg(seq, body, bin, more));
+      assert.deepEqual(f, { t: 'msg', seq, body: Buffer.from(body), bin, more });
+    }),
+  );
+  const cases: Array<[string, Uint8Array, RegExp]> = [
+    ['msg without seq', pack({ v: 2, t: 'msg', body: Buffer.from('x') }), /no seq/],
+    ['close code below 1000', pack({ v: 2, t: 'close', code: 999, reason: '' }), /code from 1000 to 4999/],
+    ['close code above 4999', pack({ v: 2, t: 'close', code: 5000, reason: '' }), /code from 1000 to 4999/],
+    ['close reason over 123 bytes', pack({ v: 2, t: 'close', code: 1000, reason: 'é'.repeat(62) }), /longer than 123 bytes/],
+    ['a wildcard topic', pack({ v: 2, t: 'sub', topic: 'api.>' }), /no valid topic/],
+    ['an empty topic token', pack({ v: 2, t: 'sub', topic: 'api..x' }), /no valid topic/],
+    ['a topic of 201 characters', pack({ v: 2, t: 'unsub', topic: 'a'.repeat(201) }), /no valid topic/],
+    ['a ping over 125 bytes', pack({ v: 2, t: 'ping', body: Buffer.alloc(126) }), /longer than 125 bytes/],
+    ['bin that is not a bool', pack({ v: 2, t: 'msg', seq: 1, body: Buffer.from('x'), bin: 1 }), /not valid msgpack/],
+  ];
+  for (const [what, data, reason] of cases) {
+    const f = decodeFrame(data);
+    assert.equal(typeof f, 'string', what);
+    assert.match(f as string, reason, what);
+  }
+  // A close reason is cut on a character boundary, never inside one.
+  const long = decodeFrame(encodeClose(1000, 'é'.repeat(100)));
+  assert.equal(typeof long === 'string' ? long : long.t === 'close' && long.reason, 'é'.repeat(61));
+  // A 101 is a WebSocket accept only with v 2, an inbox and a credit.
+  assert.match(decodeReply(pack({ v: 2, status: 101, inbox: '_INBOX.s.1' })) as string, /invalid status 101/);
+  assert.match(decodeReply(pack({ v: 2, status: 101, credit: 10 })) as string, /invalid status 101/);
+  assert.match(decodeReply(pack({ v: 2, status: 101, inbox: '_INBOX.s.1', credit: 10, body: Buffer.from('x') })) as string, /has a body/);
+  assert.equal((decodeReply(pack({ v: 2, status: 101, inbox: '_INBOX.s.1', credit: 10 })) as ReplyEnvelope).credit, 10);
 });

@@ -380,7 +380,7 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
   if (v !== PROTOCOL_VERSION && v !== STREAM_VERSION) return `reply has unsupported protocol version ${v === -1 ? 'undefined' : v}`;
   if (status === 101) {
     // A WebSocket accept (§14.2): opens a session, carries no body.
-    if (v !== STREAM_VERSION || more || inbox === undefined || credit < 0) return 'a 101 reply (WebSocket accept) needs v 2, an inbox and a credit, and no more';
+    if (v !== STREAM_VERSION || more || inbox === undefined || credit < 0) return 'reply has invalid status 101: a WebSocket accept needs v 2, an inbox and a credit, and no more';
     if (body.length !== 0) return 'a 101 reply (WebSocket accept) has a body';
     return { v, status, headers, body, inbox, credit };
   }
