@@ -1,6 +1,6 @@
 /**
  * `npm run demo`: nats-server (JetStream, temporary folder), the example
- * services foo (Express) and bar (Fastify) on NATS, two "legacy" HTTP
+ * services foo (Express), bar (Fastify) and chat (WebSockets) on NATS, two "legacy" HTTP
  * servers behind an override (api.legacy, round-robin with health checks),
  * and a gateway on :8080 — each its own process, as in production. Prints a
  * few curl lines; Ctrl-C stops everything.
@@ -63,6 +63,7 @@ process.on('exit', () => {
 
 start('foo', here('./foo-service.js'));
 start('bar', here('./bar-service.js'));
+start('chat', here('./chat-service.js'));
 const legacyPorts = [await freePort(), await freePort()];
 for (const [i, p] of legacyPorts.entries()) start(`legacy-${i + 1}`, here('./legacy-server.js'), [], { PORT: String(p), NAME: `legacy-${i + 1}` });
 
@@ -88,8 +89,8 @@ const base = `http://127.0.0.1:${port}`;
 const until = Date.now() + 20_000;
 for (;;) {
   try {
-    const [a, b, c] = await Promise.all([fetch(`${base}/foo/hello`), fetch(`${base}/bar/time`), fetch(`${base}/legacy/orders`)]);
-    if (a.status === 200 && b.status === 200 && c.status === 200) break;
+    const [a, b, c, d] = await Promise.all([fetch(`${base}/foo/hello`), fetch(`${base}/bar/time`), fetch(`${base}/legacy/orders`), fetch(`${base}/chat/rooms`)]);
+    if (a.status === 200 && b.status === 200 && c.status === 200 && d.status === 200) break;
   } catch {
     // not listening yet
   }
@@ -112,6 +113,9 @@ natsgw is up on ${base} (root subject api). Try:
   curl -s -X POST ${base}/bar/sum -H 'content-type: application/json' -d '{"numbers":[1,2,3]}'
   curl -s ${base}/legacy/orders/7                # HTTP override: two legacy servers, round-robin
   curl -si ${base}/nobody/home                  # 503: no service on api.nobody.home
+
+WebSockets: a chat room on api.chat (open ${base}/chat/?room=lobby in a browser, or):
+  echo hello | node examples/dist/src/chat-client.js ws://127.0.0.1:${port}/chat/lobby
 
 Overrides live in the KV bucket natsgw-routes; try
   npx natsgw routes ls --nats ${nats.url}

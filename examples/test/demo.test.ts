@@ -59,6 +59,16 @@ test('demo: starts everything, its curl lines work, Ctrl-C stops everything', { 
       else assert.match(result, /^\{.*\}$/s, `${command} → ${result}`);
     }
     assert.match(execFileSync('sh', ['-c', curls.find((c) => c.includes('/bar/sum'))!.replace(/\s+#.*$/, '')], { encoding: 'utf8' }), /"sum":6/);
+    // The chat room's command line (run from the repository root, as printed).
+    const chat = out
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l.startsWith('echo hello | node'));
+    assert.ok(chat !== undefined, `printed a chat line:\n${out}`);
+    const said = execFileSync('sh', ['-c', chat], { encoding: 'utf8', cwd: fileURLToPath(new URL('../../../', import.meta.url)) });
+    assert.match(said, /^\* you are guest-\w+ in lobby$/m, said);
+    assert.match(said, /^guest-\w+: hello$/m, said);
+    assert.match(said, /^\[closed 1000\]$/m, said);
     // The override balances between both legacy servers.
     const legacy = curls.find((c) => c.includes('/legacy/'))!.replace(/\s+#.*$/, '');
     const from = new Set(Array.from({ length: 4 }, () => (JSON.parse(execFileSync('sh', ['-c', legacy], { encoding: 'utf8' })) as { from: string }).from));
