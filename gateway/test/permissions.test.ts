@@ -15,6 +15,7 @@ import { connectRaw, startNatsServer, type NatsServer } from '@natsgw/devkit';
 import type { Service } from '@natsgw/service-sdk';
 import { serve } from '@natsgw/service-sdk';
 import type { Gateway } from '../src/gateway.js';
+import WebSocket from 'ws';
 import { eventually, runCli, startTestGateway } from './helpers.js';
 
 const CONFIG = new URL('../../../examples/nats-permissions/nats-server.conf', import.meta.url);
@@ -47,7 +48,19 @@ before(async () => {
     }
     res.end(`foo ${req.url}`);
   };
-  services.push(await serve(foo, { nats: as('svc-foo', 'change-me-foo', '_INBOX_foo'), subject: 'api.foo' }));
+  const fooService: Service = await serve(foo, {
+    nats: as('svc-foo', 'change-me-foo', '_INBOX_foo'),
+    subject: 'api.foo',
+    // WebSockets: an echo that also joins the topic "room" and broadcasts to it.
+    websocket: (ws) => {
+      void ws.subscribe('room').then(() => ws.send('joined'));
+      ws.on('message', (data) => {
+        ws.send(`echo ${String(data)}`);
+        fooService.broadcast('room', `room ${String(data)}`);
+      });
+    },
+  });
+  services.push(fooService);
   services.push(await serve((req, res) => res.end(`bar ${req.url}`), { nats: as('svc-bar', 'change-me-bar', '_INBOX_bar'), subject: 'api.bar' }));
   await eventually(() => gw.overrides.state === 'watching', 10_000, 'the gateway watches the routes bucket');
 });
@@ -74,6 +87,14 @@ test('permissions: with the shipped least-privilege config every role does its j
   assert.equal(events, Array.from({ length: 300 }, (_, i) => `data: ${i}\n\n`).join(''));
   const upload = await request(`${base}/foo/upload`, { method: 'POST', body: Buffer.alloc(5 * 1024 * 1024, 1) });
   assert.equal(await upload.body.text(), `foo got ${5 * 1024 * 1024}`);
+  // WebSocket sessions and topics work within them too.
+  const ws = new WebSocket(`${base.replace('http://', 'ws://')}/foo/ws`);
+  const got: string[] = [];
+  ws.on('message', (d: Buffer) => got.push(d.toString()));
+  await eventually(() => got.includes('joined'), 5000, 'the socket joined its topic');
+  ws.send('hi');
+  await eventually(() => got.includes('echo hi') && got.includes('room hi'), 5000, `echo and broadcast arrived (got ${got.join(', ')})`);
+  ws.close();
   const put = await runCli(['routes', 'put', 'api.legacy', '--upstream', 'http://127.0.0.1:9', ...withUrl(routesEditor)]);
   assert.equal(put.status, 0, put.stderr);
   await eventually(() => gw.routes.match('api.legacy') !== undefined, 5000, 'the gateway applied the route');
@@ -118,6 +139,7 @@ for (const [role, user, pass] of [
         ["answer NATS's service API as api-foo", () => raw.subscribe('$SRV.INFO.api-foo', () => undefined)],
         ['forge a mount announcement for api.foo', () => raw.publish('_NATSGW.mounts.announce.api.foo.deep', JSON.stringify({ v: 1, mount: 'api.foo.deep', id: 'x', state: 'up', ttlMs: 60_000 }))],
         ['hand a request to api.foo', () => raw.publish('_NATSGW.handoff.api.foo', 'x', { reply: 'app.reply' })],
+        ["broadcast to api.foo's WebSocket topics", () => raw.publish('_NATSGW.topic.api.foo.room', 'forged')],
         ['read admin data', () => raw.publish('natsgw.admin.status', '', { reply: 'app.reply' })],
         ['write a route', () => raw.publish('$KV.natsgw-routes.api.evil', JSON.stringify({ upstreams: [{ url: 'http://127.0.0.1:9' }] }))],
         ['open the routes bucket', () => raw.publish('$JS.API.STREAM.INFO.KV_natsgw-routes', '', { reply: 'app.reply' })],

@@ -437,7 +437,13 @@ async function acceptingResponder(s: Stack, subject: string, misbehave: (send: (
     },
   });
   await s.nc.flush();
-  return { received, stop: () => (sub.unsubscribe(), inboxSub.unsubscribe()) };
+  return {
+    received,
+    stop: () => {
+      sub.unsubscribe();
+      inboxSub.unsubscribe();
+    },
+  };
 }
 
 const HOSTILE: Array<[what: string, frames: () => Uint8Array[]]> = [
