@@ -562,3 +562,27 @@ test('operations: /status and /metrics count connections, messages, bytes and cl
   assert.equal(closeLine.requestId, opened.requestId);
   assert.equal(typeof closeLine.durationMs, 'number');
 });
+
+test('overlapping mounts: the most specific mount takes the upgrade, and its session runs through the hand-off', async (t) => {
+  const s = await stack(t);
+  const mount = (name: string) => (ws: ServiceWebSocket) => {
+    ws.send(name);
+    ws.on('message', (d) => ws.send(`${name} ${String(d)}`));
+  };
+  await s.serve((_req, res) => res.end(), { nats: s.ns.url, subject: 'api.chat', websocket: mount('chat') });
+  await s.serve((_req, res) => res.end(), { nats: s.ns.url, subject: 'api.chat.vip', websocket: mount('vip') });
+  // Enough connections that the queue group hands some to api.chat, which passes them on.
+  for (let i = 0; i < 12; i++) {
+    const ws = new WebSocket(wsUrl(s, `/chat/vip/${i}`));
+    assert.equal((await nextMessage(ws)).data.toString(), 'vip');
+    const echoed = nextMessage(ws);
+    ws.send(Buffer.alloc(300 * 1024, 0x61).toString()); // several messages' worth through the relay
+    assert.equal((await echoed).data.length, 'vip '.length + 300 * 1024);
+    const done = closed(ws);
+    ws.close(4003);
+    assert.equal((await done).code, 4003);
+  }
+  const other = new WebSocket(wsUrl(s, '/chat/lobby'));
+  assert.equal((await nextMessage(other)).data.toString(), 'chat');
+  other.close();
+});

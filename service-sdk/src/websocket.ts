@@ -244,6 +244,9 @@ export class ServiceWebSocket extends EventEmitter {
         this.credit += frame.n;
         return this.pump();
       case 'close':
+        // Answered in kind, as a WebSocket close handshake: the gateway ignores
+        // it, and a mount relaying this session (a hand-off) ends its relay on it.
+        this.publish(encodeClose(frame.code, ''));
         return this.ended(frame.code, frame.reason);
       case 'cancel':
         return this.ended(WS_CLOSE.abnormal, frame.reason);

@@ -18,9 +18,15 @@
  */
 import { performance } from 'node:perf_hooks';
 import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type PublishOptions, type Subscription } from '@nats-io/transport-node';
-import { encodeCancel, InboxKeys, isNoResponders, isValidInbox, MAX_SERVICE_ERROR_TEXT, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '@natsgw/service-sdk/protocol';
+import { decodeFrame, encodeCancel, InboxKeys, isNoResponders, isValidInbox, MAX_SERVICE_ERROR_TEXT, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER } from '@natsgw/service-sdk/protocol';
 
 const STALE_CANCEL = encodeCancel('no such request: it is over (client gone or timed out)');
+
+/** A late close or cancel (a WebSocket service answering the gateway's close): nothing is left to stop. */
+function endsItself(data: Uint8Array): boolean {
+  const frame = decodeFrame(data);
+  return typeof frame !== 'string' && (frame.t === 'close' || frame.t === 'cancel');
+}
 /** Ended requests whose late frames are answered with a cancel: at most this many, for this long. */
 const MAX_ENDED = 4096;
 const ENDED_KEEP_MS = 60_000;
@@ -221,7 +227,7 @@ export class ReplyMux<P extends PendingRequest> {
     if (p === undefined) {
       const s = this.open.get(key);
       if (s !== undefined) this.onStream(s, msg);
-      else if (msg.reply && this.ended.has(key) && !isNoResponders(msg) && isValidInbox(msg.reply)) {
+      else if (msg.reply && this.ended.has(key) && !isNoResponders(msg) && isValidInbox(msg.reply) && !endsItself(msg.data)) {
         // A stream frame for a request that is over (its client went away,
         // it timed out): tell the service to stop, without a reply subject
         // of our own so nothing can bounce back. Late v1 replies carry none.
