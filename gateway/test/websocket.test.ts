@@ -8,14 +8,17 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import WebSocket from 'ws';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket, { WebSocketServer } from 'ws';
 import express from 'express';
 import type { serve, ServiceWebSocket } from '@natsgw/service-sdk';
 import { request } from 'undici';
 import type { Msg } from '@nats-io/transport-node';
 import { decodeFrame, decodeRequest, encodeClose, encodeMsg, encodeReply, encodeTopicFrame, WS_CLOSE } from '@natsgw/service-sdk/protocol';
 import { putRoute, routesBucket } from './backends.js';
-import { eventually, rawRequest, startStack, startTestGateway, type Stack } from './helpers.js';
+import { eventually, rawRequest, spawnGateway, startStack, startTestGateway, type Stack } from './helpers.js';
 
 const WS_SERVICE = fileURLToPath(new URL('./fixtures/ws-service.js', import.meta.url));
 
@@ -143,9 +146,16 @@ test('a message larger than one NATS message crosses in pieces, and one over --w
   const echoed = await nextMessage(ws);
   assert.equal(echoed.isBinary, true);
   assert.ok(echoed.data.equals(big), 'the 3 MiB message came back intact');
-  const serviceSaw = once(sockets[0]!, 'close');
-  const done = closed(ws);
-  ws.send(Buffer.alloc(16 * MiB));
+  // The service sending more than the limit: both sides learn 1009 too.
+  const tooBig = closed(ws);
+  sockets[0]!.send(Buffer.alloc(5 * MiB));
+  assert.equal((await tooBig).code, WS_CLOSE.tooBig);
+  await eventually(() => sockets[0]!.readyState === 3, 2000, 'the service was told');
+  const again = await openClient(wsUrl(s, '/chat/big'));
+  await eventually(() => sockets.length === 2);
+  const serviceSaw = once(sockets[1]!, 'close');
+  const done = closed(again);
+  again.send(Buffer.alloc(16 * MiB));
   assert.equal((await done).code, WS_CLOSE.tooBig);
   const [code] = (await serviceSaw) as [number];
   assert.equal(code, WS_CLOSE.tooBig, 'the service is told why');
@@ -345,21 +355,27 @@ test('a slow service holds the client back: paused, messages wait within the bou
   assert.equal((await done).code, WS_CLOSE.tryAgainLater);
 });
 
-test('gateway shutdown closes clients with 1001 after its grace period, and tells the service', async (t) => {
+test('gateway SIGTERM closes clients with 1001 after its grace period, and tells the service', async (t) => {
   const s = await stack(t);
   const { sockets } = await echoService(s);
-  const { gw, base } = await startTestGateway({ nats: s.ns.url, port: 0, adminPort: 0 });
-  await gw.connected;
-  const ws = await openClient(base.replace('http://', 'ws://') + '/chat/down');
+  const gw = await spawnGateway(['serve', '--nats', s.ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0', '--shutdown-grace', '800'], (out) => out.includes('connected to NATS'));
+  t.after(() => gw.child.kill('SIGKILL'));
+  const port = Number(/"port":(\d+)/.exec(gw.output())![1]);
+  const ws = await openClient(`ws://127.0.0.1:${port}/chat/down`);
   await eventually(() => sockets.length === 1);
   const serviceSaw = once(sockets[0]!, 'close');
   const done = closed(ws);
   const at = Date.now();
-  await gw.close(600);
+  gw.child.kill('SIGTERM');
+  // Still served during the grace period.
+  ws.send('during grace');
+  assert.equal((await nextMessage(ws)).data.toString(), 'during grace');
   assert.equal((await done).code, WS_CLOSE.goingAway);
-  assert.ok(Date.now() - at >= 550, 'the connection had the grace period');
+  assert.ok(Date.now() - at >= 700, `the connection had the grace period (${Date.now() - at} ms)`);
   const [code] = (await serviceSaw) as [number];
   assert.equal(code, WS_CLOSE.goingAway);
+  const [exit] = (await once(gw.child, 'exit')) as [number];
+  assert.equal(exit, 0);
 });
 
 test("a service's drain lets connections finish, then closes the rest with 1001", async (t) => {
@@ -585,4 +601,128 @@ test('overlapping mounts: the most specific mount takes the upgrade, and its ses
   const other = new WebSocket(wsUrl(s, '/chat/lobby'));
   assert.equal((await nextMessage(other)).data.toString(), 'chat');
   other.close();
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+
+test('a browser (headless Chromium) echoes text and binary through the gateway', { skip: !existsSync(CHROMIUM) && 'Chromium is not installed (apt-get install chromium)' }, async (t) => {
+  const s = await stack(t);
+  await echoService(s);
+  const profile = mkdtempSync(join(tmpdir(), 'natsgw-chromium-'));
+  const browser = spawn(
+    CHROMIUM,
+    [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--user-data-dir=${profile}`,
+      '--remote-debugging-port=0',
+      'about:blank',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  t.after(() => {
+    browser.kill('SIGKILL');
+    rmSync(profile, { recursive: true, force: true });
+  });
+  // Chromium says where its DevTools endpoint listens; the page is driven over it (CDP).
+  const devtools = await new Promise<string>((resolve, reject) => {
+    let err = '';
+    browser.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      const m = /DevTools listening on (ws:\/\/\S+)/.exec(err);
+      if (m) resolve(m[1]!);
+    });
+    browser.once('exit', (code) => reject(new Error(`chromium exited ${code}: ${err}`)));
+  });
+  const targets = (await (await request(`http://${new URL(devtools).host}/json/list`)).body.json()) as Array<{ type: string; webSocketDebuggerUrl: string }>;
+  const page = new WebSocket(targets.find((x) => x.type === 'page')!.webSocketDebuggerUrl);
+  await once(page, 'open');
+  const evaluate = (expression: string): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      page.once('message', (raw: Buffer) => {
+        const r = JSON.parse(raw.toString()) as { result: { result: { value: unknown }; exceptionDetails?: unknown } };
+        if (r.result.exceptionDetails !== undefined) reject(new Error(JSON.stringify(r.result.exceptionDetails)));
+        else resolve(r.result.result.value);
+      });
+      page.send(JSON.stringify({ id: 1, method: 'Runtime.evaluate', params: { expression, awaitPromise: true, returnByValue: true } }));
+    });
+  const result = await evaluate(`new Promise((resolve, reject) => {
+    const ws = new WebSocket('${wsUrl(s, '/chat/browser')}');
+    ws.binaryType = 'arraybuffer';
+    const got = [];
+    ws.onopen = () => { ws.send('hello from chromium'); ws.send(new Uint8Array([7, 8, 9])); };
+    ws.onmessage = (e) => {
+      got.push(typeof e.data === 'string' ? e.data : Array.from(new Uint8Array(e.data)));
+      if (got.length === 2) ws.close(1000, 'done');
+    };
+    ws.onclose = (e) => resolve({ got, code: e.code });
+    ws.onerror = () => reject(new Error('websocket error'));
+  })`);
+  assert.deepEqual(result, { got: ['hello from chromium', [7, 8, 9]], code: 1000 });
+  page.close();
+});
+
+test("keep-alive is the gateway's: an idle client that answers pings stays, one that does not is closed; the service hears neither", async (t) => {
+  const s = await stack(t, { wsIdleTimeout: 8000 });
+  const events: string[] = [];
+  await s.serve((_req, res) => res.end(), {
+    nats: s.ns.url,
+    subject: 'api.idle',
+    websocket: (ws, req) => {
+      ws.on('message', () => events.push(`message ${req.url}`));
+      ws.on('pong', () => events.push(`pong ${req.url}`));
+      ws.on('close', (code) => events.push(`close ${req.url} ${code}`));
+    },
+  });
+  const alive = await openClient(wsUrl(s, '/idle/alive'));
+  const mute = await openClient(wsUrl(s, '/idle/mute'), { autoPong: false });
+  let pings = 0;
+  alive.on('ping', () => pings++);
+  const muteClosed = closed(mute);
+  await new Promise((r) => setTimeout(r, 14_000));
+  assert.equal(alive.readyState, WebSocket.OPEN, 'a client that answers pings outlives the idle timeout');
+  assert.ok(pings >= 1, 'the gateway pinged it');
+  assert.notEqual((await muteClosed).code, 0);
+  await eventually(() => events.includes('close /idle/mute 1006'), 2000, 'the service heard the mute one go');
+  assert.deepEqual(events, ['close /idle/mute 1006'], 'no message or pong reached the service for keep-alive');
+  alive.close();
+});
+
+test("the same `ws` connection callback runs under ws's own server and under the SDK", async (t) => {
+  // Written for the ws package, unchanged.
+  const onConnection = (ws: WebSocket | ServiceWebSocket, req: { url?: string }) => {
+    ws.send(`hello ${req.url}`);
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (String(data) === 'bye') return ws.close(4000, 'as asked');
+      ws.send(isBinary ? data : `echo ${String(data)}`, { binary: isBinary });
+    });
+  };
+  const script = async (url: string) => {
+    const ws = new WebSocket(url);
+    const got: string[] = [];
+    ws.on('message', (d: Buffer, bin: boolean) => got.push(bin ? `bin ${[...d].join(',')}` : String(d)));
+    await once(ws, 'open');
+    ws.send('one');
+    ws.send(Buffer.from([1, 2]));
+    await eventually(() => got.length === 3);
+    ws.send('bye');
+    const [code, reason] = (await once(ws, 'close')) as [number, Buffer];
+    return [...got, `close ${code} ${String(reason)}`];
+  };
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  t.after(() => wss.close());
+  wss.on('connection', onConnection);
+  await once(wss, 'listening');
+  const direct = await script(`ws://127.0.0.1:${(wss.address() as { port: number }).port}/chat/same`);
+  const s = await stack(t);
+  await s.serve((_req, res) => res.end(), { nats: s.ns.url, subject: 'api.chat', websocket: onConnection });
+  const viaGateway = await script(wsUrl(s, '/chat/same'));
+  assert.deepEqual(viaGateway, direct);
+  assert.deepEqual(direct, ['hello /chat/same', 'echo one', 'bin 1,2', 'close 4000 as asked']);
 });

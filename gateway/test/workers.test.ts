@@ -19,6 +19,7 @@ import { startNatsServer, type NatsServer } from '@natsgw/devkit';
 import { encodeReply } from '@natsgw/service-sdk/protocol';
 import { serve } from '@natsgw/service-sdk';
 import { request } from 'undici';
+import WebSocket from 'ws';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { startWorkerPool, type WorkerPool } from '../src/workers/worker-pool.js';
 import { routesBucket, startBackends } from './backends.js';
@@ -304,5 +305,33 @@ test('workers: shutdown ends even with a wedged worker: after its grace period a
     assert.ok(!/Assertion failed|uv_loop_close/.test(err), 'no abort from Node');
   } finally {
     await ns.dispose();
+  }
+});
+
+test('workers: WebSockets are served by every worker, and /status and /metrics add up their connections', async () => {
+  const s = await startPool();
+  const service = await serve((_req, res) => res.end(), {
+    nats: s.ns.url,
+    subject: 'api.chat',
+    websocket: (ws) => ws.on('message', (d) => ws.send(`echo ${String(d)}`)),
+  });
+  try {
+    // Enough connections that both workers hold some (the kernel spreads them over the shared port).
+    const clients: WebSocket[] = [];
+    for (let i = 0; i < 8; i++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${s.pool.port}/chat/${i}`);
+      await new Promise((r) => ws.once('open', r));
+      const echoed = new Promise<string>((r) => ws.once('message', (d: Buffer) => r(String(d))));
+      ws.send(String(i));
+      assert.equal(await echoed, `echo ${i}`);
+      clients.push(ws);
+    }
+    const status = (await (await fetch(`${s.admin}/status`)).json()) as { websockets: { open: number; messagesIn: number } };
+    assert.deepEqual([status.websockets.open, status.websockets.messagesIn], [8, 8]);
+    assert.match(await (await fetch(`${s.admin}/metrics`)).text(), /natsgw_ws_connections_open 8/);
+    for (const ws of clients) ws.close();
+  } finally {
+    await service.drain();
+    await s.close();
   }
 });
