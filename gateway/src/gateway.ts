@@ -27,6 +27,7 @@ import { ReplyMux } from './nats/reply-mux.js';
 import { guardConnection } from '@natsgw/service-sdk/nats-guard';
 import { loadUws, uwsHeadLimitBytes } from './front/uws.js';
 import { WsFront } from './ws/ws-front.js';
+import { CorkAnchor } from './ws/cork-anchor.js';
 import { DEFAULT_STREAM_WINDOW, WS_CLOSE } from '@natsgw/service-sdk/protocol';
 
 export const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -167,6 +168,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const metrics = createMetrics(view, !embedded);
 
   const app = uWS.App();
+  const anchor = new CorkAnchor(uWS);
+  await anchor.start();
   const ws = new WsFront(
     app,
     { ...config.ws, window: DEFAULT_STREAM_WINDOW },
@@ -192,6 +195,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       topicRefused: (subject, reason) => log.warn({ subject, reason }, 'WebSocket topic message not delivered'),
     },
     () => link?.maxPayload ?? 1024 * 1024,
+    anchor,
   );
   front.ws = ws;
   // Upgrade requests (GET with Upgrade: websocket) land here; every other request in front.handle.
@@ -227,6 +231,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         viewSource(view, metrics, () => nc),
       );
   } catch (err) {
+    anchor.close();
     closeUws();
     throw err;
   }
@@ -329,6 +334,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     closeNow() {
       stopping = true;
       front.closing = true;
+      anchor.close();
       closeUws();
     },
     async close(graceMs = config.shutdownGraceMs) {

@@ -103,3 +103,16 @@ test('config: --trace-sampling takes auto or a ratio from 0 to 1; --preload is m
   assert.equal(loadConfig({ flags: { preload: 'otel.mjs' } }).preload, join(process.cwd(), 'otel.mjs'));
   assert.equal(loadConfig({}).preload, undefined);
 });
+
+test('config: the WebSocket limits have defaults and bounds, from flags, environment or file', () => {
+  assert.deepEqual(loadConfig({}).ws, { maxMessageBytes: 1024 * 1024, idleTimeoutMs: 120_000, maxConnections: 10_000 });
+  assert.deepEqual(loadConfig({ flags: { wsMaxMessage: '4096', wsIdleTimeout: '8000' }, env: { NATSGW_WS_MAX_CONNECTIONS: '5' } }).ws, {
+    maxMessageBytes: 4096,
+    idleTimeoutMs: 8000,
+    maxConnections: 5,
+  });
+  // Below uWS's 8 s resolution, or a message too small for a control frame's 125 bytes: refused, never rounded.
+  assert.throws(() => loadConfig({ flags: { wsIdleTimeout: '1000' } }), /^ConfigError: invalid --ws-idle-timeout/);
+  assert.throws(() => loadConfig({ flags: { wsMaxMessage: '100' } }), /^ConfigError: invalid --ws-max-message/);
+  assert.throws(() => loadConfig({ env: { NATSGW_WS_MAX_CONNECTIONS: 'many' } }), /^ConfigError: invalid NATSGW_WS_MAX_CONNECTIONS/);
+});

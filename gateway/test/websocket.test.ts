@@ -626,9 +626,13 @@ test('a browser (headless Chromium) echoes text and binary through the gateway',
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
-  t.after(() => {
-    browser.kill('SIGKILL');
-    rmSync(profile, { recursive: true, force: true });
+  t.after(async () => {
+    if (browser.exitCode === null && browser.signalCode === null) {
+      const exited = once(browser, 'exit');
+      browser.kill('SIGKILL');
+      await exited;
+    }
+    rmSync(profile, { recursive: true, force: true, maxRetries: 3 });
   });
   // Chromium says where its DevTools endpoint listens; the page is driven over it (CDP).
   const devtools = await new Promise<string>((resolve, reject) => {
@@ -643,9 +647,18 @@ test('a browser (headless Chromium) echoes text and binary through the gateway',
   const targets = (await (await request(`http://${new URL(devtools).host}/json/list`)).body.json()) as Array<{ type: string; webSocketDebuggerUrl: string }>;
   const page = new WebSocket(targets.find((x) => x.type === 'page')!.webSocketDebuggerUrl);
   await once(page, 'open');
+  // Chromium's own account of the connection (handshake, frames, close), shown if the check fails.
+  const events: string[] = [];
+  page.on('message', (raw: Buffer) => {
+    const m = JSON.parse(raw.toString()) as { method?: string };
+    if (m.method?.startsWith('Network.webSocket') === true) events.push(raw.toString().slice(0, 300));
+  });
+  page.send(JSON.stringify({ id: 2, method: 'Network.enable' }));
   const evaluate = (expression: string): Promise<unknown> =>
     new Promise((resolve, reject) => {
-      page.once('message', (raw: Buffer) => {
+      page.on('message', function onResult(raw: Buffer) {
+        if ((JSON.parse(raw.toString()) as { id?: number }).id !== 1) return;
+        page.off('message', onResult);
         const r = JSON.parse(raw.toString()) as { result: { result: { value: unknown }; exceptionDetails?: unknown } };
         if (r.result.exceptionDetails !== undefined) reject(new Error(JSON.stringify(r.result.exceptionDetails)));
         else resolve(r.result.result.value);
@@ -664,7 +677,7 @@ test('a browser (headless Chromium) echoes text and binary through the gateway',
     ws.onclose = (e) => resolve({ got, code: e.code });
     ws.onerror = () => reject(new Error('websocket error'));
   })`);
-  assert.deepEqual(result, { got: ['hello from chromium', [7, 8, 9]], code: 1000 });
+  assert.deepEqual(result, { got: ['hello from chromium', [7, 8, 9]], code: 1000 }, events.join('\n'));
   page.close();
 });
 
@@ -725,4 +738,21 @@ test("the same `ws` connection callback runs under ws's own server and under the
   const viaGateway = await script(wsUrl(s, '/chat/same'));
   assert.deepEqual(viaGateway, direct);
   assert.deepEqual(direct, ['hello /chat/same', 'echo one', 'bin 1,2', 'close 4000 as asked']);
+});
+
+test('600 upgrades in a row all open: none is closed right after open by the upgrade-in-cork bug of uWS (ws/cork-anchor.ts)', async (t) => {
+  const s = await stack(t);
+  await s.serve((_req, res) => res.end(), { nats: s.ns.url, subject: 'api.chat', websocket: (ws) => ws.send('open') });
+  let dropped = 0;
+  for (let i = 0; i < 600; i++) {
+    const ws = new WebSocket(wsUrl(s, `/chat/${i}`));
+    const outcome = await new Promise<string>((resolve) => {
+      ws.once('message', () => resolve('open'));
+      ws.once('close', (code) => resolve(`closed ${code}`));
+    });
+    if (outcome !== 'open') dropped++;
+    ws.terminate();
+  }
+  // Without the anchor, about 1 in 200 of these was dropped with 1006 (measured; this test then failed 1 run in 3), and 1 in 5 of Chromium's.
+  assert.equal(dropped, 0);
 });

@@ -15,6 +15,7 @@ import type { ReplyEnvelope } from '@natsgw/service-sdk/protocol';
 import { WsSession, type WsLimits, type WsSessionOwner, type WsUserData } from './ws-session.js';
 import { WsStats } from './ws-stats.js';
 import { WsTopics } from './ws-topics.js';
+import type { CorkAnchor } from './cork-anchor.js';
 
 export interface WsOptions {
   /** Largest message either way (--ws-max-message). */
@@ -69,6 +70,7 @@ export class WsFront implements WsSessionOwner {
     private readonly opts: WsOptions,
     private readonly events: WsEvents,
     maxPayload: () => number,
+    private readonly anchor: CorkAnchor,
   ) {
     this.limits = {
       maxMessageBytes: opts.maxMessageBytes,
@@ -146,7 +148,8 @@ export class WsFront implements WsSessionOwner {
     link.hold(ex);
     const res: HttpResponse = ex.res;
     ex.responding = true;
-    res.cork(() => {
+    // Not res.cork(): see cork-anchor.ts.
+    this.anchor.upgrade(res, () => {
       res.writeStatus('101 Switching Protocols');
       for (let i = 0; i < h.length; i += 2) {
         const lower = h[i]!.toLowerCase();
@@ -202,5 +205,6 @@ export class WsFront implements WsSessionOwner {
   close(): void {
     clearInterval(this.timer);
     this.topics.close();
+    this.anchor.close();
   }
 }
