@@ -59,7 +59,7 @@ export function start(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}):
   children.push(child);
   return child;
 }
-export function waitForLine(child: ChildProcess, pattern: RegExp, what: string): Promise<RegExpExecArray> {
+export function waitForLine(child: ChildProcess, pattern: RegExp, what: string, timeoutMs = 15_000): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
     let seen = '';
     const onData = (d: Buffer) => {
@@ -74,7 +74,7 @@ export function waitForLine(child: ChildProcess, pattern: RegExp, what: string):
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
     child.once('exit', (code) => reject(new Error(`${what} exited (${code}): ${seen.slice(-500)}`)));
-    setTimeout(() => reject(new Error(`${what} did not start: ${seen.slice(-500)}`)), 15_000).unref();
+    setTimeout(() => reject(new Error(`${what} did not start: ${seen.slice(-500)}`)), timeoutMs).unref();
   });
 }
 

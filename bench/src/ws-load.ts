@@ -13,9 +13,11 @@ import WebSocket from 'ws';
 const [mode, url, n, x] = process.argv.slice(2) as [string, string, string, string];
 const connections = Number(n);
 
-function open(u: string): Promise<WebSocket> {
+function open(u: string, onMessage?: (data: Buffer) => void): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(u, { perMessageDeflate: false });
+    // Listening from the start: a server may send before 'open' has been handled here.
+    if (onMessage !== undefined) ws.on('message', onMessage);
     ws.once('open', () => resolve(ws));
     ws.once('error', reject);
   });
@@ -48,23 +50,21 @@ if (mode === 'echo') {
   let first = 0;
   const expected = connections * messages;
   const sockets: WebSocket[] = [];
+  const onMessage = (data: Buffer): void => {
+    if (data.length === 6 && data.toString() === 'joined') {
+      if (++joined === connections) process.stdout.write('ready\n');
+      return;
+    }
+    if (joined < connections) return; // a broadcast before everyone is in: not counted
+    if (deliveries++ === 0) first = performance.now();
+    if (deliveries === expected) {
+      process.stdout.write(`${JSON.stringify({ deliveries, ms: performance.now() - first })}\n`);
+      for (const s of sockets) s.terminate();
+      process.exit(0);
+    }
+  };
   // Opened a few at a time: a thousand handshakes at once would measure the accept queue.
   for (let i = 0; i < connections; i += 50) {
-    const batch = await Promise.all(Array.from({ length: Math.min(50, connections - i) }, () => open(url)));
-    for (const ws of batch) {
-      sockets.push(ws);
-      ws.on('message', (data: Buffer) => {
-        if (data.length === 6 && data.toString() === 'joined') {
-          if (++joined === connections) process.stdout.write('ready\n');
-          return;
-        }
-        if (deliveries++ === 0) first = performance.now();
-        if (deliveries === expected) {
-          process.stdout.write(`${JSON.stringify({ deliveries, ms: performance.now() - first })}\n`);
-          for (const s of sockets) s.terminate();
-          process.exit(0);
-        }
-      });
-    }
+    sockets.push(...(await Promise.all(Array.from({ length: Math.min(50, connections - i) }, () => open(url, onMessage)))));
   }
 }

@@ -40,6 +40,7 @@ interface Proc {
 async function runLoad(args: string[]): Promise<{ child: ChildProcess; result: Promise<Record<string, number>> }> {
   const child = start(process.execPath, [here('./ws-load.js'), ...args]);
   let out = '';
+  child.stderr!.on('data', (d: Buffer) => process.stderr.write(`  load: ${d}`));
   const result = new Promise<Record<string, number>>((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
@@ -95,7 +96,7 @@ const payload = Buffer.alloc(32, 0x62);
 const fanout: Record<string, { deliveriesPerSecond: number; ms: number; cpuUs: Record<string, number> }> = {};
 for (const c of contenders) {
   const { child, result } = await runLoad(['fanout', `${c.base}/ws/room`, String(FANOUT), String(MESSAGES)]);
-  await waitForLine(child, /ready/, `${FANOUT} connections in the room`);
+  await waitForLine(child, /ready/, `${FANOUT} connections in the room`, 60_000);
   const before = c.procs.map((p) => cpuTicks(p.pid));
   if (c.procs.length === 1) {
     const control = new WebSocket(`${c.base}/ws/control`, { perMessageDeflate: false });

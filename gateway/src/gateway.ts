@@ -256,7 +256,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     const mux = new ReplyMux<Exchange>(nc, front, config.timeoutMs);
     link = { mux, maxPayload: nc.info?.max_payload ?? 1024 * 1024 };
     front.link = link;
-    ws.link = { publishFrame: (ex, inbox, data) => mux.publishFrame(ex, inbox, data), release: (ex) => front.release(ex), hold: (ex) => mux.hold(ex), nc };
+    ws.link = { queueFrame: (ex, inbox, data) => mux.queueFrame(ex, inbox, data), release: (ex) => front.release(ex), hold: (ex) => mux.hold(ex), nc };
     natsState.connected = true;
     natsState.server = nc.getServer();
     log.info({ server: nc.getServer(), maxPayload: link.maxPayload }, 'connected to NATS');

@@ -80,6 +80,10 @@ export class ReplyMux<P extends PendingRequest> {
   private readonly batchRequests: P[] = [];
   /** NATS headers of each batched publish (raw mode); undefined for an envelope. */
   private readonly batchHeaders: Array<MsgHdrs | undefined> = [];
+  // Session frames waiting for the end of this turn (see queueFrame()).
+  private readonly frameInboxes: string[] = [];
+  private readonly framePayloads: Uint8Array[] = [];
+  private readonly frameOwners: P[] = [];
   private flushScheduled = false;
   private readonly flushBatch = () => this.flush();
 
@@ -134,8 +138,42 @@ export class ReplyMux<P extends PendingRequest> {
     }
   }
 
+  /**
+   * Like publishFrame(), deferred to the end of this event-loop turn with
+   * the requests: uWS enters JavaScript once per WebSocket message, so
+   * publishing at once would cost a write() per message; batched, the
+   * messages read in one poll leave in one write. Order per `p` is kept. A
+   * publish nats.js refuses ends `p` with onConnectionLost.
+   */
+  queueFrame(p: P, inbox: string, data: Uint8Array): void {
+    this.frameInboxes.push(inbox);
+    this.framePayloads.push(data);
+    this.frameOwners.push(p);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushBatch);
+    }
+  }
+
+  private flushFrames(): void {
+    const n = this.frameOwners.length;
+    for (let i = 0; i < n; i++) {
+      const p = this.frameOwners[i]!;
+      this.publishOptions.reply = this.prefix + p.muxKey;
+      try {
+        this.nc.publish(this.frameInboxes[i]!, this.framePayloads[i]!, this.publishOptions);
+      } catch {
+        this.contained(p, this.onLost);
+      }
+    }
+    this.frameInboxes.length = 0;
+    this.framePayloads.length = 0;
+    this.frameOwners.length = 0;
+  }
+
   private flush(): void {
     this.flushScheduled = false;
+    if (this.frameOwners.length > 0) this.flushFrames();
     const n = this.batchRequests.length;
     for (let i = 0; i < n; i++) {
       const p = this.batchRequests[i]!;
@@ -213,6 +251,8 @@ export class ReplyMux<P extends PendingRequest> {
 
   /** Stops the timer and the subscription; pending requests are failed. */
   close(): void {
+    // Frames queued this turn (closes at shutdown) go out first.
+    this.flushFrames();
     clearInterval(this.timer);
     this.failAll();
     if (!this.sub.isClosed()) this.sub.unsubscribe();

@@ -63,7 +63,7 @@ export class WsFront implements WsSessionOwner {
   private readonly timer: NodeJS.Timeout;
   private readonly limits: WsLimits;
   /** The NATS side: frames, the reply subject, and a connection for topic subscriptions. */
-  link: { publishFrame(ex: Exchange, inbox: string, data: Uint8Array): boolean; release(ex: Exchange): void; hold(ex: Exchange): void; nc: NatsConnection } | undefined = undefined;
+  link: { queueFrame(ex: Exchange, inbox: string, data: Uint8Array): void; release(ex: Exchange): void; hold(ex: Exchange): void; nc: NatsConnection } | undefined = undefined;
 
   constructor(
     app: TemplatedApp,
@@ -167,7 +167,10 @@ export class WsFront implements WsSessionOwner {
   // WsSessionOwner
 
   publishFrame(ex: Exchange, inbox: string, data: Uint8Array): boolean {
-    return this.link?.publishFrame(ex, inbox, data) ?? false;
+    const link = this.link;
+    if (link === undefined) return false;
+    link.queueFrame(ex, inbox, data);
+    return true;
   }
 
   subscribe(session: WsSession, topic: string): Promise<void> {

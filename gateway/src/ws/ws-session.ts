@@ -38,7 +38,7 @@ import type { WsStats } from './ws-stats.js';
 
 /** What a session needs from the gateway. */
 export interface WsSessionOwner {
-  /** Publishes a frame to the service's inbox with the upgrade's reply subject; false when NATS refused it. */
+  /** Publishes a frame to the service's inbox with the upgrade's reply subject, at the end of this event-loop turn; false when there is no NATS connection. */
   publishFrame(ex: Exchange, inbox: string, data: Uint8Array): boolean;
   /** Subscribes the connection to a topic; resolves once the gateway's NATS subscription is in place. */
   subscribe(session: WsSession, topic: string): Promise<void>;
