@@ -28,6 +28,8 @@ import {
   isSendableCloseCode,
   isValidTopic,
   MAX_CLOSE_REASON_BYTES,
+  MESSAGE_TOO_BIG,
+  MessageReceiver,
   PROBE_FRAME,
   WS_CLOSE,
   type Frame,
@@ -91,14 +93,11 @@ export class ServiceWebSocket extends EventEmitter {
   private closing: { code: number; reason: string } | undefined;
   private closeTimer: NodeJS.Timeout | undefined;
 
-  private inSeq = 0;
-  private granted = DEFAULT_STREAM_WINDOW;
-  private consumed = 0;
+  private readonly receiver: MessageReceiver;
+  /** Bytes taken from the gateway and not credited back yet. */
   private owed = 0;
-  private parts: Buffer[] = [];
-  private partsBytes = 0;
   private paused = false;
-  private readonly held: Array<{ data: Buffer[]; bin: boolean; size: number }> = [];
+  private readonly held: Array<{ data: Buffer; bin: boolean; last: number }> = [];
 
   private readonly topics = new Map<string, { ready: Promise<void>; resolve: () => void }>();
 
@@ -120,6 +119,7 @@ export class ServiceWebSocket extends EventEmitter {
     this.protocol = protocol;
     this.requestId = requestId;
     this.frameLimit = frameBodyLimit(host.maxPayload);
+    this.receiver = new MessageReceiver(DEFAULT_STREAM_WINDOW, limits.maxMessageBytes);
   }
 
   /** Bytes `send()` has queued that the gateway has not been sent yet (no credit). */
@@ -193,7 +193,7 @@ export class ServiceWebSocket extends EventEmitter {
     this.paused = false;
     while (this.held.length > 0 && !this.paused && this.readyState === 1) {
       const m = this.held.shift()!;
-      this.deliver(m.data, m.bin, m.size);
+      this.deliver(m.data, m.bin, m.last);
     }
   }
 
@@ -262,44 +262,31 @@ export class ServiceWebSocket extends EventEmitter {
   }
 
   private onMsg(seq: number, body: Buffer, bin: boolean, more: boolean): void {
-    if (seq !== this.inSeq + 1) return this.broken(`msg frame ${seq} where ${this.inSeq + 1} was next`);
-    this.inSeq = seq;
-    this.consumed += body.length;
-    if (this.consumed > this.granted) return this.broken('the gateway sent more than its credit');
-    if (this.partsBytes + body.length > this.limits.maxMessageBytes) return this.end(WS_CLOSE.tooBig, 'message too big', true);
-    // The frame's body is a view into the NATS message: copied, since listeners may keep it.
-    this.parts.push(Buffer.from(body));
-    this.partsBytes += body.length;
-    if (more) {
+    const message = this.receiver.take(seq, body, bin, more);
+    if (typeof message === 'string') return message === MESSAGE_TOO_BIG ? this.end(WS_CLOSE.tooBig, 'message too big', true) : this.broken(message);
+    if (message === undefined) {
       // Pieces of a message larger than the window are credited as they arrive, or it could never complete.
       this.owed += body.length;
-      this.grant();
-      return;
+      return this.grant();
     }
-    const parts = this.parts;
-    const size = this.partsBytes;
-    this.parts = [];
-    this.partsBytes = 0;
-    if (this.paused) this.held.push({ data: parts, bin, size });
-    else this.deliver(parts, bin, size);
+    // Listeners may keep what they are given: a view into the NATS message is copied.
+    const data = message === body ? Buffer.from(body) : message;
+    if (this.paused) this.held.push({ data, bin, last: body.length });
+    else this.deliver(data, bin, body.length);
   }
 
-  private deliver(parts: Buffer[], bin: boolean, size: number): void {
-    const last = parts[parts.length - 1]!.length;
-    if (this.binaryType === 'fragments') this.emit('message', parts, bin);
-    else {
-      const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
-      this.emit('message', this.binaryType === 'arraybuffer' ? buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) : buf, bin);
-    }
+  private deliver(data: Buffer, bin: boolean, last: number): void {
+    if (this.binaryType === 'fragments') this.emit('message', [data], bin);
+    else this.emit('message', this.binaryType === 'arraybuffer' ? data.buffer.slice(data.byteOffset, data.byteOffset + data.length) : data, bin);
     // Only the last piece is owed here; earlier pieces were credited as they came.
-    this.owed += parts.length === 1 ? size : last;
+    this.owed += last;
     this.grant();
   }
 
   /** Tops up the gateway's credit once a quarter window was taken (not per message). */
   private grant(): void {
     if (this.paused || this.readyState !== 1 || this.owed < DEFAULT_STREAM_WINDOW / 4) return;
-    this.granted += this.owed;
+    this.receiver.grant(this.owed);
     this.publish(encodeCredit(this.owed));
     this.owed = 0;
   }

@@ -338,32 +338,23 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   }
 
   /** The uWS route handler for every method and path. */
-  readonly handle = (res: HttpResponse, req: HttpRequest): void => {
-    const ex = new Exchange(res);
-    ex.method = req.getCaseSensitiveMethod();
-    ex.rawPath = req.getUrl();
-    ex.rawQuery = req.getQuery() ?? '';
-    collecting = ex;
-    req.forEach(collectHeader);
-    this.inFlight++;
-    res.onAborted(() => this.onAbort(ex));
-    try {
-      this.start(ex);
-    } catch (error) {
-      this.internalError(ex, error);
-    }
-  };
+  readonly handle = (res: HttpResponse, req: HttpRequest): void => this.admit(res, req, undefined);
 
   /** The uWS upgrade handler: a WebSocket upgrade request goes to its service like any request (PROTOCOL.md §14). */
-  readonly handleUpgrade = (res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void => {
+  readonly handleUpgrade = (res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void => this.admit(res, req, context);
+
+  /** Copies what is needed from the HttpRequest (gone when the handler returns), then starts the exchange. */
+  private admit(res: HttpResponse, req: HttpRequest, upgradeContext: us_socket_context_t | undefined): void {
     const ex = new Exchange(res);
     ex.method = req.getCaseSensitiveMethod();
     ex.rawPath = req.getUrl();
     ex.rawQuery = req.getQuery() ?? '';
-    const offered = req.getHeader('sec-websocket-protocol');
-    const protocols: string[] = [];
-    if (offered !== '') for (const p of offered.split(',')) if (p.trim() !== '') protocols.push(p.trim());
-    ex.upgrade = { key: req.getHeader('sec-websocket-key'), version: req.getHeader('sec-websocket-version'), protocols, context };
+    if (upgradeContext !== undefined) {
+      const offered = req.getHeader('sec-websocket-protocol');
+      const protocols: string[] = [];
+      if (offered !== '') for (const p of offered.split(',')) if (p.trim() !== '') protocols.push(p.trim());
+      ex.upgrade = { key: req.getHeader('sec-websocket-key'), version: req.getHeader('sec-websocket-version'), protocols, context: upgradeContext };
+    }
     collecting = ex;
     req.forEach(collectHeader);
     this.inFlight++;
@@ -373,7 +364,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     } catch (error) {
       this.internalError(ex, error);
     }
-  };
+  }
 
   private start(ex: Exchange): void {
     const opts = this.opts;

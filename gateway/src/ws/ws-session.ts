@@ -28,6 +28,8 @@ import {
   encodeTopicFrame,
   frameBodyLimit,
   isSendableCloseCode,
+  MESSAGE_TOO_BIG,
+  MessageReceiver,
   PROBE_FRAME,
   PROBE_INTERVAL_MS,
   WS_CLOSE,
@@ -81,13 +83,9 @@ export class WsSession {
   private upQueued = 0;
 
   // service → client
-  private downSeq = 0;
-  private granted: number;
-  private consumed = 0;
+  private readonly receiver: MessageReceiver;
+  /** Bytes taken from the service and not credited back yet. */
   private owed = 0;
-  private parts: Buffer[] = [];
-  private partsBytes = 0;
-  private partsBin = false;
   /** Pings the service asked for whose pongs it has not had. */
   private pingsAsked = 0;
 
@@ -101,7 +99,7 @@ export class WsSession {
     now: number,
   ) {
     this.upCredit = credit;
-    this.granted = limits.window;
+    this.receiver = new MessageReceiver(limits.window, limits.maxMessageBytes);
     this.openedAt = now;
     this.lastSentAt = now;
     this.frameLimit = frameBodyLimit(limits.maxPayload);
@@ -209,36 +207,21 @@ export class WsSession {
   }
 
   private onMsg(seq: number, body: Buffer, bin: boolean, more: boolean): void {
-    // NATS core drops messages to a slow consumer: a gap would corrupt the message stream.
-    if (seq !== this.downSeq + 1) return this.broken(`msg frame ${seq} where ${this.downSeq + 1} was next`);
-    this.downSeq = seq;
-    this.consumed += body.length;
-    if (this.consumed > this.granted) return this.broken('the service sent more than its credit');
-    if (this.partsBytes + body.length > this.limits.maxMessageBytes) {
-      return this.closeBoth(WS_CLOSE.tooBig, `the service sent a message larger than ${this.limits.maxMessageBytes} bytes`);
+    const message = this.receiver.take(seq, body, bin, more);
+    if (typeof message === 'string') {
+      if (message === MESSAGE_TOO_BIG) return this.closeBoth(WS_CLOSE.tooBig, `the service sent a message larger than ${this.limits.maxMessageBytes} bytes`);
+      return this.broken(message);
     }
-    if (this.parts.length > 0 && bin !== this.partsBin) return this.broken('a message changed between text and binary');
-    if (more) {
-      // The frame's body is a view into the NATS message: keep a copy. Pieces
-      // are credited as they come (what they hold is bounded by
-      // --ws-max-message), or a message larger than the window never completes.
-      this.parts.push(Buffer.from(body));
-      this.partsBytes += body.length;
-      this.partsBin = bin;
-      this.owed += body.length;
-      this.maybeGrant(false);
-      return;
-    }
-    const message = this.parts.length === 0 ? body : Buffer.concat([...this.parts, body]);
-    this.parts = [];
-    this.partsBytes = 0;
+    // Pieces are credited as they come (what they hold is bounded by
+    // --ws-max-message), or a message larger than the window never completes.
+    this.owed += body.length;
+    if (message === undefined) return this.maybeGrant(false);
     // A text message that is not UTF-8 would make the client fail the connection (RFC 6455 §8.1).
     if (!bin && !isUtf8(message)) return this.broken('a text message that is not UTF-8');
     this.messagesOut++;
     this.bytesOut += message.length;
     this.stats.messagesOut++;
     this.stats.bytesOut += message.length;
-    this.owed += body.length;
     const ws = this.ws;
     if (ws === undefined) return;
     ws.cork(() => ws.send(message, bin));
@@ -255,7 +238,7 @@ export class WsSession {
     if (this.closed || ws === undefined || this.owed === 0) return;
     if (!drained && this.owed < this.limits.window / 4) return;
     if (ws.getBufferedAmount() >= this.limits.window / 2) return; // the drain handler comes back
-    this.granted += this.owed;
+    this.receiver.grant(this.owed);
     this.send(encodeCredit(this.owed), performance.now());
     this.owed = 0;
   }

@@ -180,3 +180,63 @@ export function encodeControl(t: 'ping' | 'pong', body: Uint8Array): Buffer {
   const b = body.length > MAX_CONTROL_BYTES ? body.subarray(0, MAX_CONTROL_BYTES) : body;
   return Buffer.concat([Buffer.from([0x83, 0xa1, 0x76, 0x02, 0xa1, 0x74]), fixstr(t), BODY_KEY, Buffer.from([0xc4, b.length]), b]);
 }
+
+/** What {@link MessageReceiver.take} returns for a message over the size limit (the session closes with 1009). */
+export const MESSAGE_TOO_BIG = 'message too big';
+
+/**
+ * The receiving side of one direction of a session (§14.3, §14.4), the
+ * same on both sides: msg frames in sequence, within the credit granted,
+ * pieces put together up to the size limit. Credit is the caller's to grant
+ * (`grant()`); pieces count as taken when they arrive (`pending` says how
+ * many bytes the caller holds for a message not yet complete).
+ */
+export class MessageReceiver {
+  /** Total credit granted to the sender so far. */
+  private granted: number;
+  private consumed = 0;
+  private seq = 0;
+  private parts: Buffer[] = [];
+  private partsBytes = 0;
+  private partsBin = false;
+
+  constructor(
+    window: number,
+    private readonly maxMessageBytes: number,
+  ) {
+    this.granted = window;
+  }
+
+  /** Records `n` more bytes of credit sent to the sender. */
+  grant(n: number): void {
+    this.granted += n;
+  }
+
+  /**
+   * Takes a msg frame. Returns the message when this frame completes one
+   * (a view into `body` when it is the whole message, else a new buffer),
+   * `undefined` for a piece (copied and kept), {@link MESSAGE_TOO_BIG}, or
+   * the reason (a string) the sender broke the protocol.
+   */
+  take(seq: number, body: Buffer, bin: boolean, more: boolean): Buffer | undefined | string {
+    // NATS core drops messages to a slow consumer: a gap would corrupt the message stream.
+    if (seq !== this.seq + 1) return `msg frame ${seq} where ${this.seq + 1} was next`;
+    this.seq = seq;
+    this.consumed += body.length;
+    if (this.consumed > this.granted) return 'the sender sent more than its credit';
+    if (this.partsBytes + body.length > this.maxMessageBytes) return MESSAGE_TOO_BIG;
+    if (this.parts.length > 0 && bin !== this.partsBin) return 'a message changed between text and binary';
+    if (more) {
+      // The frame's body is a view into the NATS message: keep a copy.
+      this.parts.push(Buffer.from(body));
+      this.partsBytes += body.length;
+      this.partsBin = bin;
+      return undefined;
+    }
+    if (this.parts.length === 0) return body;
+    const message = Buffer.concat([...this.parts, body], this.partsBytes + body.length);
+    this.parts = [];
+    this.partsBytes = 0;
+    return message;
+  }
+}
