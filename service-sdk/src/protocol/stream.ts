@@ -219,11 +219,13 @@ export function decodeFrame(data: Uint8Array): Frame | string {
 
 // Encoding. Keys are fixstr; ints use the smallest encoding.
 
-function intSize(n: number): number {
+/** Bytes of a non-negative integer in its smallest msgpack encoding (for the hand-written frame encoders). */
+export function intSize(n: number): number {
   return n <= 0x7f ? 1 : n <= 0xffff ? 3 : n <= 0xffffffff ? 5 : 9;
 }
 
-function writeInt(buf: Buffer, at: number, n: number): number {
+/** Writes a non-negative integer in its smallest msgpack encoding at `at`; returns the end. */
+export function writeInt(buf: Buffer, at: number, n: number): number {
   if (n <= 0x7f) {
     buf[at] = n;
     return at + 1;

@@ -9,7 +9,7 @@
  * private inbox, uses the same credit and probes, and ends with `close` (or
  * `cancel`) from either side.
  */
-import { isValidTopic, MAX_CLOSE_REASON_BYTES, MAX_CONTROL_BYTES } from './stream.js';
+import { intSize, isValidTopic, MAX_CLOSE_REASON_BYTES, MAX_CONTROL_BYTES, writeInt } from './stream.js';
 
 /** Capability a gateway lists in an upgrade request's `caps`: it can complete a WebSocket upgrade. */
 export const CAP_WS = 'ws';
@@ -56,25 +56,6 @@ export function topicSubject(topic: string): string {
   return TOPIC_PREFIX + topic;
 }
 
-function intSize(n: number): number {
-  return n <= 0x7f ? 1 : n <= 0xffff ? 3 : 5;
-}
-
-function writeUint(out: Buffer, at: number, n: number): number {
-  if (n <= 0x7f) {
-    out[at] = n;
-    return at + 1;
-  }
-  if (n <= 0xffff) {
-    out[at] = 0xcd;
-    out.writeUInt16BE(n, at + 1);
-    return at + 3;
-  }
-  out[at] = 0xce;
-  out.writeUInt32BE(n, at + 1);
-  return at + 5;
-}
-
 function binHeaderSize(n: number): number {
   return n <= 0xff ? 2 : n <= 0xffff ? 3 : 5;
 }
@@ -117,7 +98,7 @@ export function encodeMsg(seq: number, body: Uint8Array, bin: boolean, more: boo
   const n = body.length;
   const out = Buffer.allocUnsafe(MSG_PREFIX.length + intSize(seq) + BODY_KEY.length + binHeaderSize(n) + n + BIN_KEY.length + 1 + MORE_KEY.length + 1);
   let at = MSG_PREFIX.copy(out, 0);
-  at = writeUint(out, at, seq);
+  at = writeInt(out, at, seq);
   at += BODY_KEY.copy(out, at);
   at = writeBinHeader(out, at, n);
   out.set(body, at);
