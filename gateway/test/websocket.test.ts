@@ -13,9 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket, { WebSocketServer } from 'ws';
 import express from 'express';
-import type { serve, ServiceWebSocket } from '@natsgw/service-sdk';
+import { serve, type ServiceWebSocket } from '@natsgw/service-sdk';
 import { request } from 'undici';
-import type { Msg } from '@nats-io/transport-node';
+import { connect, type Msg } from '@nats-io/transport-node';
 import { decodeFrame, decodeRequest, encodeClose, encodeMsg, encodeReply, encodeTopicFrame, WS_CLOSE } from '@natsgw/service-sdk/protocol';
 import { putRoute, routesBucket } from './backends.js';
 import { eventually, rawRequest, spawnGateway, startStack, startTestGateway, type Stack } from './helpers.js';
@@ -755,4 +755,43 @@ test('600 upgrades in a row all open: none is closed right after open by the upg
   }
   // Without the anchor, about 1 in 200 of these was dropped with 1006 (measured; this test then failed 1 run in 3), and 1 in 5 of Chromium's.
   assert.equal(dropped, 0);
+});
+
+test("NATS connections lost: the service's → its clients get 1011 within a few seconds; the gateway's → 1011 at once, and new upgrades get 503 until it is back", async (t) => {
+  const s = await stack(t);
+  const own = await connect({ servers: s.ns.url });
+  // serve() on a connection of the test's own, so it can be cut without a drain.
+  const quiet = { error: () => undefined, warn: () => undefined, info: () => undefined };
+  await serve((_req, res) => res.end(), { nats: own, subject: 'api.chat', logger: quiet, websocket: (ws) => ws.on('message', (d) => ws.send(d as Buffer)) });
+  const a = await openClient(wsUrl(s, '/chat/a'));
+  const aClosed = closed(a);
+  const at = Date.now();
+  await own.close(); // its subscriptions (the socket's inbox among them) are gone from the server
+  assert.equal((await aClosed).code, WS_CLOSE.internalError);
+  assert.ok(Date.now() - at < 4000, `closed ${Date.now() - at} ms after the service's connection`);
+
+  const { sockets } = await echoService(s);
+  const b = await openClient(wsUrl(s, '/chat/b'));
+  await eventually(() => sockets.length === 1);
+  const bClosed = closed(b);
+  const stoppedAt = Date.now();
+  await s.ns.stop(true);
+  assert.equal((await bClosed).code, WS_CLOSE.internalError);
+  assert.ok(Date.now() - stoppedAt < 2000, 'the gateway closed its clients as soon as it lost NATS');
+  const refused = (await openClient(wsUrl(s, '/chat/c')).catch((e: unknown) => e)) as { status: number };
+  assert.equal(refused.status, 503);
+  await s.ns.restart();
+  // Back once the gateway and the service have both reconnected (and resubscribed).
+  let c: WebSocket | undefined;
+  await eventually(
+    async () => {
+      c = await openClient(wsUrl(s, '/chat/c')).catch(() => undefined);
+      return c !== undefined;
+    },
+    15_000,
+    'upgrades accepted again',
+  );
+  c!.send('back');
+  assert.equal((await nextMessage(c!)).data.toString(), 'back');
+  c!.close();
 });

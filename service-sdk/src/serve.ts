@@ -336,6 +336,8 @@ class ServiceRuntime implements Service, CallHost, SocketHost {
 
   private async watchClosed(): Promise<void> {
     const err = (await this.nc.closed()) ?? new Error('the connection was closed');
+    // Open WebSockets end here too (their clients get 1011 from the gateway's probes).
+    for (const socket of [...this.sockets.values()]) socket.end(1006, 'the NATS connection closed', false);
     if (this.draining !== undefined) return;
     const exiting = this.onConnectionClosed === undefined && this.ownsConnection;
     this.safeLog('error', { err, subject: this.subject }, `NATS connection closed for good (${err.message}); ${this.subject} can no longer be served${exiting ? '; exiting' : ''}`);
@@ -679,6 +681,15 @@ class ServiceRuntime implements Service, CallHost, SocketHost {
       h.set(SERVICE_ERROR_HEADER, detail.replace(/[\r\n]+/g, ' ').slice(0, MAX_SERVICE_ERROR_TEXT));
     }
     this.publish(reply, encodeReply({ v: PROTOCOL_VERSION, status, headers: ['content-type', PROBLEM_CONTENT_TYPE], body }), inbox, h);
+  }
+
+  publishFrame(subject: string, data: Uint8Array, reply: string): boolean {
+    try {
+      this.nc.publish(subject, data, { reply });
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   publish(reply: string, data: Uint8Array, replyTo?: string, headers?: MsgHdrs): void {

@@ -38,8 +38,8 @@ import {
 /** What a socket needs from the service that accepted it. */
 export interface SocketHost {
   readonly maxPayload: number;
-  /** Publishes to the gateway's reply subject with the socket's inbox as reply subject; never throws. */
-  publish(subject: string, data: Uint8Array, reply?: string): void;
+  /** Publishes to the gateway's reply subject with the socket's inbox as reply subject; false when the connection refused it (closed). Never throws. */
+  publishFrame(subject: string, data: Uint8Array, reply: string): boolean;
   /** The session is over: forget the socket. */
   socketEnded(socket: ServiceWebSocket): void;
   log(level: 'error' | 'warn', obj: object, msg: string): void;
@@ -337,7 +337,8 @@ export class ServiceWebSocket extends EventEmitter {
 
   private publish(data: Uint8Array): void {
     this.lastSentAt = Date.now();
-    this.host.publish(this.gateway, data, this.inbox);
+    // A connection closed for good: the session cannot go on (ended() publishes nothing).
+    if (!this.host.publishFrame(this.gateway, data, this.inbox)) this.ended(WS_CLOSE.abnormal, 'the NATS connection is closed');
   }
 
   /** The session is over: `close` once, queued sends fail, topics are forgotten. */
