@@ -169,7 +169,6 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
 
   const app = uWS.App();
   const anchor = new CorkAnchor(uWS);
-  await anchor.start();
   const ws = new WsFront(
     app,
     { ...config.ws, window: DEFAULT_STREAM_WINDOW },
@@ -208,6 +207,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     });
   });
   const port = uWS.us_socket_local_port(listenSocket);
+  // Only once listening: a gateway that cannot listen must leave nothing open behind it.
+  await anchor.start();
   // Each closed once: closing a uWS listen socket twice is not safe.
   let listenerOpen = true;
   let appOpen = true;
