@@ -32,12 +32,14 @@ export class CorkAnchor {
   private port = 0;
   private closed = false;
   private retry: NodeJS.Timeout | undefined = undefined;
+  private app: UWS.TemplatedApp | undefined = undefined;
 
   constructor(private readonly uws: typeof UWS) {}
 
   /** Opens the anchor; resolves once it is usable (or after 2 s without it: upgrades then fall back). */
   start(): Promise<void> {
     const app = this.uws.App();
+    this.app = app;
     let opened!: () => void;
     const ready = new Promise<void>((resolve) => (opened = resolve));
     app.ws('/*', {
@@ -95,12 +97,15 @@ export class CorkAnchor {
     else anchor.cork(() => res.cork(fn));
   }
 
+  /** Closes the anchor's app and its sockets (once; a uWS app must not outlive its thread). */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
     clearTimeout(this.retry);
     this.client?.destroy();
-    if (this.listenSocket !== undefined) this.uws.us_listen_socket_close(this.listenSocket);
-    this.anchor?.close();
     this.anchor = undefined;
+    if (this.listenSocket !== undefined) this.uws.us_listen_socket_close(this.listenSocket);
+    this.listenSocket = undefined;
+    this.app?.close();
   }
 }
