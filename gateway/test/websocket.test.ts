@@ -624,15 +624,17 @@ test('a browser (headless Chromium) echoes text and binary through the gateway',
       '--remote-debugging-port=0',
       'about:blank',
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    // Its own process group: Chromium's helpers (zygote, renderers) go with it.
+    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
   );
   t.after(async () => {
     if (browser.exitCode === null && browser.signalCode === null) {
       const exited = once(browser, 'exit');
-      browser.kill('SIGKILL');
+      process.kill(-browser.pid!, 'SIGKILL');
       await exited;
     }
-    rmSync(profile, { recursive: true, force: true, maxRetries: 3 });
+    // A helper may still be finishing a write into the profile for a moment.
+    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
   });
   // Chromium says where its DevTools endpoint listens; the page is driven over it (CDP).
   const devtools = await new Promise<string>((resolve, reject) => {
