@@ -157,7 +157,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     faults: faults.counts,
     inFlight: () => front.inFlight,
     openStreams: () => front.openStreams,
-    websockets: () => ws.stats.snapshot(),
+    websockets: () => ws.stats.snapshot(ws.topics.size),
     nats: () => ({ ...natsState }),
     overrides: () => watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: startedAt.toISOString() },
     ready: () => listening && natsState.connected && !stopping,

@@ -429,7 +429,10 @@ test('topics across the fleet: one broadcast reaches subscribed clients on two g
   assert.equal((await binA).isBinary, true);
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(leak, [], 'room2 heard nothing of room1');
+  // One NATS subscription per topic per gateway, gone with the topic's last connection.
+  assert.deepEqual([s.gw.view.websockets().topics, second.gw.view.websockets().topics], [2, 1]);
   for (const c of [onA, onB, elsewhere]) c.close();
+  await eventually(() => s.gw.view.websockets().topics === 0 && second.gw.view.websockets().topics === 0, 2000, 'topic subscriptions dropped');
 });
 
 /**
@@ -468,6 +471,7 @@ const HOSTILE: Array<[what: string, frames: () => Uint8Array[]]> = [
   ['a close code that may not be sent to a client', () => [encodeClose(1005, 'reserved')]],
   ['bytes that are not msgpack', () => [Buffer.from('not a frame')]],
   ['a reply envelope inside the session', () => [encodeReply({ v: 1, status: 200, headers: [], body: Buffer.from('x') })]],
+  ['a subscription to a 257th topic', () => Array.from({ length: 257 }, (_, i) => encodeTopicFrame('sub', `api.evil.t${i}`))],
   [
     'a topic frame with a wildcard',
     () => {

@@ -26,7 +26,7 @@ export const GatewayStatusSchema = open({
   shuttingDown: Type.Boolean(),
   nats: open({ connected: Type.Boolean(), server: NullableStr, reconnects: Num }),
   inFlight: Num,
-  websockets: open({ open: Num, opened: Num, rejected: Num, messagesIn: Num, messagesOut: Num, bytesIn: Num, bytesOut: Num, closes: Type.Record(Type.String(), Num) }),
+  websockets: open({ open: Num, topics: Num, opened: Num, rejected: Num, messagesIn: Num, messagesOut: Num, bytesIn: Num, bytesOut: Num, closes: Type.Record(Type.String(), Num) }),
   requestsPerSecond: Num,
   requestsTotal: Num,
   overrides: open({ available: Type.Boolean(), state: Str, bucket: Str, reason: Type.Optional(Str), routes: Num, rejected: Num }),

@@ -59,6 +59,9 @@ export interface WsLimits {
   maxPayload: number;
 }
 
+/** Most topics one connection may be subscribed to (PROTOCOL.md §14.5). */
+export const MAX_TOPICS_PER_CONNECTION = 256;
+
 export interface WsUserData {
   session: WsSession;
 }
@@ -186,6 +189,8 @@ export class WsSession {
       case 'cancel':
         return this.closeClient(WS_CLOSE.internalError, 'the service gave up on the connection');
       case 'sub':
+        // Each topic may cost the gateway a NATS subscription: a service cannot make it hold without bound.
+        if (!this.topics.has(frame.topic) && this.topics.size >= MAX_TOPICS_PER_CONNECTION) return this.broken(`more than ${MAX_TOPICS_PER_CONNECTION} topics on one connection`);
         this.topics.add(frame.topic);
         this.owner.subscribe(this, frame.topic).then(
           () => {

@@ -19,9 +19,11 @@ export class WsStats {
     this.closes.set(code, (this.closes.get(code) ?? 0) + 1);
   }
 
-  snapshot(): WsSnapshot {
+  /** `topics`: topics this gateway holds a NATS subscription for right now (ws-topics.ts). */
+  snapshot(topics: number): WsSnapshot {
     return {
       open: this.open,
+      topics,
       opened: this.opened,
       rejected: this.rejected,
       messagesIn: this.messagesIn,
@@ -35,6 +37,7 @@ export class WsStats {
 
 export interface WsSnapshot {
   open: number;
+  topics: number;
   opened: number;
   rejected: number;
   messagesIn: number;
@@ -46,9 +49,10 @@ export interface WsSnapshot {
 
 /** Adds up worker threads' counts (--workers). */
 export function mergeWs(all: readonly WsSnapshot[]): WsSnapshot {
-  const out: WsSnapshot = { open: 0, opened: 0, rejected: 0, messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0, closes: {} };
+  const out: WsSnapshot = { open: 0, topics: 0, opened: 0, rejected: 0, messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0, closes: {} };
   for (const s of all) {
     out.open += s.open;
+    out.topics += s.topics;
     out.opened += s.opened;
     out.rejected += s.rejected;
     out.messagesIn += s.messagesIn;
