@@ -21,7 +21,12 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
     },
   );
   let log = '';
-  gateway.stdout.on('data', (d: Buffer) => (log += d.toString()));
+  // When the gateway said it is shutting down (it closes its listening socket right then).
+  let shutdownAt = 0;
+  gateway.stdout.on('data', (d: Buffer) => {
+    log += d.toString();
+    if (shutdownAt === 0 && log.includes('shutting down: not ready')) shutdownAt = Date.now();
+  });
   const exited = new Promise<number | null>((resolve) => gateway.once('exit', resolve));
   try {
     await eventually(
@@ -39,7 +44,7 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
     // Each request on its own connection (Connection: close), so "accepted"
     // is clear: a refused connection was never accepted; anything accepted
     // must get an answer.
-    type Outcome = { startedAt: number; status?: number; code?: string; error?: string };
+    type Outcome = { startedAt: number; status?: number; code?: string; error?: string; failedAt?: number };
     const outcomes: Outcome[] = [];
     const load = startLoad(
       t,
@@ -53,6 +58,7 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
           if (r.statusCode === 503) o.code = (JSON.parse(body) as { code: string }).code;
         } catch (err) {
           o.error = (err as { code?: string }).code ?? (err as Error).message;
+          o.failedAt = Date.now();
           await new Promise((r) => setTimeout(r, 20));
         }
       },
@@ -87,8 +93,16 @@ test('lifecycle: SIGTERM under load — readiness drops at once, every accepted 
     for (const o of outcomes) {
       if (o.status !== undefined) {
         assert.ok(o.status === 200 || (o.status === 503 && o.code === 'shutting-down'), `answered ${o.status} ${o.code ?? ''}`);
-      } else {
-        assert.equal(o.error, 'ECONNREFUSED', 'the only failure allowed is a connection never accepted');
+      } else if (o.error !== 'ECONNREFUSED') {
+        // The only failure allowed is a connection the gateway never accepted:
+        // refused, or reset by the kernel when the listening socket closed
+        // with the connection still in its accept queue (TCP: the handshake
+        // was done, the gateway never saw it). That reset comes as the
+        // listener closes, when the gateway logs that it is shutting down; a
+        // request it had accepted takes 150 ms to answer, so it could only be
+        // lost later, when the gateway closes its connections at the end.
+        assert.equal(o.error, 'ECONNRESET', `the only failure allowed is a connection never accepted (got ${o.error})`);
+        assert.ok(o.failedAt! - shutdownAt < 100, `a reset ${o.failedAt! - shutdownAt} ms after the listener closed: an accepted request was dropped`);
       }
     }
     assert.ok(exitedAt - signalledAt < 5000, 'finished well within the grace period');
