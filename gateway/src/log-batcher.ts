@@ -29,9 +29,12 @@ export class LogBatcher implements pino.DestinationStream {
   /** The bytes waiting are buffer[0, pos). */
   buffer: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
   pos = 0;
+  /** Where the batches go (for flushLogs, which waits for it). */
+  readonly destination: BatchOut;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly out: BatchOut) {
+    this.destination = out;
     // What is still waiting when the process (or worker thread) exits is
     // written synchronously, as pino does for its own destination.
     process.once('exit', () => {

@@ -47,11 +47,33 @@ export function writeLogLines(log: Logger, chunk: Uint8Array): void {
 
 /** Writes out buffered log lines (call before process.exit). */
 export function flushLogs(log: Logger): Promise<void> {
-  return new Promise((resolve) => {
+  return new Promise<void>((resolve) => {
     try {
       log.flush(() => resolve());
     } catch {
       resolve();
     }
+  }).then(() => settled((log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym]));
+}
+
+/** Longest wait for a write already on its way to stdout. */
+const SETTLE_MS = 1000;
+
+/**
+ * Resolves once an asynchronous destination has written everything it was
+ * given. pino's flush(cb) does not wait for that: sonic-boom with
+ * minLength 0 calls cb at once, while its last write may still be in
+ * flight, and a process that then kills itself (exitAfter) loses the lines.
+ */
+function settled(stream: unknown): Promise<void> {
+  const out = (stream instanceof LogBatcher ? stream.destination : stream) as { _writing?: boolean; _len?: number; once?(event: string, fn: () => void): void } | undefined;
+  if (out?.once === undefined || (out._writing !== true && out._len === 0)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const until = Date.now() + SETTLE_MS;
+    const check = (): void => {
+      if ((out._writing !== true && out._len === 0) || Date.now() > until) return resolve();
+      setTimeout(check, 5);
+    };
+    check();
   });
 }
