@@ -46,6 +46,18 @@ export const FAILURES = {
   'ws-unsupported': 501,
   /** A WebSocket upgrade beyond --ws-max-connections. */
   'ws-limit': 503,
+  /** A CORS preflight the route's cors policy does not allow (origin, method or header). */
+  'cors-refused': 403,
+  /** A method the route's limits policy does not allow; the response says which are (Allow). */
+  'method-not-allowed': 405,
+  /** No credentials, or invalid ones, for a route with an auth policy (WWW-Authenticate says which kind). */
+  unauthorized: 401,
+  /** Valid credentials without a scope or claim the route's auth policy requires. */
+  forbidden: 403,
+  /** The keys to check a token with (a JWKS URL) could not be fetched. */
+  'auth-unavailable': 503,
+  /** Over the route's rate limit (Retry-After says when to try again). */
+  'rate-limited': 429,
   /** The gateway is shutting down. */
   'shutting-down': 503,
   /** An unexpected error inside the gateway (a bug); logged with its stack. */

@@ -113,7 +113,7 @@ export async function putRoute(kv: KV, gw: Gateway, key: string, value: unknown)
   // "jetstream is not enabled"); once the gateway watches, the stream is whole.
   await eventually(() => gw.overrides.state === 'watching', 10_000, 'the gateway watches the routes bucket');
   const revision = await kv.put(key, typeof value === 'string' ? value : JSON.stringify(value));
-  await eventually(() => gw.routes.match(key)?.revision === revision || gw.routes.rejected.get(key)?.revision === revision, 5000, `revision ${revision} of ${key} applied`);
+  await eventually(() => gw.routes.get(key)?.revision === revision || gw.routes.rejected.get(key)?.revision === revision, 5000, `revision ${revision} of ${key} applied`);
   return revision;
 }
 

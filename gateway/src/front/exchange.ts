@@ -12,6 +12,9 @@ import type { PendingRequest } from '../nats/reply-mux.js';
 import type { NatsStream } from '../nats/nats-stream.js';
 import type { UpgradeRequest } from '../ws/ws-front.js';
 import type { WsSession } from '../ws/ws-session.js';
+import type { EffectivePolicy } from '../policy/route-policy.js';
+import type { AuthOutcome, Identity } from '../policy/auth.js';
+import type { BodyCompressor, Encoding } from '../policy/compression.js';
 
 export class Exchange implements PendingRequest {
   muxKey = '';
@@ -91,6 +94,23 @@ export class Exchange implements PendingRequest {
   aborted = false;
   /** A response was written (or the exchange was abandoned). */
   done = false;
+  /** How long the gateway waits for the response (--timeout, or the route's limits). */
+  timeoutMs = 0;
+  /** The policies of this request's path, as they were when it arrived. */
+  policy: EffectivePolicy | undefined = undefined;
+  /** Response fields the policies add to whatever answers (CORS, RateLimit, challenges), flattened. */
+  extraHeaders: string[] | undefined = undefined;
+  /** The verified identity (auth policy). */
+  identity: Identity | undefined = undefined;
+  /** A JWT being verified: the request is sent on once it is. */
+  authPending: Promise<AuthOutcome> | undefined = undefined;
+  /** The request is complete and waits only for authPending. */
+  dispatchWaiting = false;
+  /** The encoding the client takes, when the compression policy applies, and its Accept-Encoding. */
+  encoding: Encoding | undefined = undefined;
+  acceptEncoding: string | undefined = undefined;
+  /** Compresses a streamed response body as it goes. */
+  compressor: BodyCompressor | undefined = undefined;
 
   constructor(readonly res: HttpResponse) {}
 }

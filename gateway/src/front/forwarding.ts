@@ -4,7 +4,7 @@
  * able to claim another address or scheme. Forwarded, X-Real-IP and
  * X-Forwarded-Port/-Prefix pass only from a trusted proxy (http-front.ts).
  */
-import { BlockList, isIPv6 } from 'node:net';
+import { BlockList, isIP, isIPv6 } from 'node:net';
 import type { Exchange } from './exchange.js';
 
 export interface Forwarded {
@@ -28,6 +28,23 @@ export class ForwardingPolicy {
       else list.addSubnet(addr, Number(bits), family);
     }
     this.trusted = list;
+  }
+
+  /**
+   * The client's address: `remote`, or when that is a trusted proxy, the
+   * right-most X-Forwarded-For address that is not one (what a client
+   * writes further left could be anything).
+   */
+  clientAddress(ex: Exchange, remote: string): string {
+    const trusted = this.trusted;
+    if (trusted === undefined || ex.forwardedFor === undefined || !trusted.check(remote, isIPv6(remote) ? 'ipv6' : 'ipv4')) return remote;
+    const hops = ex.forwardedFor.split(',');
+    let addr = remote;
+    for (let i = hops.length - 1; i >= 0; i--) {
+      addr = hops[i]!.trim();
+      if (!isIP(addr) || !trusted.check(addr, isIPv6(addr) ? 'ipv6' : 'ipv4')) return addr.slice(0, 64);
+    }
+    return addr;
   }
 
   /** What to forward for a request from `remote`. */

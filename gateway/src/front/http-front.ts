@@ -22,6 +22,7 @@ import {
   pathToSubject,
   PROTOCOL_VERSION,
   PROBLEM_CONTENT_TYPE,
+  RAW_AUTH,
   readRawContinuation,
   readRawReply,
   REPLY_IS_FRAME,
@@ -50,6 +51,10 @@ import { NatsStream, type StreamOwner } from '../nats/nats-stream.js';
 import { endExchangeSpan, TraceStart, type TraceSampling } from './trace-start.js';
 import type { WsFront } from '../ws/ws-front.js';
 import type { WsSession } from '../ws/ws-session.js';
+import { PolicyGate } from './policy-gate.js';
+import { isRefusal, type AuthOutcome } from '../policy/auth.js';
+import { compressWhole, type Encoding } from '../policy/compression.js';
+import { decideCompression, weakened, writeCompressionHead, writeExtraHeaders } from '../policy/response-policy.js';
 
 export { Exchange } from './exchange.js';
 
@@ -141,6 +146,8 @@ const REQUEST_HEADER_KIND = new Map<string, H>([
   ['x-real-ip', H.ForwardedOther],
   ['x-forwarded-port', H.ForwardedOther],
   ['x-forwarded-prefix', H.ForwardedOther],
+  // The verified identity's header (auth policy): only the gateway sets it.
+  ['natsgw-auth', H.Drop],
 ]);
 
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,200}$/;
@@ -236,8 +243,15 @@ function isProblemWithStatus(reply: ReplyEnvelope | string, status: number): rep
   return false;
 }
 
-/** Writes status and headers of a reply; returns the Content-Length the service announced, or -1. */
-function writeReplyHead(ex: Exchange, r: ReplyEnvelope): number {
+/** The encoding writeReplyHead chose for a whole reply's body (compression policy), for writeReply. */
+let wholeEncoding: Encoding | undefined;
+
+/**
+ * Writes status and headers of a reply; returns the Content-Length the
+ * service announced, or -1 (also when a streamed body is compressed: it
+ * then goes chunked).
+ */
+function writeReplyHead(ex: Exchange, r: ReplyEnvelope, streamed: boolean): number {
   const res = ex.res;
   ex.responding = true;
   res.writeStatus(STATUS_LINES[r.status]!);
@@ -245,10 +259,26 @@ function writeReplyHead(ex: Exchange, r: ReplyEnvelope): number {
   let reportedLength = -1;
   let skipNamed: Set<string> | undefined;
   let connection: string | undefined;
+  const policy = ex.policy;
+  let contentType: string | undefined;
+  let contentEncoding: string | undefined;
+  let cacheControl: string | undefined;
   for (let i = 0; i < h.length; i += 2) {
-    if (h[i]!.toLowerCase() === 'connection') connection = connection === undefined ? h[i + 1]! : connection + ',' + h[i + 1]!;
+    const lower = h[i]!.toLowerCase();
+    if (lower === 'connection') connection = connection === undefined ? h[i + 1]! : connection + ',' + h[i + 1]!;
+    else if (policy?.compression !== undefined) {
+      if (lower === 'content-type') contentType = h[i + 1];
+      else if (lower === 'content-encoding') contentEncoding = h[i + 1];
+      else if (lower === 'cache-control') cacheControl = cacheControl === undefined ? h[i + 1] : cacheControl + ',' + h[i + 1];
+      else if (lower === 'content-length' && CONTENT_LENGTH_RE.test(h[i + 1]!)) reportedLength = Number(h[i + 1]);
+    }
   }
   if (connection !== undefined) skipNamed = connectionNamed(connection);
+  const length = streamed ? reportedLength : r.body.length;
+  const compression = policy?.compression === undefined ? undefined : decideCompression(ex, r.status, contentType, contentEncoding, cacheControl, length, streamed);
+  const encoded = compression !== undefined && compression !== 'vary';
+  wholeEncoding = encoded && !streamed ? compression : undefined;
+  const dropCors = policy?.cors !== undefined;
   for (let i = 0; i < h.length; i += 2) {
     const name = h[i]!;
     const lower = name.toLowerCase();
@@ -256,15 +286,25 @@ function writeReplyHead(ex: Exchange, r: ReplyEnvelope): number {
       if (lower === 'content-length' && CONTENT_LENGTH_RE.test(h[i + 1]!)) reportedLength = Number(h[i + 1]);
       continue;
     }
+    // With a cors policy the gateway alone answers CORS.
+    if (dropCors && lower.startsWith('access-control-')) continue;
+    if (encoded && lower === 'etag') {
+      res.writeHeader(name, weakened(h[i + 1]!));
+      continue;
+    }
     res.writeHeader(name, h[i + 1]!);
   }
   res.writeHeader('x-request-id', ex.requestId);
+  if (policy !== undefined) {
+    writeExtraHeaders(res, ex);
+    if (compression !== undefined) writeCompressionHead(res, compression);
+  }
   ex.status = r.status;
-  return reportedLength;
+  return encoded && streamed ? -1 : reportedLength;
 }
 
 function writeReply(ex: Exchange, r: ReplyEnvelope, close: boolean): void {
-  const reportedLength = writeReplyHead(ex, r);
+  const reportedLength = writeReplyHead(ex, r, false);
   const res = ex.res;
   const status = r.status;
   if (ex.method === 'HEAD') {
@@ -274,6 +314,11 @@ function writeReply(ex: Exchange, r: ReplyEnvelope, close: boolean): void {
     // No body and no Content-Length (RFC 9110 §8.6, §15.4.5).
     if (close) res.writeHeader('connection', 'close');
     res.endWithoutBody();
+  } else if (wholeEncoding !== undefined) {
+    const body = compressWhole(wholeEncoding, r.body);
+    wholeEncoding = undefined;
+    ex.bytesOut = body.length;
+    res.end(body, close);
   } else {
     ex.bytesOut = r.body.length;
     res.end(r.body, close);
@@ -295,6 +340,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   /** WebSocket sessions, when the gateway serves them. */
   ws: WsFront | undefined = undefined;
   private readonly forwarding: ForwardingPolicy;
+  private readonly gate: PolicyGate;
   private readonly traces: TraceStart;
   private readonly emptyBody = Buffer.alloc(0);
   private readonly natsTraffic: RouteTraffic | undefined;
@@ -304,6 +350,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.forwarding = new ForwardingPolicy(opts.trustedProxies);
+    this.gate = new PolicyGate(this, this.forwarding);
     this.traces = new TraceStart(opts.traceSampling ?? 'auto', opts.version ?? '0.0.0');
     this.natsTraffic = opts.traffic?.route(opts.rootSubject, 'nats');
     this.streamTimer = setInterval(() => this.tickStreams(), 500);
@@ -330,7 +377,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
         continue;
       }
       try {
-        ex.res.cork(() => stream.tick(now, this.opts.streamIdleMs, this.opts.timeoutMs));
+        ex.res.cork(() => stream.tick(now, this.opts.streamIdleMs, ex.timeoutMs));
       } catch (error) {
         this.onHandlerError(ex, error);
       }
@@ -421,8 +468,10 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
 
     // Connection: close as well, so clients stop sending here.
     if (this.closing) return this.fail(ex, 'shutting-down', 'the gateway is shutting down', true);
-    // An override wins over NATS; the request keeps this route version to the end.
-    const matched = opts.routes?.match(subject);
+    // An override wins over NATS; the request keeps this route version (and these policies) to the end.
+    const resolved = opts.routes?.resolve(subject);
+    const matched = resolved?.route;
+    ex.timeoutMs = opts.timeoutMs;
     if (ex.upgrade !== undefined) {
       const up = ex.upgrade;
       if (matched !== undefined || this.ws === undefined) {
@@ -432,17 +481,30 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       if (hasBody) return this.fail(ex, 'bad-request', 'a WebSocket upgrade request has no body', true);
       if (this.ws.full) return this.fail(ex, 'ws-limit', 'too many WebSocket connections on this gateway', false);
     }
+    const policy = resolved?.policy;
+    if (policy !== undefined) {
+      if (this.gate.admit(ex, policy, hasBody, Date.now())) return;
+      if (ex.authPending !== undefined) {
+        ex.authPending.then(
+          (outcome) => this.onAuthDone(ex, outcome),
+          (error: unknown) => this.internalError(ex, error),
+        );
+      }
+      if (policy.limits?.timeoutMs !== undefined) ex.timeoutMs = policy.limits.timeoutMs;
+    }
+    const maxBody = policy?.limits?.maxRequestBodyBytes;
     const route = matched?.kind === 'http' ? matched : undefined;
     if (route !== undefined) {
       ex.route = route;
-      ex.bodyLimit = route.config.maxRequestBodyBytes;
+      ex.bodyLimit = maxBody ?? route.config.maxRequestBodyBytes;
+      if (policy?.limits?.timeoutMs === undefined) ex.timeoutMs = route.config.timeoutMs;
     } else {
       if (this.link === undefined) return this.fail(ex, 'nats-unavailable', `not connected to NATS, cannot reach ${subject}`, hasBody);
       if (matched?.kind === 'nats-raw') {
         // Raw mode: the body is one NATS payload, never streamed.
         ex.raw = matched;
-        ex.bodyLimit = Math.min(matched.config.maxRequestBodyBytes, natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, this.link.maxPayload));
-      } else ex.bodyLimit = opts.maxBodyBytes;
+        ex.bodyLimit = Math.min(maxBody ?? matched.config.maxRequestBodyBytes, natsBodyLimit(opts.maxBodyBytes, opts.maxHeaderBytes, this.link.maxPayload));
+      } else ex.bodyLimit = maxBody ?? opts.maxBodyBytes;
     }
     if (ex.contentLength > ex.bodyLimit) {
       return this.fail(ex, 'body-too-large', `request body of ${ex.contentLength} bytes exceeds the limit of ${ex.bodyLimit} bytes`, true);
@@ -520,14 +582,38 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     }
   }
 
+  /** A token's verification is done: refuse the request, or send it on if it waits only for this. */
+  private onAuthDone(ex: Exchange, outcome: AuthOutcome): void {
+    ex.authPending = undefined;
+    if (ex.done) return;
+    try {
+      const waiting = ex.dispatchWaiting;
+      ex.dispatchWaiting = false;
+      // A body still arriving (or streaming up) cannot be read on after a refusal: close.
+      if (!this.gate.authorized(ex, outcome, !waiting || ex.stream !== undefined, true, Date.now())) {
+        if (isRefusal(outcome) && ex.stream !== undefined) ex.res.resume();
+        return;
+      }
+      if (waiting) ex.res.cork(() => this.dispatch(ex));
+    } catch (error) {
+      this.internalError(ex, error);
+    }
+  }
+
   /** Sends a complete request on its way: to its override's backends, or over NATS. */
   private dispatch(ex: Exchange): void {
+    if (ex.authPending !== undefined) {
+      // Sent once the token is verified (onAuthDone).
+      ex.dispatchWaiting = true;
+      return;
+    }
     const remote = ex.remote !== '' ? ex.remote : formatAddress(ex.res.getRemoteAddress());
     if (ex.connectionTokens !== undefined) stripConnectionNamed(ex.headers, ex.connectionTokens);
     const forwarded = this.forwarding.compute(ex, remote);
     // A trusted proxy's Forwarded / X-Real-IP / X-Forwarded-Port|Prefix pass; anyone else's are dropped.
     if (forwarded.trusted && ex.forwardedOther !== undefined) ex.headers.push(...ex.forwardedOther);
     if (ex.route !== undefined) {
+      if (ex.identity !== undefined) ex.headers.push('natsgw-auth', ex.identity.json);
       const proxy = new ProxyRequest(ex, ex.route, forwarded, this);
       ex.proxy = proxy;
       proxy.start();
@@ -538,6 +624,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     if (ex.raw !== undefined) {
       const body = ex.body!;
       const headers = rawRequestHeaders(ex, remote, forwarded);
+      if (ex.identity !== undefined) headers.set(RAW_AUTH, ex.identity.json);
       ex.body = undefined;
       return link.mux.send(ex.subject, body, ex, headers);
     }
@@ -564,11 +651,12 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       host: forwarded.host,
       root: this.opts.rootSubject,
       subject: ex.subject,
-      timeoutMs: this.opts.timeoutMs,
+      timeoutMs: ex.timeoutMs,
       caps: CAPS,
       credit: DEFAULT_STREAM_WINDOW,
     };
     if (streamed) envelope.more = true;
+    if (ex.identity !== undefined) envelope.auth = ex.identity.json;
     if (ex.upgrade !== undefined) {
       envelope.ws = true;
       envelope.caps = UPGRADE_CAPS;
@@ -580,7 +668,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       return this.failCorked(ex, 'body-too-large', `request of ${payload.length} bytes exceeds the NATS max_payload of ${link.maxPayload} bytes`, false);
     }
     // The trace context rides as NATS headers too, for NATS's own tools (nats-server 2.11+ message tracing).
-    link.mux.send(ex.subject, payload, ex, ex.traceparent === '' ? undefined : traceHeaders(ex));
+    link.mux.send(ex.subject, payload, ex, ex.traceparent === '' ? undefined : traceHeaders(ex), ex.timeoutMs);
   }
 
   private onAbort(ex: Exchange): void {
@@ -766,7 +854,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   }
 
   writeHead(ex: Exchange, reply: ReplyEnvelope): number {
-    return writeReplyHead(ex, reply);
+    return writeReplyHead(ex, reply, true);
   }
 
   release(ex: Exchange): void {
@@ -779,7 +867,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   }
 
   onTimeout(ex: Exchange): void {
-    const detail = `no reply from ${ex.subject} within ${this.opts.timeoutMs} ms`;
+    const detail = `no reply from ${ex.subject} within ${ex.timeoutMs} ms`;
     if (ex.stream !== undefined) {
       ex.res.cork(() => ex.stream!.broken('timeout', detail, true, performance.now()));
       return;
@@ -854,7 +942,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   }
 
   /** Answers with a problem from inside the route handler (already corked). */
-  private fail(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
+  fail(ex: Exchange, code: FailureCode, detail: string, close: boolean): void {
     if (ex.done) return;
     if (!ex.aborted) writeProblem(ex, code, detail, close);
     this.finish(ex);

@@ -7,6 +7,7 @@ import type { HttpResponse } from 'uWebSockets.js';
 import { PROBLEM_CONTENT_TYPE, problemJson } from '@natsgw/service-sdk/protocol';
 import { FAILURES, type FailureCode } from '../errors.js';
 import type { Exchange } from './exchange.js';
+import { writeExtraHeaders } from '../policy/response-policy.js';
 
 export const STATUS_LINES: readonly string[] = Array.from({ length: 600 }, (_, s) => `${s} ${STATUS_CODES[s] ?? ''}`);
 
@@ -62,6 +63,7 @@ export function writeProblem(ex: Exchange, code: FailureCode, detail: string, cl
   res.writeStatus(STATUS_LINES[status]!);
   res.writeHeader('content-type', PROBLEM_CONTENT_TYPE);
   if (ex.requestId) res.writeHeader('x-request-id', ex.requestId);
+  writeExtraHeaders(res, ex);
   if (ex.method === 'HEAD') endHead(res, Buffer.byteLength(body), close);
   else res.end(body, close);
 }

@@ -31,6 +31,7 @@ import type { Forwarded } from '../front/forwarding.js';
 import type { RouteRuntime } from '../routes/route.js';
 import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STATUS_LINES } from '../front/respond.js';
 import type { TryOutcome, Upstream } from './upstream/upstream.js';
+import { decideCompression, weakened, writeCompressionHead, writeExtraHeaders } from '../policy/response-policy.js';
 
 export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
@@ -225,8 +226,7 @@ export class ProxyRequest implements Ticking {
     forwarded: Forwarded,
     private readonly owner: ProxyOwner,
   ) {
-    const config = route.config;
-    this.deadline = Date.now() + config.timeoutMs;
+    this.deadline = Date.now() + ex.timeoutMs;
     this.idempotent = IDEMPOTENT_METHODS.has(ex.method);
     this.path = this.upstreamPath();
     this.headers = this.upstreamHeaders(forwarded);
@@ -276,7 +276,7 @@ export class ProxyRequest implements Ticking {
   private tryNext(last: { c: Classified; err: Error } | undefined): void {
     const now = Date.now();
     const remaining = this.deadline - now;
-    if (remaining <= 0) return this.fail('upstream-timeout', `no response from ${this.route.key} within ${this.route.config.timeoutMs} ms`);
+    if (remaining <= 0) return this.fail('upstream-timeout', `no response from ${this.route.key} within ${this.ex.timeoutMs} ms`);
     const upstream = this.route.balancer.pick(now, this.tried);
     if (upstream === undefined) {
       if (last !== undefined) return this.fail(last.c.code, clientDetail(this.route.key, last.c, last.err), last.c.detail);
@@ -291,7 +291,7 @@ export class ProxyRequest implements Ticking {
     this.tries++;
     this.upstream = upstream;
     this.tryOpen = true;
-    this.tryDeadline = now + Math.min(this.route.config.tryTimeoutMs ?? this.route.config.timeoutMs, remaining);
+    this.tryDeadline = now + Math.min(this.route.config.tryTimeoutMs ?? this.ex.timeoutMs, remaining);
     this.inBody = false;
     timeLimits.add(this);
     upstream.acquire();
@@ -390,7 +390,7 @@ export class ProxyRequest implements Ticking {
     } else if (this.paused || this.chunks !== this.chunksSeen) {
       this.chunksSeen = this.chunks;
       this.chunksSeenAt = now;
-    } else if (now - this.chunksSeenAt >= this.route.config.timeoutMs) {
+    } else if (now - this.chunksSeenAt >= this.ex.timeoutMs) {
       limit = BODY_TIMEOUT;
     }
     if (limit === undefined) return true;
@@ -515,6 +515,15 @@ export class ProxyRequest implements Ticking {
     const conn = Array.isArray(raw) ? raw.join(',') : raw;
     const named = conn !== undefined && conn !== 'keep-alive' && conn !== 'close' ? connectionNamed(conn) : undefined;
     res.writeStatus(STATUS_LINES[status] ?? `${status} `);
+    const cl = headers['content-length'];
+    const length = typeof cl === 'string' && CONTENT_LENGTH_RE.test(cl) ? Number(cl) : -1;
+    const policy = this.ex.policy;
+    const compression =
+      policy?.compression === undefined
+        ? undefined
+        : decideCompression(this.ex, status, single(headers['content-type']), single(headers['content-encoding']), joined(headers['cache-control']), length, true);
+    const encoded = compression !== undefined && compression !== 'vary';
+    const dropCors = policy?.cors !== undefined;
     let via = '';
     for (const name in headers) {
       const value = headers[name];
@@ -523,21 +532,30 @@ export class ProxyRequest implements Ticking {
         via = String(value) + ', ';
         continue;
       }
+      // With a cors policy the gateway alone answers CORS; a compressed body is another representation.
+      if (dropCors && name.startsWith('access-control-')) continue;
+      if (encoded && name === 'etag' && typeof value === 'string') {
+        res.writeHeader(name, bytesOf(weakened(value)));
+        continue;
+      }
       if (typeof value === 'string') res.writeHeader(name, bytesOf(value));
       else for (const v of value) res.writeHeader(name, bytesOf(v));
     }
     for (const name in set) res.writeHeader(name, set[name]!);
     res.writeHeader('via', via + '1.1 natsgw');
     res.writeHeader('x-request-id', this.ex.requestId);
+    if (policy !== undefined) {
+      writeExtraHeaders(res, this.ex);
+      if (compression !== undefined) writeCompressionHead(res, compression);
+    }
     this.headWritten = true;
     this.ex.status = status;
     this.ex.upstream = this.upstream?.url ?? '';
-    const cl = headers['content-length'];
-    const length = typeof cl === 'string' && CONTENT_LENGTH_RE.test(cl) ? Number(cl) : -1;
     if (this.ex.method === 'HEAD') return this.endNow(() => endHead(res, length, false));
     if (status === 204 || status === 304) return this.endNow(() => res.endWithoutBody());
     if (length === 0) return this.endNow(() => res.end());
-    this.total = length;
+    // A compressed body goes chunked, compressed as it comes (BodyCompressor).
+    this.total = encoded ? -1 : length;
   }
 
   private endNow(end: () => void): void {
@@ -547,6 +565,12 @@ export class ProxyRequest implements Ticking {
   }
 
   writeChunk(chunk: Buffer): void {
+    const comp = this.ex.compressor;
+    if (comp !== undefined) {
+      if (chunk.length === 0) return;
+      chunk = comp.push(chunk);
+      if (chunk.length === 0) return;
+    }
     const res = this.ex.res;
     const before = this.ex.bytesOut;
     this.ex.bytesOut += chunk.length;
@@ -576,7 +600,12 @@ export class ProxyRequest implements Ticking {
     if (this.clientDone) return;
     const res = this.ex.res;
     if (this.total < 0) {
-      res.end(); // the last (empty) chunk of a chunked response
+      const comp = this.ex.compressor;
+      if (comp !== undefined) {
+        const tail = comp.end();
+        this.ex.bytesOut += tail.length;
+        res.end(tail);
+      } else res.end(); // the last (empty) chunk of a chunked response
       return this.clientComplete();
     }
     // With a known length tryEnd completes the response on its last byte; an
@@ -620,4 +649,14 @@ export class ProxyRequest implements Ticking {
     this.controller?.resume();
     return true;
   }
+}
+
+/** A header undici gave as a string, or the first of several. */
+function single(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** A list header's fields joined. */
+function joined(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(',') : v;
 }

@@ -264,11 +264,14 @@ export class NatsStream {
       if (!this.backpressure) this.flushDown(now);
       return;
     }
-    if (chunk.length > 0) {
+    // A compressed response (the compression policy) goes chunked, each chunk flushed as it comes.
+    const comp = this.ex.compressor;
+    const out = comp === undefined ? chunk : last ? comp.end(chunk) : chunk.length > 0 ? comp.push(chunk) : chunk;
+    if (out.length > 0) {
       // write() buffers what the socket does not take; no credit is granted until it drains.
-      const ok = res.write(chunk);
+      const ok = res.write(out);
       this.written += chunk.length;
-      this.ex.bytesOut = this.written;
+      this.ex.bytesOut += out.length;
       if (!ok) {
         this.backpressure = true;
         this.hookWritable();

@@ -85,6 +85,10 @@ export class ReplyMux<P extends PendingRequest> {
   private readonly framePayloads: Uint8Array[] = [];
   private readonly frameOwners: P[] = [];
   private flushScheduled = false;
+  /** Keys of requests with a timeout of their own (customTimeout). */
+  private readonly custom = new Set<string>();
+  private customTimer: NodeJS.Timeout | undefined;
+  private customTickMs = 1000;
   private readonly flushBatch = () => this.flush();
 
   constructor(
@@ -110,11 +114,12 @@ export class ReplyMux<P extends PendingRequest> {
    * request, so publishing at once would cost one write() per request. Batched,
    * every request read in one poll of the HTTP sockets leaves in one write.
    */
-  send(subject: string, payload: Uint8Array, p: P, headers?: MsgHdrs): void {
+  send(subject: string, payload: Uint8Array, p: P, headers?: MsgHdrs, timeoutMs = this.timeoutMs): void {
     const key = this.keys.next();
     p.muxKey = key;
-    p.deadline = performance.now() + this.timeoutMs;
+    p.deadline = performance.now() + timeoutMs;
     this.pending.set(key, p);
+    if (timeoutMs !== this.timeoutMs) this.customTimeout(key, timeoutMs);
     this.batchSubjects.push(subject);
     this.batchPayloads.push(payload);
     this.batchRequests.push(p);
@@ -254,6 +259,7 @@ export class ReplyMux<P extends PendingRequest> {
     // Frames queued this turn (closes at shutdown) go out first.
     this.flushFrames();
     clearInterval(this.timer);
+    clearInterval(this.customTimer);
     this.failAll();
     if (!this.sub.isClosed()) this.sub.unsubscribe();
   }
@@ -301,14 +307,53 @@ export class ReplyMux<P extends PendingRequest> {
     this.contained(p, (q) => (isNoResponders(msg) ? this.handler.onStreamPeerGone(q) : this.handler.onStreamMessage(q, msg.data, msg)));
   }
 
+  /**
+   * A request with its own timeout (a route's limits policy): kept apart, as
+   * the pending map's order is deadline order only for the default timeout,
+   * and checked often enough for its length.
+   */
+  private customTimeout(key: string, timeoutMs: number): void {
+    this.custom.add(key);
+    const tickMs = Math.min(1000, Math.max(10, Math.floor(timeoutMs / 20)));
+    if (tickMs < this.customTickMs || this.customTimer === undefined) {
+      clearInterval(this.customTimer);
+      this.customTickMs = tickMs;
+      this.customTimer = setInterval(() => this.expireCustom(performance.now()), tickMs);
+      this.customTimer.unref();
+    }
+  }
+
+  private expireCustom(now: number): void {
+    for (const key of this.custom) {
+      const p = this.pending.get(key);
+      if (p === undefined) {
+        this.custom.delete(key);
+        continue;
+      }
+      if (p.deadline > now) continue;
+      this.custom.delete(key);
+      this.pending.delete(key);
+      this.remember(key);
+      this.contained(p, this.onExpired);
+    }
+    if (this.custom.size === 0) {
+      clearInterval(this.customTimer);
+      this.customTimer = undefined;
+    }
+  }
+
   private expire(now: number): void {
     for (const [key, at] of this.ended) {
       if (now - at < ENDED_KEEP_MS) break;
       this.ended.delete(key);
     }
-    // Same timeout for all, so insertion order is deadline order: stop at the first live one.
+    // Same timeout for all, so insertion order is deadline order: stop at the first live one (those with their own are checked apart).
     for (const [key, p] of this.pending) {
-      if (p.deadline > now) return;
+      if (p.deadline > now) {
+        if (this.custom.size > 0 && this.custom.has(key)) continue;
+        return;
+      }
+      this.custom.delete(key);
       this.pending.delete(key);
       this.remember(key);
       this.contained(p, this.onExpired);

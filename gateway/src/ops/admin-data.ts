@@ -39,8 +39,8 @@ export function status(view: GatewayView): GatewayStatus {
 export function routes(view: GatewayView): RoutesView {
   return {
     applied: [...view.routes.entries()].map(([subject, r]) =>
-      r.kind === 'nats-raw'
-        ? { subject, revision: r.revision, target: r.kind, upstreams: [], balancing: '', config: { ...r.config } }
+      r.kind !== 'http'
+        ? { subject, revision: r.revision, target: r.kind, upstreams: [], balancing: '', config: redactRoute({ ...r.config }) }
         : {
             subject,
             revision: r.revision,

@@ -10,6 +10,7 @@
 // biome-ignore lint/correctness/noUnusedImports: the declaration emit needs these names (TS4023 without them).
 import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
 import { Ajv, type ErrorObject } from 'ajv';
+import { checkPolicy, PolicySchema, redactPolicy, type PolicyConfig } from '../policy/policy-schema.js';
 
 export const BALANCING_POLICIES = ['p2c', 'round-robin', 'least-connections', 'random'] as const;
 export type BalancingPolicy = (typeof BALANCING_POLICIES)[number];
@@ -151,16 +152,19 @@ const RouteSchemaStrict = Type.Object(
     preserveHost: Type.Boolean({ default: false, description: "Send the client's Host header instead of the backend's. Default false." }),
     requestHeaders: Headers,
     responseHeaders: Headers,
+    policy: Type.Optional(PolicySchema),
   },
   {
     additionalProperties: false,
     $id: 'https://natsgw.dev/schema/route.schema.json',
-    title: 'natsgw route override',
-    // An HTTP override needs its upstreams; a raw NATS route has none.
+    title: 'natsgw route entry',
+    description:
+      'An entry of the routes bucket: an HTTP override (upstreams), a raw NATS route (target nats-raw), or only a policy (the subject stays on NATS; an entry with only a policy takes no other field). Any of them may carry a policy.',
+    // An HTTP override needs its upstreams; a raw NATS route has none; an entry without either is a policy.
     if: { properties: { target: { const: 'nats-raw' } }, required: ['target'] },
     // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then/else keyword; this object is a schema, never awaited.
     then: { not: { required: ['upstreams'] } },
-    else: { required: ['upstreams'] },
+    else: { anyOf: [{ required: ['upstreams'] }, { required: ['policy'], not: { required: ['target'] } }] },
   },
 );
 
@@ -188,7 +192,8 @@ export const RouteSchema = optionalDefaults(RouteSchemaStrict);
 export type RouteOptions = Static<typeof RouteSchemaStrict>;
 
 /** A validated HTTP override with every default filled in. */
-export type RouteConfig = Readonly<Omit<RouteOptions, 'healthCheck' | 'circuitBreaker' | 'upstreams' | 'target'>> & {
+export type RouteConfig = Readonly<Omit<RouteOptions, 'healthCheck' | 'circuitBreaker' | 'upstreams' | 'target' | 'policy'>> & {
+  readonly policy?: PolicyConfig;
   readonly target: 'http';
   readonly upstreams: NonNullable<RouteOptions['upstreams']>;
   readonly healthCheck?: Required<NonNullable<RouteOptions['healthCheck']>>;
@@ -199,16 +204,26 @@ export type RouteConfig = Readonly<Omit<RouteOptions, 'healthCheck' | 'circuitBr
 export interface RawRouteConfig {
   readonly target: 'nats-raw';
   readonly maxRequestBodyBytes: number;
+  readonly policy?: PolicyConfig;
+}
+
+/** A validated entry with only a policy: its subject tree stays on NATS (the envelope), with these policies. */
+export interface PolicyOnlyConfig {
+  readonly target: 'policy';
+  readonly policy: PolicyConfig;
 }
 
 /** What an entry of the routes bucket is, once validated. */
-export type AnyRouteConfig = RouteConfig | RawRouteConfig;
+export type AnyRouteConfig = RouteConfig | RawRouteConfig | PolicyOnlyConfig;
 
 /** The fields a raw NATS route may have; everything else configures HTTP backends. */
-const RAW_ROUTE_FIELDS: ReadonlySet<string> = new Set(['target', 'maxRequestBodyBytes']);
+const RAW_ROUTE_FIELDS: ReadonlySet<string> = new Set(['target', 'maxRequestBodyBytes', 'policy']);
 
 const ajv = new Ajv({ useDefaults: true, allErrors: false, strict: false });
 const validate = ajv.compile(RouteSchema);
+const validatePolicy = ajv.compile(PolicySchema);
+
+const prefixed = (e: ErrorObject, at: string): ErrorObject => ({ ...e, instancePath: at + e.instancePath });
 
 function describe(e: ErrorObject): string {
   const where = e.instancePath === '' ? 'route' : e.instancePath.slice(1).replace(/\//g, '.');
@@ -267,12 +282,28 @@ function check(obj: unknown, fromCaller: boolean): { ok: true; config: AnyRouteC
   if (copy.target !== undefined && !(ROUTE_TARGETS as readonly unknown[]).includes(copy.target)) return { ok: false, reason: `target: must be one of ${ROUTE_TARGETS.join(', ')}` };
   if (copy.target === 'nats-raw') {
     const http = Object.keys(copy).find((k) => !RAW_ROUTE_FIELDS.has(k));
-    if (http !== undefined) return { ok: false, reason: `${http}: a nats-raw route takes only maxRequestBodyBytes (${http} configures HTTP backends)` };
+    if (http !== undefined) return { ok: false, reason: `${http}: a nats-raw route takes only maxRequestBodyBytes and policy (${http} configures HTTP backends)` };
     if (!validate(copy)) return { ok: false, reason: describe(validate.errors![0]!) };
-    return { ok: true, config: Object.freeze({ target: 'nats-raw', maxRequestBodyBytes: copy.maxRequestBodyBytes as number }) };
+    const bad = copy.policy === undefined ? undefined : checkPolicy(copy.policy as PolicyConfig);
+    if (bad !== undefined) return { ok: false, reason: bad };
+    const raw: RawRouteConfig = { target: 'nats-raw', maxRequestBodyBytes: copy.maxRequestBodyBytes as number, ...(copy.policy !== undefined ? { policy: copy.policy as PolicyConfig } : {}) };
+    return { ok: true, config: deepFreeze(raw) };
   }
-  if (copy.upstreams === undefined) return { ok: false, reason: 'upstreams: required for an HTTP override (or set target to nats-raw)' };
+  if (copy.upstreams === undefined && copy.target === undefined && copy.policy !== undefined) {
+    // Only a policy: validated alone, so no HTTP default is filled in.
+    const other = Object.keys(copy).find((k) => k !== 'policy');
+    if (other !== undefined) return { ok: false, reason: `${other}: an entry with only a policy takes no other field (add upstreams for an HTTP override)` };
+    if (!validatePolicy(copy.policy)) return { ok: false, reason: describe(prefixed(validatePolicy.errors![0]!, '/policy')) };
+    const bad = checkPolicy(copy.policy as PolicyConfig);
+    if (bad !== undefined) return { ok: false, reason: bad };
+    return { ok: true, config: deepFreeze({ target: 'policy', policy: copy.policy as PolicyConfig }) };
+  }
+  if (copy.upstreams === undefined) return { ok: false, reason: 'upstreams: required for an HTTP override (or set target to nats-raw, or give only a policy)' };
   if (!validate(copy)) return { ok: false, reason: describe(validate.errors![0]!) };
+  if (copy.policy !== undefined) {
+    const bad = checkPolicy(copy.policy as PolicyConfig);
+    if (bad !== undefined) return { ok: false, reason: bad };
+  }
   const c = copy as RouteOptions & { upstreams: NonNullable<RouteOptions['upstreams']> };
   const urls = new Set<string>();
   for (const u of c.upstreams) {
@@ -308,7 +339,7 @@ function check(obj: unknown, fromCaller: boolean): { ok: true; config: AnyRouteC
 }
 
 /** The blocks of a config that routes often have alike. */
-const SHARED_BLOCKS = ['upstreams', 'passiveHealth', 'retryBudget', 'requestHeaders', 'responseHeaders', 'healthCheck', 'circuitBreaker'] as const;
+const SHARED_BLOCKS = ['upstreams', 'passiveHealth', 'retryBudget', 'requestHeaders', 'responseHeaders', 'healthCheck', 'circuitBreaker', 'policy'] as const;
 /** Per block name, frozen blocks by JSON text; each emptied when it holds BLOCKS_KEPT (blocks in use stay with their configs). */
 const blocks = Object.fromEntries(SHARED_BLOCKS.map((k) => [k, new Map<string, object>()])) as Record<(typeof SHARED_BLOCKS)[number], Map<string, object>>;
 const BLOCKS_KEPT = 4096;
@@ -388,7 +419,9 @@ export const REDACTED = '[redacted]';
  * say) are replaced by {@link REDACTED}; their names stay.
  * @example redactRoute(config).requestHeaders.set // { authorization: '[redacted]' }
  */
-export function redactRoute<T extends Partial<Pick<RouteOptions, 'requestHeaders'>>>(route: T): T {
+export function redactRoute<T extends Partial<Pick<RouteOptions, 'requestHeaders' | 'policy'>>>(route: T): T {
+  const policy = route.policy === undefined ? undefined : redactPolicy(route.policy);
+  if (policy !== route.policy) route = { ...route, policy };
   if (route.requestHeaders === undefined) return route;
   const set = route.requestHeaders?.set ?? {};
   return { ...route, requestHeaders: { ...route.requestHeaders, set: Object.fromEntries(Object.keys(set).map((k) => [k, REDACTED])) } };

@@ -7,6 +7,8 @@
  */
 import { BackendRegistry } from '../http/upstream/backend-registry.js';
 import type { UpstreamEvents } from '../http/upstream/upstream.js';
+import { combinePolicies, compilePolicy, type CompiledPolicy, type EffectivePolicy } from '../policy/route-policy.js';
+import { PolicyRoute } from './policy-route.js';
 import { RawRoute } from './raw-route.js';
 import { RouteRuntime } from './route.js';
 import { isRouteKey, parseRoute } from './route-schema.js';
@@ -17,8 +19,17 @@ export interface Rejection {
   at: string;
 }
 
-/** An entry of the table: an HTTP override, or a subject tree sent to NATS raw. */
-export type Route = RouteRuntime | RawRoute;
+/** An entry of the table: an HTTP override, a subject tree sent to NATS raw, or only a policy. */
+export type Route = RouteRuntime | RawRoute | PolicyRoute;
+
+/** What applies to a path: the target (undefined: NATS with the envelope) and the effective policy. */
+export interface Resolved {
+  readonly route: RouteRuntime | RawRoute | undefined;
+  readonly policy: EffectivePolicy | undefined;
+}
+
+/** Per entry: its resolution, made once per table generation. */
+const resolvedCache = new WeakMap<Route, { generation: number; resolved: Resolved }>();
 
 export type PutResult = { status: 'applied'; route: Route } | { status: 'rejected'; reason: string } | { status: 'ignored' } | { status: 'unchanged' };
 
@@ -27,6 +38,8 @@ export class RouteTable {
   readonly rejected = new Map<string, Rejection>();
   /** The backends the routes use, each once however many routes name it. */
   readonly backends: BackendRegistry;
+  /** Bumped by every change: cached resolutions of an older generation are made again. */
+  private generation = 0;
 
   constructor(
     readonly rootSubject: string,
@@ -44,11 +57,13 @@ export class RouteTable {
     return key === this.rootSubject || key.startsWith(this.rootSubject + '.');
   }
 
-  /**
-   * The override for `subject`, if any.
-   * @example table.match('api.legacy.users.7') // the route stored under api.legacy
-   */
-  match(subject: string): Route | undefined {
+  /** The entry stored under exactly `key`. */
+  get(key: string): Route | undefined {
+    return this.routes.get(key);
+  }
+
+  /** The most specific entry whose key is `subject` or a prefix of it (at a token boundary). */
+  private closest(subject: string): Route | undefined {
     if (this.routes.size === 0) return undefined;
     let s = subject;
     const rootLength = this.rootSubject.length;
@@ -59,6 +74,41 @@ export class RouteTable {
       if (dot < rootLength) return undefined;
       s = s.slice(0, dot);
     }
+  }
+
+  /**
+   * The target of `subject` (the most specific override or raw route
+   * covering it; policy-only entries are passed over), if any.
+   * @example table.match('api.legacy.users.7') // the route stored under api.legacy
+   */
+  match(subject: string): RouteRuntime | RawRoute | undefined {
+    return this.resolve(subject)?.route;
+  }
+
+  /**
+   * What applies to `subject`: its target and its effective policy (each
+   * block from the most specific key that sets it). The same object for
+   * every path below the same entry until the table changes.
+   */
+  resolve(subject: string): Resolved | undefined {
+    const entry = this.closest(subject);
+    if (entry === undefined) return undefined;
+    const cached = resolvedCache.get(entry);
+    if (cached !== undefined && cached.generation === this.generation) return cached.resolved;
+    const chain: Route[] = [];
+    let s = entry.key;
+    const rootLength = this.rootSubject.length;
+    for (;;) {
+      const r = this.routes.get(s);
+      if (r !== undefined) chain.push(r);
+      const dot = s.lastIndexOf('.');
+      if (dot < rootLength) break;
+      s = s.slice(0, dot);
+    }
+    const target = chain.find((r) => r.kind !== 'policy') as RouteRuntime | RawRoute | undefined;
+    const resolved: Resolved = { route: target, policy: combinePolicies(chain) };
+    resolvedCache.set(entry, { generation: this.generation, resolved });
+    return resolved;
   }
 
   put(key: string, value: Uint8Array | string, revision: number): PutResult {
@@ -72,9 +122,22 @@ export class RouteTable {
     const parsed = parseRoute(value);
     if (!parsed.ok) return reject(parsed.reason);
     const config = parsed.config;
+    // Compiled before anything changes: a policy that cannot be compiled leaves the last good version serving.
+    let policy: CompiledPolicy | undefined;
+    try {
+      policy = config.policy === undefined ? undefined : compilePolicy(config.policy, key, current?.policy);
+    } catch (err) {
+      return reject(`policy: ${(err as Error).message}`);
+    }
     const route =
-      config.target === 'nats-raw' ? new RawRoute(key, revision, config) : new RouteRuntime(key, revision, config, this.rootSubject, current?.kind === 'http' ? current : undefined, this.backends);
+      config.target === 'nats-raw'
+        ? new RawRoute(key, revision, config)
+        : config.target === 'policy'
+          ? new PolicyRoute(key, revision, config)
+          : new RouteRuntime(key, revision, config, this.rootSubject, current?.kind === 'http' ? current : undefined, this.backends);
+    route.policy = policy;
     this.routes.set(key, route);
+    this.generation++;
     if (current?.kind === 'http') current.release(this.backends);
     this.rejected.delete(key);
     return { status: 'applied', route };
@@ -95,6 +158,7 @@ export class RouteTable {
     this.rejected.delete(key);
     if (route === undefined) return false;
     this.routes.delete(key);
+    this.generation++;
     if (route.kind === 'http') route.release(this.backends);
     return true;
   }

@@ -12,10 +12,13 @@ import { backendSettings } from '../http/upstream/backend-registry.js';
 import { createBalancer, type Balancer } from '../http/upstream/balancer.js';
 import { RetryBudget } from '../http/upstream/retry-budget.js';
 import type { Upstream } from '../http/upstream/upstream.js';
+import type { CompiledPolicy } from '../policy/route-policy.js';
 import type { RouteConfig } from './route-schema.js';
 
 export class RouteRuntime {
   readonly kind = 'http';
+  /** The entry's own policy blocks, compiled (route-policy.ts). */
+  policy: CompiledPolicy | undefined = undefined;
   readonly upstreams: readonly Upstream[];
   /** Path segments to drop (stripPrefix): the route subject's tokens below the root; 0 without stripPrefix. */
   readonly stripSegments: number;

@@ -278,7 +278,7 @@ export class RoutesWatcher {
     const result = this.table.put(e.key, e.value, e.revision);
     if (result.status === 'applied') {
       if (this.loading !== undefined) this.loading.applied++;
-      else if (result.route.kind === 'nats-raw') this.log.info({ key: e.key, revision: e.revision, target: 'nats-raw' }, 'override applied');
+      else if (result.route.kind !== 'http') this.log.info({ key: e.key, revision: e.revision, target: result.route.kind }, 'override applied');
       else this.log.info({ key: e.key, revision: e.revision, upstreams: result.route.upstreams.map((u) => u.url) }, 'override applied');
       this.onReload?.('applied', e.key);
     } else if (result.status === 'rejected') {
@@ -293,7 +293,7 @@ export class RoutesWatcher {
 
   private reportRejected(e: KvWatchEntry, reason: string): void {
     if (this.loading !== undefined) this.loading.rejected++;
-    const serving = this.table.match(e.key)?.key === e.key;
+    const serving = this.table.get(e.key) !== undefined;
     this.log.warn({ key: e.key, revision: e.revision, reason, keepsServing: serving ? 'previous version' : 'NATS' }, 'override rejected');
     this.onReload?.('rejected', e.key);
   }

@@ -51,6 +51,12 @@ export interface RequestEnvelope {
   more?: boolean;
   /** The request is a WebSocket upgrade the gateway can complete (PROTOCOL.md §14); `caps` then lists `ws`. */
   ws?: boolean;
+  /**
+   * The identity the gateway verified (a route's auth policy), as JSON text:
+   * `{"method":"jwt"|"api-key","sub":…,"claims":{…}}` (PROTOCOL.md §15).
+   * Only the gateway sets it; a client has no way to.
+   */
+  auth?: string;
 }
 
 /** A service's answer. */
@@ -91,6 +97,7 @@ const K = {
   status: 'status',
   inbox: 'inbox',
   ws: 'ws',
+  auth: 'auth',
 } as const;
 
 /**
@@ -99,7 +106,7 @@ const K = {
  * @example encodeRequest({ v: 1, id: 'r1', method: 'GET', path: '/', query: '', headers: [], body: new Uint8Array(), remote: '127.0.0.1', scheme: 'http', host: 'localhost', root: 'api', subject: 'api', timeoutMs: 30000 })
  */
 export function encodeRequest(env: RequestEnvelope): Uint8Array {
-  const { caps, credit, more, ws } = env;
+  const { caps, credit, more, ws, auth } = env;
   W.begin(
     200 +
       W.strBound(env.id) +
@@ -113,9 +120,10 @@ export function encodeRequest(env: RequestEnvelope): Uint8Array {
       W.strBound(env.host) +
       W.strBound(env.root) +
       W.strBound(env.subject) +
-      (caps === undefined ? 0 : W.strArrayBound(caps)),
+      (caps === undefined ? 0 : W.strArrayBound(caps)) +
+      (auth === undefined ? 0 : W.strBound(auth)),
   );
-  W.mapHeader(13 + (caps === undefined ? 0 : 1) + (credit === undefined ? 0 : 1) + (more === undefined ? 0 : 1) + (ws === undefined ? 0 : 1));
+  W.mapHeader(13 + (caps === undefined ? 0 : 1) + (credit === undefined ? 0 : 1) + (more === undefined ? 0 : 1) + (ws === undefined ? 0 : 1) + (auth === undefined ? 0 : 1));
   W.str(K.v);
   W.uint(env.v);
   W.str(K.id);
@@ -157,6 +165,10 @@ export function encodeRequest(env: RequestEnvelope): Uint8Array {
   if (ws !== undefined) {
     W.str(K.ws);
     W.bool(ws);
+  }
+  if (auth !== undefined) {
+    W.str(K.auth);
+    W.str(auth);
   }
   return W.finish();
 }
@@ -394,7 +406,7 @@ export function decodeReply(data: Uint8Array): ReplyEnvelope | string {
 }
 
 /** The request envelope's fields, in the order of their bits for duplicate detection. */
-const REQUEST_FIELDS = ['v', 'id', 'method', 'path', 'query', 'headers', 'body', 'remote', 'scheme', 'host', 'root', 'subject', 'timeoutMs', 'caps', 'credit', 'more', 'ws'] as const;
+const REQUEST_FIELDS = ['v', 'id', 'method', 'path', 'query', 'headers', 'body', 'remote', 'scheme', 'host', 'root', 'subject', 'timeoutMs', 'caps', 'credit', 'more', 'ws', 'auth'] as const;
 const REQUEST_KEYS = R.keyTable(REQUEST_FIELDS);
 const F_V = REQUEST_FIELDS.indexOf('v');
 const F_HEADERS = REQUEST_FIELDS.indexOf('headers');
@@ -408,7 +420,8 @@ const F_ID = REQUEST_FIELDS.indexOf('id');
 const F_METHOD = REQUEST_FIELDS.indexOf('method');
 const F_PATH = REQUEST_FIELDS.indexOf('path');
 const F_QUERY = REQUEST_FIELDS.indexOf('query');
-const CONTROL_FREE_FIELDS = (['remote', 'host', 'root', 'subject'] as const).map((f) => REQUEST_FIELDS.indexOf(f));
+const F_AUTH = REQUEST_FIELDS.indexOf('auth');
+const CONTROL_FREE_FIELDS = (['remote', 'host', 'root', 'subject', 'auth'] as const).map((f) => REQUEST_FIELDS.indexOf(f));
 const requestClasses = new Uint8Array(REQUEST_FIELDS.length);
 const REPLY_FIELDS = ['v', 'status', 'headers', 'body', 'more', 'inbox', 't', 'credit'] as const;
 const REPLY_KEYS = R.keyTable(REPLY_FIELDS);
@@ -451,6 +464,13 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
       else if (k === F_WS) env.ws = readBool('request', 'ws');
       else {
         const name = REQUEST_FIELDS[k] as Exclude<(typeof REQUEST_FIELDS)[number], 'v' | 'headers' | 'body' | 'timeoutMs' | 'caps' | 'credit' | 'more' | 'ws'>;
+        if (k === F_AUTH) {
+          const value = R.strOrUndefined();
+          if (value === undefined) throw new R.MsgpackError('request field auth must be a string');
+          env.auth = value;
+          classes[k] = R.lastStrClass;
+          continue;
+        }
         const value = R.strOrUndefined();
         if (value === undefined) throw new R.MsgpackError(`request field ${name} must be a string`);
         env[name] = value;
@@ -478,6 +498,7 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
   if (env.credit !== undefined && env.credit < 0) bad('request credit must not be negative');
   if (env.more === true && env.v !== STREAM_VERSION) bad('request uses more with protocol version 1');
   if (env.ws === true && env.more === true) bad('a WebSocket upgrade request has no streamed body');
+  if (env.auth !== undefined && !isIdentityJson(env.auth)) bad('request field auth is not an identity (JSON with method and sub)');
   return env;
 }
 
@@ -496,3 +517,26 @@ export function isLastMessage(data: Uint8Array): boolean {
   if (typeof frame === 'string') return true;
   return frame.t === 'cancel' || frame.t === 'close' || (frame.t === 'data' && !frame.more);
 }
+
+/** What the `auth` field holds once parsed (PROTOCOL.md §15). */
+export interface RequestIdentity {
+  method: 'jwt' | 'api-key';
+  sub: string;
+  claims: Record<string, unknown>;
+}
+
+/** Parses an `auth` field; undefined when it is not an identity. */
+export function parseIdentity(text: string): RequestIdentity | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const o = v as RequestIdentity;
+  if (o === null || typeof o !== 'object' || (o.method !== 'jwt' && o.method !== 'api-key') || typeof o.sub !== 'string') return undefined;
+  if (o.claims === null || typeof o.claims !== 'object' || Array.isArray(o.claims)) return undefined;
+  return o;
+}
+
+const isIdentityJson = (text: string): boolean => parseIdentity(text) !== undefined;

@@ -16,6 +16,8 @@ export const RAW_REQUEST_ID = 'Natsgw-Request-Id';
 export const RAW_REMOTE = 'Natsgw-Remote';
 export const RAW_SCHEME = 'Natsgw-Scheme';
 export const RAW_HOST = 'Natsgw-Host';
+/** The verified identity (an auth policy), JSON: set by the gateway only (PROTOCOL.md §15). */
+export const RAW_AUTH = 'Natsgw-Auth';
 /** In a reply: the HTTP status, three digits, 200–599. */
 export const RAW_STATUS = 'Natsgw-Status';
 /** In a reply message: `1` when another message of the same response follows (a streamed raw reply). */
