@@ -123,12 +123,23 @@ export class AuthPolicy {
   }
 
   private loadKeys(): Promise<JWTVerifyGetKey> {
-    this.keySetLoading ??= loadJose().then((j) => {
+    this.keySetLoading ??= loadJose().then(async (j) => {
       const c = this.jwt!;
-      this.keySet =
-        c.keys !== undefined
-          ? (j.createLocalJWKSet({ keys: c.keys as never }) as JWTVerifyGetKey)
-          : (j.createRemoteJWKSet(new URL(c.jwksUrl!), { cacheMaxAge: c.jwksCacheMs!, cooldownDuration: c.jwksCooldownMs!, timeoutDuration: 5000 }) as JWTVerifyGetKey);
+      if (c.keys === undefined) {
+        this.keySet = j.createRemoteJWKSet(new URL(c.jwksUrl!), { cacheMaxAge: c.jwksCacheMs!, cooldownDuration: c.jwksCooldownMs!, timeoutDuration: 5000 }) as JWTVerifyGetKey;
+        return this.keySet;
+      }
+      // jose's key sets take no shared secrets: HS256 keys are picked here, by kid.
+      const asymmetric = c.keys.filter((k) => k.kty !== 'oct');
+      const local = asymmetric.length > 0 ? (j.createLocalJWKSet({ keys: asymmetric as never }) as JWTVerifyGetKey) : undefined;
+      const secrets = await Promise.all(c.keys.filter((k) => k.kty === 'oct').map(async (k) => ({ kid: (k as { kid?: string }).kid, key: await j.importJWK(k as never, 'HS256') })));
+      this.keySet = ((header, token) => {
+        if (header.alg === 'HS256') {
+          const secret = secrets.find((k) => header.kid === undefined || k.kid === undefined || k.kid === header.kid);
+          if (secret !== undefined) return secret.key;
+        } else if (local !== undefined) return local(header, token);
+        throw new j.errors.JWKSNoMatchingKey();
+      }) as JWTVerifyGetKey;
       return this.keySet;
     });
     return this.keySetLoading;
