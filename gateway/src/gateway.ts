@@ -21,6 +21,7 @@ import { viewSource } from './ops/admin-source.js';
 import type { Registry } from 'prom-client';
 import { TrafficStats } from './ops/traffic-stats.js';
 import { RouteTable } from './routes/route-table.js';
+import { FleetLimits } from './policy/fleet-limits.js';
 import { RoutesWatcher, type OverridesStatus, type ReloadResult } from './routes/routes-watcher.js';
 import { NatsFaults } from './nats/nats-faults.js';
 import { ReplyMux } from './nats/reply-mux.js';
@@ -244,6 +245,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
 
   let link: NatsLink | undefined;
   let adminSubs: Subscription[] = [];
+  let fleetLimits: FleetLimits | undefined;
 
   const connected = (async () => {
     log.info({ servers: config.natsServers }, 'connecting to NATS');
@@ -270,6 +272,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         token,
         faults,
       );
+    fleetLimits = new FleetLimits(nc, routes, id);
     watcher = new RoutesWatcher(nc, config.routesBucket, routes, log, (result) => reloads[result]++, config.routesReplicas);
     void watcher.run();
   })();
@@ -359,6 +362,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       front.close();
       ws.close();
       for (const s of adminSubs) if (!s.isClosed()) s.unsubscribe();
+      fleetLimits?.close();
       if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
       await admin?.close();
       log.info('gateway stopped');

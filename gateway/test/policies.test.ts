@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { gunzipSync, brotliDecompressSync } from 'node:zlib';
 import { request } from 'undici';
 import { putRoute, routesBucket, startBackends } from './backends.js';
-import { eventually, startStack, type Stack } from './helpers.js';
+import { eventually, startStack, startTestGateway, type Stack } from './helpers.js';
 
 async function withStack(fn: (s: Stack) => Promise<void>, flags: Record<string, unknown> = {}): Promise<void> {
   const s = await startStack(flags);
@@ -355,6 +355,55 @@ test('invalid policy entries are rejected with their reason while the last good 
       const r = await request(`${s.base}/app/x`, { method: 'POST' });
       await r.body.text();
       assert.equal(r.statusCode, 405, 'the last good version serves');
+    }
+  });
+});
+
+test('rateLimit fleet: two gateways share one limit over NATS (exact counts once they have heard each other); per gateway by default; hostile reports dropped', async () => {
+  await withStack(async (s) => {
+    const other = await startTestGateway({ nats: s.ns.url });
+    try {
+      await other.gw.connected;
+      await s.serve((_req, res) => res.end('ok'), { nats: s.nc, subject: 'api.fl' });
+      const kv = await routesBucket(s.nc);
+      const put = async (value: unknown) => {
+        const rev = await putRoute(kv, s.gw, 'api.fl', value);
+        await eventually(() => other.gw.routes.get('api.fl')?.revision === rev, 5000, 'the other gateway applied it');
+      };
+      const hit = async (base: string, n: number) => {
+        const out: number[] = [];
+        for (let i = 0; i < n; i++) {
+          const r = await request(`${base}/fl/x`);
+          await r.body.text();
+          out.push(r.statusCode);
+        }
+        return out;
+      };
+      const sync = () => new Promise((r) => setTimeout(r, 400));
+      await put({ policy: { rateLimit: { rate: 1, per: 'hour', burst: 6, key: 'route', mode: 'fleet' } } });
+      assert.deepEqual(await hit(s.base, 3), [200, 200, 200]);
+      await sync();
+      assert.deepEqual(await hit(other.base, 4), [200, 200, 200, 429], 'the other gateway knows 3 of 6 are gone');
+      await sync();
+      assert.deepEqual(await hit(s.base, 1), [429], 'and this one that the other took 3');
+
+      // Hostile reports on the fleet subject change nothing and stop nothing.
+      const fresh = { policy: { rateLimit: { rate: 1, per: 'hour', burst: 2, key: 'route', mode: 'fleet' } } };
+      await put(fresh);
+      for (const payload of ['not json', '{"g":"x"}', '{"g":"x","k":[["",1e9]]}', '{"g":"x","k":[[1,1]]}', '[]', 'null', JSON.stringify({ g: 'x', k: [['', 1.5]] })]) {
+        s.nc.publish('_NATSGW.ratelimit.api.fl', payload);
+      }
+      await s.nc.flush();
+      await sync();
+      assert.deepEqual(await hit(s.base, 3), [200, 200, 429]);
+
+      // Per gateway (the default): each counts alone.
+      await put({ policy: { rateLimit: { rate: 1, per: 'hour', burst: 2, key: 'route' } } });
+      assert.deepEqual(await hit(s.base, 3), [200, 200, 429]);
+      await sync();
+      assert.deepEqual(await hit(other.base, 3), [200, 200, 429]);
+    } finally {
+      await other.gw.close(500);
     }
   });
 });

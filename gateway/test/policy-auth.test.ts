@@ -106,7 +106,13 @@ test('auth jwt: expired, not yet valid, wrong audience, wrong issuer, wrong key,
       policy: { auth: { jwt: { keys: [good.jwk], issuer: 'https://issuer.test', audience: 'natsgw', requiredScopes: ['admin'], clockSkewSec: 30 } } },
     });
     const attacker = await generateKeyPair('RS256');
-    const forgedSig = await new SignJWT({ scope: 'admin' }).setProtectedHeader({ alg: 'RS256', kid: 'rsa' }).setSubject('alice').setIssuer('https://issuer.test').setAudience('natsgw').setExpirationTime('10m').sign(attacker.privateKey);
+    const forgedSig = await new SignJWT({ scope: 'admin' })
+      .setProtectedHeader({ alg: 'RS256', kid: 'rsa' })
+      .setSubject('alice')
+      .setIssuer('https://issuer.test')
+      .setAudience('natsgw')
+      .setExpirationTime('10m')
+      .sign(attacker.privateKey);
     const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
     const algNone = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: 'alice', scope: 'admin', iss: 'https://issuer.test', aud: 'natsgw', exp: nowSec() + 600 })}.`;
     const cases: [string, string, number, RegExp][] = [
@@ -183,7 +189,14 @@ test('auth apiKeys: stored as hashes; the key’s id is the identity; raw routes
   try {
     await secureService(s);
     const sha = (k: string) => createHash('sha256').update(k).digest('hex');
-    const auth = { apiKeys: { keys: [{ id: 'ci-bot', sha256: sha('key-one') }, { id: 'ops', sha256: sha('key-two') }] } };
+    const auth = {
+      apiKeys: {
+        keys: [
+          { id: 'ci-bot', sha256: sha('key-one') },
+          { id: 'ops', sha256: sha('key-two') },
+        ],
+      },
+    };
     const kv = await routesBucket(s.nc);
     await putRoute(kv, s.gw, 'api.secure', { policy: { auth, rateLimit: { rate: 1, per: 'hour', burst: 2, key: 'claim:sub' } } });
     const r = await get(s, '/secure/x', { 'x-api-key': 'key-one' });

@@ -52,6 +52,8 @@ export class RateLimiter {
     readonly config: RateLimitConfig,
     /** The entry that set the block: names the policy and its fleet subject. */
     readonly sourceKey: string,
+    /** Fleet mode: where this limiter says it took tokens since the last report (its table's; fleet-limits.ts). */
+    private readonly dirty?: Set<RateLimiter>,
   ) {
     this.rate = config.rate / PER_MS[config.per];
     this.burst = config.burst;
@@ -78,7 +80,10 @@ export class RateLimiter {
       b.tokens -= 1;
       v.allowed = true;
       v.retryAfterSec = 0;
-      if (this.fleet) this.taken.set(key, (this.taken.get(key) ?? 0) + 1);
+      if (this.fleet) {
+        this.taken.set(key, (this.taken.get(key) ?? 0) + 1);
+        this.dirty?.add(this);
+      }
     } else {
       v.allowed = false;
       v.retryAfterSec = Math.max(1, Math.ceil((1 - b.tokens) / this.rate / 1000));

@@ -45,7 +45,7 @@ export interface EffectivePolicy {
  * version's keep their compiled object: a rate limit keeps its buckets when
  * only the cors block changed; a changed block starts afresh.
  */
-export function compilePolicy(config: PolicyConfig, key: string, previous: CompiledPolicy | undefined): CompiledPolicy {
+export function compilePolicy(config: PolicyConfig, key: string, previous: CompiledPolicy | undefined, fleetDirty?: Set<RateLimiter>): CompiledPolicy {
   const texts: Partial<Record<PolicyBlock, string>> = {};
   const out: { -readonly [K in keyof CompiledPolicy]: CompiledPolicy[K] } = { texts };
   for (const block of POLICY_BLOCKS) {
@@ -62,7 +62,7 @@ export function compilePolicy(config: PolicyConfig, key: string, previous: Compi
         out.cors = new CorsPolicy(config.cors as never);
         break;
       case 'rateLimit':
-        out.rateLimit = new RateLimiter(config.rateLimit as never, key);
+        out.rateLimit = new RateLimiter(config.rateLimit as never, key, fleetDirty);
         break;
       case 'auth':
         out.auth = new AuthPolicy(config.auth!, key);

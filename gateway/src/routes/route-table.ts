@@ -8,6 +8,7 @@
 import { BackendRegistry } from '../http/upstream/backend-registry.js';
 import type { UpstreamEvents } from '../http/upstream/upstream.js';
 import { combinePolicies, compilePolicy, type CompiledPolicy, type EffectivePolicy } from '../policy/route-policy.js';
+import type { RateLimiter } from '../policy/rate-limiter.js';
 import { PolicyRoute } from './policy-route.js';
 import { RawRoute } from './raw-route.js';
 import { RouteRuntime } from './route.js';
@@ -38,6 +39,8 @@ export class RouteTable {
   readonly rejected = new Map<string, Rejection>();
   /** The backends the routes use, each once however many routes name it. */
   readonly backends: BackendRegistry;
+  /** Fleet rate limiters of this table that took tokens since their last report (fleet-limits.ts). */
+  readonly fleetDirty = new Set<RateLimiter>();
   /** Bumped by every change: cached resolutions of an older generation are made again. */
   private generation = 0;
 
@@ -125,7 +128,7 @@ export class RouteTable {
     // Compiled before anything changes: a policy that cannot be compiled leaves the last good version serving.
     let policy: CompiledPolicy | undefined;
     try {
-      policy = config.policy === undefined ? undefined : compilePolicy(config.policy, key, current?.policy);
+      policy = config.policy === undefined ? undefined : compilePolicy(config.policy, key, current?.policy, this.fleetDirty);
     } catch (err) {
       return reject(`policy: ${(err as Error).message}`);
     }
