@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -157,6 +158,114 @@ test('cli routes: watch prints changes as they happen and stops on SIGINT', asyn
     assert.equal(await exited, 0);
   } finally {
     watch.kill('SIGKILL');
+    await s.close();
+  }
+});
+
+test('cli routes: policy flags build each block (API keys stored as hashes), ls shows policies, explain shows each block with the key it comes from', async () => {
+  const s = await startStack();
+  const nats = ['--nats', s.ns.url];
+  const dir = mkdtempSync(join(tmpdir(), 'natsgw-jwk-'));
+  try {
+    const root = cli([
+      'routes',
+      'put',
+      'api',
+      ...nats,
+      '--cors',
+      'https://app.example.com',
+      '--cors',
+      'https://*.example.org',
+      '--cors-credentials',
+      '--rate-limit',
+      '100/s',
+      '--burst',
+      '200',
+      '--compress',
+    ]);
+    assert.equal(root.status, 0, root.stderr);
+    assert.match(
+      root.stdout,
+      /^put api \(revision \d+\): NATS {2}policy: cors https:\/\/app\.example\.com https:\/\/\*\.example\.org \+credentials, rateLimit 100\/second burst 200 by client, compression br\|gzip\n$/,
+    );
+    const jwk = join(dir, 'key.json');
+    writeFileSync(jwk, JSON.stringify({ kty: 'EC', crv: 'P-256', x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU', y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0', kid: 'k1' }));
+    const admin = cli([
+      'routes',
+      'put',
+      'api.admin',
+      ...nats,
+      '--jwt-key-file',
+      jwk,
+      '--jwt-issuer',
+      'https://issuer.test',
+      '--jwt-scope',
+      'admin',
+      '--api-key',
+      'ci=s3cret',
+      '--methods',
+      'GET,DELETE',
+      '--timeout',
+      '5000',
+    ]);
+    assert.equal(admin.status, 0, admin.stderr);
+    const kv = await routesBucket(s.nc);
+    const stored = JSON.parse(Buffer.from((await kv.get('api.admin'))!.value).toString());
+    assert.deepEqual(stored.policy.auth.apiKeys.keys, [{ id: 'ci', sha256: createHash('sha256').update('s3cret').digest('hex') }], 'only the hash is stored');
+    assert.deepEqual(stored.policy.limits, { methods: ['GET', 'DELETE'], timeoutMs: 5000 });
+    assert.equal(stored.policy.auth.jwt.keys[0].kid, 'k1');
+    assert.ok(!JSON.stringify(stored).includes('s3cret'));
+
+    const ls = cli(['routes', 'ls', ...nats]);
+    assert.equal(ls.status, 0, ls.stderr);
+    assert.match(ls.stdout, /api\.admin .*NATS {2}policy: auth jwt\|api-key \(1\), limits GET\|DELETE timeout 5000ms/);
+
+    const explain = cli(['routes', 'explain', '/admin/users/7', ...nats]);
+    assert.equal(explain.status, 0, explain.stderr);
+    assert.equal(
+      explain.stdout,
+      [
+        '/admin/users/7 → api.admin.users.7',
+        '  target       NATS (envelope) on api.admin.users.7',
+        '  cors         cors https://app.example.com https://*.example.org +credentials  (from api)',
+        '  rateLimit    rateLimit 100/second burst 200 by client  (from api)',
+        '  auth         auth jwt|api-key (1)  (from api.admin)',
+        '  compression  compression br|gzip  (from api)',
+        '  limits       limits GET|DELETE timeout 5000ms  (from api.admin)',
+        '',
+      ].join('\n'),
+    );
+    // An override below takes the target; its policies combine with those above. A rejected entry on the way is named.
+    assert.equal(cli(['routes', 'put', 'api.admin.legacy', ...nats, '--upstream', 'http://127.0.0.1:9', '--methods', 'GET']).status, 0);
+    await kv.put('api.admin.legacy.broken', '{"policy":{}}');
+    const ex = cli(['routes', 'explain', '/admin/legacy/broken/x', ...nats, '--json']);
+    const e = JSON.parse(ex.stdout);
+    assert.deepEqual(e.target, { kind: 'http', key: 'api.admin.legacy', summary: 'http://127.0.0.1:9  (p2c)' });
+    assert.deepEqual(
+      e.policy.map((p: { block: string; key: string }) => `${p.block}:${p.key}`),
+      ['cors:api', 'rateLimit:api', 'auth:api.admin', 'compression:api', 'limits:api.admin.legacy'],
+    );
+    assert.deepEqual(e.rejected, [{ key: 'api.admin.legacy.broken', reason: 'policy: sets no block' }]);
+    // Under another root nothing applies.
+    const other = JSON.parse(cli(['routes', 'explain', '/admin', ...nats, '--subject', 'web', '--json']).stdout);
+    assert.deepEqual([other.subject, other.target.kind, other.policy], ['web.admin', 'nats', []]);
+
+    // Usage errors: exit 2, nothing written.
+    for (const [args, msg] of [
+      [['--rate-limit', 'fast'], /--rate-limit must be RATE\/UNIT/],
+      [['--burst', '3'], /need --rate-limit/],
+      [['--cors-credentials'], /need at least one --cors/],
+      [['--api-key', 'nokey'], /--api-key must be ID=KEY/],
+      [['--cors', '*', '--cors-credentials'], /credentials/],
+      [['--balancing', 'p2c'], /configures HTTP backends: give --upstream/],
+      [[], /give at least one --upstream/],
+    ] as const) {
+      const r = cli(['routes', 'put', 'api.bad', ...nats, ...args]);
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+    }
+    assert.equal(await kv.get('api.bad'), null);
+  } finally {
     await s.close();
   }
 });

@@ -12,7 +12,7 @@ import { connectOnce, openBucket } from './connect.js';
 import { askFleet, askGateway, render, type FleetResult } from './fleet.js';
 import { renderServices } from './services.js';
 import { discoverServices } from '../ops/micro-discovery.js';
-import { CommandError, describeEntry, type RouteListing, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './routes.js';
+import { CommandError, describeEntry, explainPath, type RouteListing, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './routes.js';
 import { paint, table } from './table.js';
 import { jsonSafe, printable } from './safe-text.js';
 import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from '../config.js';
@@ -66,7 +66,7 @@ function declareRoutePut(y: Argv): Argv {
     .option('upstream', { type: 'string', array: true, requiresArg: true, describe: 'Backend URL, optionally =WEIGHT (repeat for several)' })
     .option('nats-raw', {
       type: 'boolean',
-      describe: 'Keep SUBJECT on NATS in raw mode: body as the NATS payload, request line and headers as NATS headers (any NATS service answers; takes only --max-body)',
+      describe: 'Keep SUBJECT on NATS in raw mode: body as the NATS payload, request line and headers as NATS headers (any NATS service answers; takes only --max-body and policy options)',
     })
     .option('balancing', { type: 'string', choices: [...BALANCING_POLICIES], describe: 'Balancing policy (default p2c)' })
     .option('health-path', { type: 'string', requiresArg: true, describe: 'Enable active health checks on this path' })
@@ -84,11 +84,41 @@ function declareRoutePut(y: Argv): Argv {
     .option('strip-prefix', { type: 'boolean', describe: "Remove the subject's path segments before forwarding" })
     .option('add-prefix', { type: 'string', requiresArg: true, describe: 'Path prefix to add before forwarding' })
     .option('preserve-host', { type: 'boolean', describe: "Send the client's Host header" })
+    .option('cors', { type: 'string', array: true, requiresArg: true, group: 'Policy:', describe: 'CORS: an allowed origin (https://app.example.com, https://*.example.com, *); repeat for several' })
+    .option('cors-methods', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'CORS: methods a preflight may allow, comma-separated (default GET,HEAD,POST)' })
+    .option('cors-headers', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'CORS: request headers a preflight may allow, comma-separated' })
+    .option('cors-expose', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'CORS: response headers scripts may read, comma-separated' })
+    .option('cors-credentials', { type: 'boolean', group: 'Policy:', describe: 'CORS: allow cookies and Authorization' })
+    .option('cors-max-age', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'CORS: preflight cache time, seconds (default 600)' })
+    .option('rate-limit', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Token bucket rate: RATE/UNIT, e.g. 10/s, 100/minute, 5000/h' })
+    .option('burst', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Token bucket size (default: the rate, at least 1)' })
+    .option('rate-key', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'What a bucket counts: client (default), route, header:NAME, claim:NAME' })
+    .option('rate-fleet', { type: 'boolean', group: 'Policy:', describe: 'Share the limit among the gateways alive, over NATS' })
+    .option('jwks-url', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Auth: JWTs verified with the keys at this JWKS URL' })
+    .option('jwt-key-file', { type: 'string', array: true, requiresArg: true, group: 'Policy:', describe: 'Auth: JWTs verified with the JWK (or JWKS) in this file; repeat for several' })
+    .option('jwt-issuer', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Auth: required iss' })
+    .option('jwt-audience', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Auth: required aud' })
+    .option('jwt-scope', { type: 'string', array: true, requiresArg: true, group: 'Policy:', describe: 'Auth: a scope the token must hold (else 403); repeat for several' })
+    .option('jwt-alg', { type: 'string', array: true, requiresArg: true, group: 'Policy:', describe: 'Auth: an accepted algorithm (RS256, ES256, EdDSA, HS256; default the first three)' })
+    .option('api-key', { type: 'string', array: true, requiresArg: true, group: 'Policy:', describe: 'Auth: an API key as ID=KEY; only its SHA-256 is stored; repeat for several' })
+    .option('api-key-header', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Auth: the header API keys come in (default x-api-key)' })
+    .option('compress', { type: 'boolean', group: 'Policy:', describe: 'Compress responses (br, gzip) for clients that take it' })
+    .option('compress-min', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Smallest body compressed, bytes (default 1024)' })
+    .option('methods', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Limits: allowed methods, comma-separated (others get 405)' })
     .option('file', { type: 'string', requiresArg: true, describe: 'Read the route JSON from a file instead' })
     .epilogue(
       "The value is checked with the gateway's own schema (gateway/schema/route.schema.json) before it is written.\n" +
-        'Example: natsgw routes put api.legacy --upstream http://10.0.0.5:8080=2 --upstream http://10.0.0.6:8080 --health-path /health',
+        'Without --upstream or --nats-raw, the entry is a policy only: the subject stays on NATS, and --timeout and --max-body become its limits.\n' +
+        'Example: natsgw routes put api.legacy --upstream http://10.0.0.5:8080=2 --upstream http://10.0.0.6:8080 --health-path /health\n' +
+        'Example: natsgw routes put api --cors https://app.example.com --rate-limit 100/s --burst 200 --compress',
     );
+}
+
+function declareExplain(y: Argv): Argv {
+  return declareSchemaOptions(y, [...CONNECTION_KEYS, 'subject'])
+    .positional('path', { type: 'string', describe: 'A request path, e.g. /admin/users/7' })
+    .option('json', { type: 'boolean', describe: 'Machine-readable output' })
+    .epilogue('Reads the routes bucket and shows what a gateway with root --subject applies to PATH: the target and each policy block, with the key it comes from.');
 }
 
 function declareFleet(y: Argv): Argv {
@@ -143,7 +173,7 @@ function shownListing(l: RouteListing): Omit<RouteListing, 'raw'> {
 }
 
 async function routesCommand(verb: string, argv: Record<string, unknown>): Promise<void> {
-  const config = configFrom(argv, CONNECTION_KEYS);
+  const config = configFrom(argv, verb === 'explain' ? [...CONNECTION_KEYS, 'subject'] : CONNECTION_KEYS);
   const json = argv.json === true;
   const color = process.stdout.isTTY === true && !json;
   const out = (s: string): void => void process.stdout.write(s);
@@ -176,6 +206,15 @@ async function routesCommand(verb: string, argv: Record<string, unknown>): Promi
         if (all.length === 0) return out(`no routes in bucket ${config.routesBucket}\n`);
         const rows = all.map((l) => [l.subject, String(l.revision), l.valid ? paint.green('ok', color) : paint.red('invalid', color), printable(summarize(l))]);
         return out(table(['SUBJECT', 'REV', 'STATUS', 'ROUTE'], rows, { color }));
+      }
+      case 'explain': {
+        const e = explainPath(config.rootSubject, argv.path as string, await listRoutes(kv));
+        if (json) return out(jsonSafe(JSON.stringify(e)) + '\n');
+        const lines = [`${printable(e.path)} → ${printable(e.subject)}`, `  target       ${printable(e.target.summary)}${e.target.key !== undefined ? `  (from ${e.target.key})` : ''}`];
+        if (e.policy.length === 0) lines.push('  policy       none');
+        for (const p of e.policy) lines.push(`  ${p.block.padEnd(12)} ${printable(p.summary)}  (from ${p.key})`);
+        for (const r of e.rejected) lines.push(paint.red(`  ignored      ${r.key}: INVALID: ${printable(r.reason)}`, color));
+        return out(lines.join('\n') + '\n');
       }
       case 'rm': {
         await removeRoute(kv, subject);
@@ -345,6 +384,7 @@ export async function main(args: string[]): Promise<void> {
         .command('get <subject>', 'Show the override for SUBJECT', declareSubject)
         .command('ls', 'List overrides, with the reason for any a gateway would reject', declareConnection)
         .command('rm <subject>', 'Delete the override for SUBJECT (its paths go back to NATS)', declareSubject)
+        .command('explain <path>', 'The target and effective policy of PATH, each block with the key it comes from', declareExplain)
         .command('watch', 'Print changes to overrides as they happen', declareConnection),
     )
     .demandCommand(1, 'Name a command, e.g. natsgw serve')

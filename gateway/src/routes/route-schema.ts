@@ -46,7 +46,7 @@ const RouteSchemaStrict = Type.Object(
     target: oneOf(
       ROUTE_TARGETS,
       'http',
-      'http (default): an HTTP override, sent to `upstreams`. nats-raw: stays on NATS, in raw mode: the request body is the NATS payload and the HTTP request line and headers travel as NATS headers, so any NATS service answers it without the envelope (README "Raw NATS routes"). A nats-raw entry takes only maxRequestBodyBytes besides.',
+      'http (default): an HTTP override, sent to `upstreams`. nats-raw: stays on NATS, in raw mode: the request body is the NATS payload and the HTTP request line and headers travel as NATS headers, so any NATS service answers it without the envelope (README "Raw NATS routes"). A nats-raw entry takes only maxRequestBodyBytes and policy besides. An entry without target and upstreams is a policy only (the subject stays on NATS, the envelope).',
     ),
     upstreams: Type.Optional(
       Type.Array(

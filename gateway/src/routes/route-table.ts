@@ -34,6 +34,24 @@ const resolvedCache = new WeakMap<Route, { generation: number; resolved: Resolve
 
 export type PutResult = { status: 'applied'; route: Route } | { status: 'rejected'; reason: string } | { status: 'ignored' } | { status: 'unchanged' };
 
+/**
+ * The entries that apply to `subject`, most specific first: the subject and
+ * each prefix of it at a token boundary, down to the root (`rootLength`
+ * characters). The gateway's resolve() and `natsgw routes explain` both walk
+ * the tree with this.
+ */
+export function keyChain<T>(subject: string, rootLength: number, lookup: (key: string) => T | undefined): T[] {
+  const chain: T[] = [];
+  let s = subject;
+  for (;;) {
+    const r = lookup(s);
+    if (r !== undefined) chain.push(r);
+    const dot = s.lastIndexOf('.');
+    if (dot < rootLength) return chain;
+    s = s.slice(0, dot);
+  }
+}
+
 export class RouteTable {
   private readonly routes = new Map<string, Route>();
   readonly rejected = new Map<string, Rejection>();
@@ -98,16 +116,7 @@ export class RouteTable {
     if (entry === undefined) return undefined;
     const cached = resolvedCache.get(entry);
     if (cached !== undefined && cached.generation === this.generation) return cached.resolved;
-    const chain: Route[] = [];
-    let s = entry.key;
-    const rootLength = this.rootSubject.length;
-    for (;;) {
-      const r = this.routes.get(s);
-      if (r !== undefined) chain.push(r);
-      const dot = s.lastIndexOf('.');
-      if (dot < rootLength) break;
-      s = s.slice(0, dot);
-    }
+    const chain = keyChain(entry.key, this.rootSubject.length, (k) => this.routes.get(k));
     const target = chain.find((r) => r.kind !== 'policy') as RouteRuntime | RawRoute | undefined;
     const resolved: Resolved = { route: target, policy: combinePolicies(chain) };
     resolvedCache.set(entry, { generation: this.generation, resolved });
