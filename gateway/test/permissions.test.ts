@@ -125,6 +125,25 @@ test('permissions: with the shipped least-privilege config every role does its j
   );
 });
 
+test('permissions: two gateways share a fleet rate limit within the shipped config', async () => {
+  const second = await startTestGateway({ nats: ns.url, user: 'natsgw-gateway', pass: 'change-me-gateway', inboxPrefix: '_INBOX_gw' });
+  try {
+    await second.gw.connected;
+    await eventually(() => second.gw.overrides.state === 'watching', 10_000, 'the second gateway watches the routes bucket');
+    const put = await runCli(['routes', 'put', 'api.bar', '--rate-limit', '1/h', '--burst', '2', '--rate-key', 'route', '--rate-fleet', ...withUrl(routesEditor)]);
+    assert.equal(put.status, 0, put.stderr);
+    await eventually(() => gw.routes.get('api.bar') !== undefined && second.gw.routes.get('api.bar') !== undefined, 5000, 'both applied the policy');
+    const statuses: number[] = [];
+    for (const b of [base, base]) statuses.push((await request(`${b}/bar/y`)).statusCode);
+    await new Promise((r) => setTimeout(r, 400));
+    statuses.push((await request(`${second.base}/bar/y`)).statusCode);
+    assert.deepEqual(statuses, [200, 200, 429], 'the second gateway heard the first one’s takes');
+  } finally {
+    await runCli(['routes', 'rm', 'api.bar', ...withUrl(routesEditor)]);
+    await second.gw.close(100);
+  }
+});
+
 for (const [role, user, pass] of [
   ['a service (svc-bar)', 'svc-bar', 'change-me-bar'],
   ['any other user (app)', 'app', 'change-me-app'],
@@ -137,6 +156,8 @@ for (const [role, user, pass] of [
         ["sniff the gateway's replies", () => raw.subscribe('_INBOX_gw.>', () => undefined)],
         ['answer as the gateway to admin requests', () => raw.subscribe('natsgw.admin.>', () => undefined)],
         ["answer NATS's service API as api-foo", () => raw.subscribe('$SRV.INFO.api-foo', () => undefined)],
+        ['drain fleet rate limits with a forged report', () => raw.publish('_NATSGW.ratelimit.api.foo', JSON.stringify({ g: 'x', k: [['', 1000]] }))],
+        ["listen to the gateways' fleet reports", () => raw.subscribe('_NATSGW.ratelimit.>', () => undefined)],
         ['forge a mount announcement for api.foo', () => raw.publish('_NATSGW.mounts.announce.api.foo.deep', JSON.stringify({ v: 1, mount: 'api.foo.deep', id: 'x', state: 'up', ttlMs: 60_000 }))],
         ['hand a request to api.foo', () => raw.publish('_NATSGW.handoff.api.foo', 'x', { reply: 'app.reply' })],
         ["broadcast to api.foo's WebSocket topics", () => raw.publish('_NATSGW.topic.api.foo.room', 'forged')],

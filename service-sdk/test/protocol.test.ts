@@ -7,6 +7,7 @@ import {
   decodeFrame,
   decodeReply,
   decodeRequest,
+  parseIdentity,
   encodeCancel,
   encodeClose,
   encodeControl,
@@ -451,4 +452,24 @@ test('protocol: WebSocket frames round-trip, and bad ones are refused with a rea
   assert.match(decodeReply(pack({ v: 2, status: 101, credit: 10 })) as string, /invalid status 101/);
   assert.match(decodeReply(pack({ v: 2, status: 101, inbox: '_INBOX.s.1', credit: 10, body: Buffer.from('x') })) as string, /has a body/);
   assert.equal((decodeReply(pack({ v: 2, status: 101, inbox: '_INBOX.s.1', credit: 10 })) as ReplyEnvelope).credit, 10);
+});
+
+test('protocol: the auth field (§15) must be an identity; anything else is a bad envelope', () => {
+  const base = { v: 1, id: 'r1', method: 'GET', path: '/', query: '', headers: [], body: new Uint8Array(), remote: '127.0.0.1', scheme: 'http', host: 'h', root: 'api', subject: 'api', timeoutMs: 1 };
+  const ok = decodeRequest(encodeRequest({ ...base, auth: '{"method":"jwt","sub":"alice","claims":{"sub":"alice","scope":"read"}}' }));
+  assert.deepEqual(parseIdentity(ok.auth!), { method: 'jwt', sub: 'alice', claims: { sub: 'alice', scope: 'read' } });
+  for (const auth of [
+    'not json',
+    '{}',
+    '{"method":"basic","sub":"a","claims":{}}',
+    '{"method":"jwt","sub":1,"claims":{}}',
+    '{"method":"jwt","sub":"a","claims":[]}',
+    '{"method":"jwt","sub":"a","claims":{}}\u0001',
+  ]) {
+    assert.throws(
+      () => decodeRequest(encodeRequest({ ...base, auth })),
+      (e: Error) => e.message.includes('auth'),
+      auth,
+    );
+  }
 });
