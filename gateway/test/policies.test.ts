@@ -6,9 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import WebSocket from 'ws';
 import { gunzipSync, brotliDecompressSync } from 'node:zlib';
 import { request } from 'undici';
 import { putRoute, routesBucket, startBackends } from './backends.js';
+import { launchChromium, NO_CHROMIUM } from './chromium.js';
 import { eventually, startStack, startTestGateway, type Stack } from './helpers.js';
 
 async function withStack(fn: (s: Stack) => Promise<void>, flags: Record<string, unknown> = {}): Promise<void> {
@@ -405,5 +410,73 @@ test('rateLimit fleet: two gateways share one limit over NATS (exact counts once
     } finally {
       await other.gw.close(500);
     }
+  });
+});
+
+test('cors from a browser (headless Chromium): a page from an allowed origin makes a preflighted request; one from another origin is refused by the browser', { skip: NO_CHROMIUM }, async (t) => {
+  const s = await startStack();
+  t.after(() => s.close());
+  let reached = 0;
+  await s.serve(
+    (req, res) => {
+      reached++;
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ method: req.method, trace: req.headers['x-trace'] }));
+    },
+    { nats: s.nc, subject: 'api.app' },
+  );
+  // Two pages on two origins (ports), neither the gateway's.
+  const pages = await Promise.all(
+    [0, 1].map(
+      () =>
+        new Promise<Server>((resolve) => {
+          const srv = createServer((_req, res) => res.end('<!doctype html><title>page</title>'));
+          srv.listen(0, '127.0.0.1', () => resolve(srv));
+        }),
+    ),
+  );
+  t.after(() => pages.forEach((p) => p.close()));
+  const [allowed, other] = pages.map((p) => `http://127.0.0.1:${(p.address() as AddressInfo).port}`);
+  await putRoute(await routesBucket(s.nc), s.gw, 'api.app', {
+    policy: { cors: { origins: [allowed!], methods: ['PUT'], allowHeaders: ['X-Trace', 'Content-Type'], exposeHeaders: ['X-Request-Id'] } },
+  });
+  const browser = await launchChromium(t);
+  const call = `fetch('${s.base}/app/items/1', { method: 'PUT', headers: { 'x-trace': 't1', 'content-type': 'application/json' }, body: '{}' })
+    .then(async (r) => ({ status: r.status, body: await r.json(), requestId: r.headers.get('x-request-id') !== null }), (e) => ({ error: String(e) }))`;
+  await browser.navigate(`${allowed}/`);
+  assert.deepEqual(await browser.evaluate(call), { status: 200, body: { method: 'PUT', trace: 't1' }, requestId: true }, browser.events.join('\n'));
+  assert.equal(reached, 1, 'the preflight was the gateway’s, the PUT the service’s');
+  await browser.navigate(`${other}/`);
+  const refused = (await browser.evaluate(call)) as { error?: string };
+  assert.match(String(refused.error), /TypeError/, 'the browser refuses what the preflight did not allow');
+  assert.equal(reached, 1, 'and the PUT never left it');
+});
+
+test('policies on WebSocket upgrades: auth and the cors origin check apply before the service sees the upgrade', async () => {
+  await withStack(async (s) => {
+    let opened = 0;
+    await s.serve((_req, res) => res.end(), {
+      nats: s.nc,
+      subject: 'api.live',
+      websocket: (ws) => {
+        opened++;
+        ws.send(`hello ${ws.protocol}`);
+      },
+    });
+    const sha = createHash('sha256').update('k').digest('hex');
+    await putRoute(await routesBucket(s.nc), s.gw, 'api.live', { policy: { cors: { origins: ['https://app.test'] }, auth: { apiKeys: { keys: [{ id: 'bot', sha256: sha }] } } } });
+    const url = `${s.base.replace('http://', 'ws://')}/live/socket`;
+    const status = (headers: Record<string, string>) =>
+      new Promise<number>((resolve) => {
+        const ws = new WebSocket(url, { headers });
+        ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+        ws.on('open', () => ws.once('message', () => (ws.close(), resolve(101))));
+        ws.on('error', () => undefined);
+      });
+    assert.equal(await status({ origin: 'https://app.test' }), 401);
+    assert.equal(await status({ origin: 'https://evil.test', 'x-api-key': 'k' }), 403);
+    assert.equal(await status({ origin: 'https://app.test', 'x-api-key': 'k' }), 101);
+    assert.equal(await status({ 'x-api-key': 'k' }), 101, 'a client without Origin is no browser');
+    assert.equal(opened, 2);
   });
 });

@@ -8,9 +8,6 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import WebSocket, { WebSocketServer } from 'ws';
 import express from 'express';
 import { serve, type ServiceWebSocket } from '@natsgw/service-sdk';
@@ -19,6 +16,7 @@ import { connect, type Msg } from '@nats-io/transport-node';
 import { decodeFrame, decodeRequest, encodeClose, encodeMsg, encodeReply, encodeTopicFrame, WS_CLOSE } from '@natsgw/service-sdk/protocol';
 import { putRoute, routesBucket } from './backends.js';
 import { eventually, rawRequest, spawnGateway, startStack, startTestGateway, type Stack } from './helpers.js';
+import { launchChromium, NO_CHROMIUM } from './chromium.js';
 
 const WS_SERVICE = fileURLToPath(new URL('./fixtures/ws-service.js', import.meta.url));
 
@@ -607,70 +605,11 @@ test('overlapping mounts: the most specific mount takes the upgrade, and its ses
   other.close();
 });
 
-const CHROMIUM = '/usr/bin/chromium';
-
-test('a browser (headless Chromium) echoes text and binary through the gateway', { skip: !existsSync(CHROMIUM) && 'Chromium is not installed (apt-get install chromium)' }, async (t) => {
+test('a browser (headless Chromium) echoes text and binary through the gateway', { skip: NO_CHROMIUM }, async (t) => {
   const s = await stack(t);
   await echoService(s);
-  const profile = mkdtempSync(join(tmpdir(), 'natsgw-chromium-'));
-  const browser = spawn(
-    CHROMIUM,
-    [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      `--user-data-dir=${profile}`,
-      '--remote-debugging-port=0',
-      'about:blank',
-    ],
-    // Its own process group: Chromium's helpers (zygote, renderers) go with it.
-    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
-  );
-  t.after(async () => {
-    if (browser.exitCode === null && browser.signalCode === null) {
-      const exited = once(browser, 'exit');
-      process.kill(-browser.pid!, 'SIGKILL');
-      await exited;
-    }
-    // A helper may still be finishing a write into the profile for a moment.
-    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
-  });
-  // Chromium says where its DevTools endpoint listens; the page is driven over it (CDP).
-  const devtools = await new Promise<string>((resolve, reject) => {
-    let err = '';
-    browser.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      const m = /DevTools listening on (ws:\/\/\S+)/.exec(err);
-      if (m) resolve(m[1]!);
-    });
-    browser.once('exit', (code) => reject(new Error(`chromium exited ${code}: ${err}`)));
-  });
-  const targets = (await (await request(`http://${new URL(devtools).host}/json/list`)).body.json()) as Array<{ type: string; webSocketDebuggerUrl: string }>;
-  const page = new WebSocket(targets.find((x) => x.type === 'page')!.webSocketDebuggerUrl);
-  await once(page, 'open');
   // Chromium's own account of the connection (handshake, frames, close), shown if the check fails.
-  const events: string[] = [];
-  page.on('message', (raw: Buffer) => {
-    const m = JSON.parse(raw.toString()) as { method?: string };
-    if (m.method?.startsWith('Network.webSocket') === true) events.push(raw.toString().slice(0, 300));
-  });
-  page.send(JSON.stringify({ id: 2, method: 'Network.enable' }));
-  const evaluate = (expression: string): Promise<unknown> =>
-    new Promise((resolve, reject) => {
-      page.on('message', function onResult(raw: Buffer) {
-        if ((JSON.parse(raw.toString()) as { id?: number }).id !== 1) return;
-        page.off('message', onResult);
-        const r = JSON.parse(raw.toString()) as { result: { result: { value: unknown }; exceptionDetails?: unknown } };
-        if (r.result.exceptionDetails !== undefined) reject(new Error(JSON.stringify(r.result.exceptionDetails)));
-        else resolve(r.result.result.value);
-      });
-      page.send(JSON.stringify({ id: 1, method: 'Runtime.evaluate', params: { expression, awaitPromise: true, returnByValue: true } }));
-    });
+  const { evaluate, events } = await launchChromium(t, 'Network.webSocket');
   const result = await evaluate(`new Promise((resolve, reject) => {
     const ws = new WebSocket('${wsUrl(s, '/chat/browser')}');
     ws.binaryType = 'arraybuffer';
@@ -684,7 +623,6 @@ test('a browser (headless Chromium) echoes text and binary through the gateway',
     ws.onerror = () => reject(new Error('websocket error'));
   })`);
   assert.deepEqual(result, { got: ['hello from chromium', [7, 8, 9]], code: 1000 }, events.join('\n'));
-  page.close();
 });
 
 test("keep-alive is the gateway's: an idle client that answers pings stays, one that does not is closed; the service hears neither", async (t) => {
