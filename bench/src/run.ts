@@ -43,6 +43,7 @@ import {
   envCount,
   memoryKb,
   putProxiedOverride,
+  putPolicyRoute,
   runAutocannon,
   runWrk,
   start,
@@ -66,7 +67,7 @@ const IDLE_SETTLE_MS = 35_000;
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const RESULTS_DIR = here('../../results');
 
-type Key = 'direct' | 'nginx' | 'nginxLog' | 'gateway' | 'gatewayLog' | 'gatewayWorkers' | 'override' | 'compareGateway' | 'compareOverride';
+type Key = 'direct' | 'nginx' | 'nginxLog' | 'gateway' | 'gatewayPolicy' | 'gatewayLog' | 'gatewayWorkers' | 'override' | 'compareGateway' | 'compareOverride';
 
 interface Contender {
   key: Key;
@@ -74,6 +75,8 @@ interface Contender {
   url: string;
   /** Every process on the contender's path, whose CPU is counted; the first does the proxying. */
   pids: Array<[role: string, pid: number]>;
+  /** Request headers the load generator sends. */
+  headers?: Record<string, string>;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
@@ -147,6 +150,9 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 1000));
     const idle = memoryKb(gatewayPid);
     contenders.push({ key: 'gateway', label: 'natsgw → NATS → service', url: `http://127.0.0.1:${gateway.port}/hello`, pids: natsPath(gatewayPid) });
+    // The same path with CORS + rate limit + JWT on its route (the policies issue's contender).
+    const policyHeaders = await putPolicyRoute(nats.url, gateway);
+    contenders.push({ key: 'gatewayPolicy', label: 'natsgw+cors+rl+jwt → NATS', url: `http://127.0.0.1:${gateway.port}/hello/p`, pids: natsPath(gatewayPid), headers: policyHeaders });
     const logged = await startGateway(nats.url, { accessLog: true, logFile: join(logDir, 'gateway.log') });
     await waitForLog(logged, 'connected to NATS', 'connect to NATS');
     await new Promise((r) => setTimeout(r, 1000));
@@ -192,13 +198,14 @@ async function main(): Promise<void> {
       });
     }
 
-    const measure = (url: string, seconds: number) => (wrk ? Promise.resolve(runWrk(wrk, url, seconds, CONNECTIONS)) : runAutocannon(url, seconds, CONNECTIONS));
+    const measure = (url: string, seconds: number, headers?: Record<string, string>) =>
+      wrk ? Promise.resolve(runWrk(wrk, url, seconds, CONNECTIONS, headers)) : runAutocannon(url, seconds, CONNECTIONS, headers);
     const rounds: Record<string, Measurement[]> = {};
     for (let round = 1; round <= ROUNDS; round++) {
       for (const c of contenders) {
-        await measure(c.url, WARMUP_S);
+        await measure(c.url, WARMUP_S, c.headers);
         const before = c.pids.map(([, pid]) => cpuTicks(pid));
-        const m = await measure(c.url, DURATION_S);
+        const m = await measure(c.url, DURATION_S, c.headers);
         m.cpuUsPerReq = Object.fromEntries(c.pids.map(([role, pid], i) => [role, cpuUsPerRequest(pid, before[i]!, m.requestsPerSec, DURATION_S)]));
         m.proxyCpuUsPerReq = m.cpuUsPerReq[c.pids[0]![0]]!;
         (rounds[c.key] ??= []).push(m);
@@ -258,6 +265,7 @@ async function main(): Promise<void> {
         gatewayLogVsNginxLog: ratio('gatewayLog', 'nginxLog'),
         gatewayWorkersVsNginxLog: ratio('gatewayWorkers', 'nginxLog'),
         gatewayVsDirect: ratio('gateway', 'direct'),
+        policyVsGateway: ratio('gatewayPolicy', 'gateway'),
         overrideVsNginx: ratio('override', 'nginx'),
       },
       ...(large !== undefined
@@ -274,7 +282,7 @@ async function main(): Promise<void> {
           }
         : {}),
       ...(compare !== undefined ? { compare: { checkout: compare, gatewayVsCompare: ratio('gateway', 'compareGateway'), overrideVsCompare: ratio('override', 'compareOverride') } } : {}),
-      target: { gatewayVsNginx: 1.1, gatewayLogVsNginxLog: 1.0, overrideVsNginx: 0.8, gatewayIdleMiB: 60, gatewayBurstMiB: 100 },
+      target: { gatewayVsNginx: 1.1, gatewayLogVsNginxLog: 1.0, overrideVsNginx: 0.8, policyVsGateway: 0.9, gatewayIdleMiB: 60, gatewayBurstMiB: 100 },
     };
 
     console.log('\nbest of rounds (CPU: median over the rounds, µs per request, per process)');
@@ -296,6 +304,7 @@ async function main(): Promise<void> {
       console.log(`  override / nginx                    = ${verdict(result.ratios.overrideVsNginx, 0.8)}`);
     }
     console.log(`  natsgw / node:http direct           = ${result.ratios.gatewayVsDirect!.toFixed(2)}×`);
+    console.log(`  cors+rate limit+jwt / no policy     = ${verdict(result.ratios.policyVsGateway, 0.9)}`);
     const mem = result.memoryMiB;
     console.log(
       `\n  gateway RSS: idle ${mem.gatewayIdle} MiB 1 s after start, ${mem.gatewayIdleAfter35s} MiB 35 s after (target ≤ 60), after the rounds ${mem.gatewayAfterRounds} MiB; with its access log: idle ${mem.gatewayLogIdle} MiB, after the rounds ${mem.gatewayLogAfterRounds} MiB`,

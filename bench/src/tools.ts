@@ -1,4 +1,5 @@
 /** What the bench scripts share: finding tools, starting processes, nginx, wrk, CPU accounting. */
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -85,8 +86,9 @@ function toMs(value: string): number {
   return m[2] === 'us' ? n / 1000 : m[2] === 's' ? n * 1000 : n;
 }
 
-export function runWrk(wrk: string, url: string, seconds: number, connections: number): Measurement {
-  const r = spawnSync(wrk, ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url], { encoding: 'utf8' });
+export function runWrk(wrk: string, url: string, seconds: number, connections: number, headers: Record<string, string> = {}): Measurement {
+  const h = Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
+  const r = spawnSync(wrk, ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...h, url], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
   const out = r.stdout;
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
@@ -98,8 +100,8 @@ export function runWrk(wrk: string, url: string, seconds: number, connections: n
   return { requestsPerSec: rps, p50Ms: p50, p99Ms: p99, errors: non2xx + socketErrors };
 }
 
-export async function runAutocannon(url: string, seconds: number, connections: number): Promise<Measurement> {
-  const r = await autocannon({ url, connections, duration: seconds });
+export async function runAutocannon(url: string, seconds: number, connections: number, headers: Record<string, string> = {}): Promise<Measurement> {
+  const r = await autocannon({ url, connections, duration: seconds, headers });
   return { requestsPerSec: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.non2xx + r.errors + r.timeouts };
 }
 
@@ -269,4 +271,28 @@ export async function putProxiedOverride(natsUrl: string, upstreamPort: number, 
   await kv.put('api.proxied', JSON.stringify({ upstreams: [{ url: `http://127.0.0.1:${upstreamPort}` }], stripPrefix: true }));
   await nc.close();
   await waitForLog(gateway, 'override applied', 'apply the override');
+}
+
+/**
+ * The policy contender's route: CORS, a rate limit (by client, high enough
+ * never to refuse) and a JWT (ES256) on api.hello.p, which the bench service
+ * answers like api.hello; with the headers a browser client would send.
+ * The token is made here with node:crypto (a JWS is three base64url parts).
+ */
+export async function putPolicyRoute(natsUrl: string, gateway: BenchGateway): Promise<Record<string, string>> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const signed = `${b64({ alg: 'ES256', kid: 'bench', typ: 'JWT' })}.${b64({ sub: 'bench', iss: 'https://issuer.bench', aud: 'natsgw', exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  const token = `${signed}.${sign('sha256', Buffer.from(signed), { key: privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+  const policy = {
+    cors: { origins: ['https://app.example.com'] },
+    rateLimit: { rate: 1_000_000, burst: 1_000_000, key: 'client' },
+    auth: { jwt: { keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'ES256' }], algorithms: ['ES256'], issuer: 'https://issuer.bench', audience: 'natsgw' } },
+  };
+  const nc = await connect({ servers: natsUrl });
+  const kv = await openRoutesBucket(nc);
+  await kv.put('api.hello.p', JSON.stringify({ policy }));
+  await nc.close();
+  await waitForLog(gateway, 'override applied', 'apply the policy');
+  return { origin: 'https://app.example.com', authorization: `Bearer ${token}` };
 }

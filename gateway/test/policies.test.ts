@@ -435,7 +435,9 @@ test('cors from a browser (headless Chromium): a page from an allowed origin mak
         }),
     ),
   );
-  t.after(() => pages.forEach((p) => p.close()));
+  t.after(() => {
+    for (const p of pages) p.close();
+  });
   const [allowed, other] = pages.map((p) => `http://127.0.0.1:${(p.address() as AddressInfo).port}`);
   await putRoute(await routesBucket(s.nc), s.gw, 'api.app', {
     policy: { cors: { origins: [allowed!], methods: ['PUT'], allowHeaders: ['X-Trace', 'Content-Type'], exposeHeaders: ['X-Request-Id'] } },
@@ -470,7 +472,12 @@ test('policies on WebSocket upgrades: auth and the cors origin check apply befor
       new Promise<number>((resolve) => {
         const ws = new WebSocket(url, { headers });
         ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
-        ws.on('open', () => ws.once('message', () => (ws.close(), resolve(101))));
+        ws.on('open', () =>
+          ws.once('message', () => {
+            ws.close();
+            resolve(101);
+          }),
+        );
         ws.on('error', () => undefined);
       });
     assert.equal(await status({ origin: 'https://app.test' }), 401);
