@@ -266,7 +266,9 @@ test('compression: gzip or br by q-values, min size and content types, never for
 test('compression and cors on an HTTP override: the backend’s response is compressed as it streams, and CORS fields added', async () => {
   await withStack(async (s) => {
     const text = 'override body '.repeat(500);
+    let slow = false;
     const [b] = await startBackends(1, () => (_req, res) => {
+      if (slow) return void setTimeout(() => res.end('late'), 1500);
       res.setHeader('content-type', 'application/json');
       res.setHeader('content-length', String(text.length + 2));
       res.end(JSON.stringify(text));
@@ -279,6 +281,25 @@ test('compression and cors on an HTTP override: the backend’s response is comp
       assert.equal(r.headers['content-length'], undefined);
       assert.equal(r.headers['access-control-allow-origin'], 'https://app.test');
       assert.equal(JSON.parse(gunzipSync(Buffer.from(await r.body.arrayBuffer())).toString()), text);
+
+      // limits and rateLimit apply to the override too: its own timeoutMs (30 s) is replaced, methods and a bucket checked first.
+      await putRoute(await routesBucket(s.nc), s.gw, 'api.legacy', {
+        upstreams: [{ url: b!.url }],
+        retries: 0,
+        policy: { limits: { timeoutMs: 300, methods: ['GET'] }, rateLimit: { rate: 1, per: 'hour', burst: 1, key: 'route' } },
+      });
+      slow = true;
+      const t0 = performance.now();
+      const late = await request(`${s.base}/legacy/slow`);
+      assert.equal(late.statusCode, 504);
+      await late.body.text();
+      assert.ok(performance.now() - t0 < 1200, 'the policy timeout, not the override’s');
+      const post = await request(`${s.base}/legacy/x`, { method: 'POST', body: 'x' });
+      assert.equal(post.statusCode, 405);
+      await post.body.text();
+      const third = await request(`${s.base}/legacy/x`);
+      assert.equal(third.statusCode, 429, 'the 405 took no token, the 504 the only one');
+      await third.body.text();
     } finally {
       await b!.stop();
     }

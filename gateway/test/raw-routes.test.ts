@@ -140,7 +140,7 @@ test('raw routes: one schema says what a raw entry may hold; the CLI writes one 
     const both = await runCli(['routes', 'put', 'api.native', '--nats-raw', '--upstream', 'http://127.0.0.1:9', ...nats]);
     assert.deepEqual([both.status, both.stderr], [2, 'natsgw: --nats-raw keeps the subject on NATS: it takes no --upstream\n']);
     const retries = await runCli(['routes', 'put', 'api.native', '--nats-raw', '--retries', '2', ...nats]);
-    assert.deepEqual([retries.status, retries.stderr], [2, 'natsgw: --nats-raw takes only --max-body, not --retries\n']);
+    assert.deepEqual([retries.status, retries.stderr], [2, 'natsgw: --nats-raw takes only --max-body and policy options, not --retries\n']);
     const fleet = await runCli(['routes', '--gateway', `http://127.0.0.1:${s.gw.adminPort}`]);
     assert.match(fleet.stdout, /api\.native\s+\d+\s+applied\s+NATS, raw/);
   } finally {

@@ -626,7 +626,7 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       const headers = rawRequestHeaders(ex, remote, forwarded);
       if (ex.identity !== undefined) headers.set(RAW_AUTH, ex.identity.json);
       ex.body = undefined;
-      return link.mux.send(ex.subject, body, ex, headers);
+      return link.mux.send(ex.subject, body, ex, headers, ex.timeoutMs);
     }
     const headers = ex.headers;
     const streamed = ex.stream !== undefined;
