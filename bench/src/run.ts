@@ -67,7 +67,7 @@ const IDLE_SETTLE_MS = 35_000;
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const RESULTS_DIR = here('../../results');
 
-type Key = 'direct' | 'nginx' | 'nginxLog' | 'gateway' | 'gatewayPolicy' | 'gatewayLog' | 'gatewayWorkers' | 'override' | 'compareGateway' | 'compareOverride';
+type Key = 'direct' | 'nginx' | 'nginxLog' | 'gateway' | 'gatewayPolicy' | 'gatewaySameHeaders' | 'gatewayLog' | 'gatewayWorkers' | 'override' | 'compareGateway' | 'compareOverride';
 
 interface Contender {
   key: Key;
@@ -153,6 +153,8 @@ async function main(): Promise<void> {
     // The same path with CORS + rate limit + JWT on its route (the policies issue's contender).
     const policyHeaders = await putPolicyRoute(nats.url, gateway);
     contenders.push({ key: 'gatewayPolicy', label: 'natsgw+cors+rl+jwt → NATS', url: `http://127.0.0.1:${gateway.port}/hello/p`, pids: natsPath(gatewayPid), headers: policyHeaders });
+    // What the same request (Origin, a bearer token) costs without the policy: the policies' own cost is the difference.
+    contenders.push({ key: 'gatewaySameHeaders', label: 'natsgw, same headers', url: `http://127.0.0.1:${gateway.port}/hello/h`, pids: natsPath(gatewayPid), headers: policyHeaders });
     const logged = await startGateway(nats.url, { accessLog: true, logFile: join(logDir, 'gateway.log') });
     await waitForLog(logged, 'connected to NATS', 'connect to NATS');
     await new Promise((r) => setTimeout(r, 1000));
@@ -266,6 +268,7 @@ async function main(): Promise<void> {
         gatewayWorkersVsNginxLog: ratio('gatewayWorkers', 'nginxLog'),
         gatewayVsDirect: ratio('gateway', 'direct'),
         policyVsGateway: ratio('gatewayPolicy', 'gateway'),
+        policyVsSameHeaders: ratio('gatewayPolicy', 'gatewaySameHeaders'),
         overrideVsNginx: ratio('override', 'nginx'),
       },
       ...(large !== undefined
@@ -305,6 +308,7 @@ async function main(): Promise<void> {
     }
     console.log(`  natsgw / node:http direct           = ${result.ratios.gatewayVsDirect!.toFixed(2)}×`);
     console.log(`  cors+rate limit+jwt / no policy     = ${verdict(result.ratios.policyVsGateway, 0.9)}`);
+    console.log(`    … / the same request without them = ${result.ratios.policyVsSameHeaders!.toFixed(2)}×  (what the policies alone cost)`);
     const mem = result.memoryMiB;
     console.log(
       `\n  gateway RSS: idle ${mem.gatewayIdle} MiB 1 s after start, ${mem.gatewayIdleAfter35s} MiB 35 s after (target ≤ 60), after the rounds ${mem.gatewayAfterRounds} MiB; with its access log: idle ${mem.gatewayLogIdle} MiB, after the rounds ${mem.gatewayLogAfterRounds} MiB`,

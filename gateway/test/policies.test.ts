@@ -326,7 +326,18 @@ test('policies combine along the subject tree: each block from the most specific
 
 test('live change under traffic: a request in flight finishes under the policy it started with; new ones get the new one within a second', async () => {
   await withStack(async (s) => {
-    await s.serve((req, res) => setTimeout(() => res.end('done'), req.url?.includes('slow') ? 1500 : 0), { nats: s.nc, subject: 'api.live' });
+    await s.serve(
+      (req, res) => {
+        res.setHeader('content-type', 'text/plain');
+        setTimeout(() => res.end('done'), req.url?.includes('slow') ? 1500 : 0);
+      },
+      { nats: s.nc, subject: 'api.live' },
+    );
+    const status = async (path: string) => {
+      const r = await request(`${s.base}${path}`);
+      await r.body.text();
+      return r.statusCode;
+    };
     const kv = await routesBucket(s.nc);
     await putRoute(kv, s.gw, 'api.live', { policy: { cors: { origins: ['https://old.test'] } } });
     const origin = { origin: 'https://old.test' };
@@ -358,6 +369,29 @@ test('live change under traffic: a request in flight finishes under the policy i
     assert.equal(await old.body.text(), 'done');
     assert.ok(tookMs < 1000, `applied in ${Math.round(tookMs)} ms`);
     assert.ok(seen.length > 0 && seen.every((x) => x === '200:https://old.test' || x === '405:-'), `every answer is the old policy's or the new one's: ${[...new Set(seen)].join(' ')}`);
+
+    // Each block in turn, live: the next request that sees the new version behaves by it, within a second of the put.
+    const sha = createHash('sha256').update('k').digest('hex');
+    const steps: [object, () => Promise<boolean>][] = [
+      [{ auth: { apiKeys: { keys: [{ id: 'a', sha256: sha }] } } }, async () => (await status('/live/x')) === 401],
+      // One token: the first request under it takes it, the next is refused.
+      [{ rateLimit: { rate: 1, per: 'hour', burst: 1, key: 'route' } }, async () => (await status('/live/x')) === 429],
+      [
+        { compression: { minBytes: 0, contentTypes: ['text/*'] } },
+        async () => {
+          const r = await request(`${s.base}/live/text`, { headers: { 'accept-encoding': 'gzip' } });
+          await r.body.arrayBuffer();
+          return r.headers['content-encoding'] === 'gzip';
+        },
+      ],
+      [{ limits: { timeoutMs: 100 } }, async () => (await status('/live/slow')) === 504],
+    ];
+    for (const [policy, check] of steps) {
+      const at = performance.now();
+      await kv.put('api.live', JSON.stringify({ policy }));
+      await eventually(check, 3000, JSON.stringify(policy));
+      assert.ok(performance.now() - at < 1000 + (JSON.stringify(policy).includes('timeoutMs') ? 100 : 0), `${Object.keys(policy)[0]} applied within a second`);
+    }
   });
 });
 

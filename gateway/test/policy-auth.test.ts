@@ -53,7 +53,9 @@ async function secureService(s: Stack): Promise<void> {
     (req, res) => {
       let body = '';
       req.on('data', (c: Buffer) => (body += c));
-      req.on('end', () => res.end(JSON.stringify({ auth: req.auth ?? null, header: req.headers['natsgw-auth'] ?? null, body })));
+      req.on('end', () =>
+        res.end(JSON.stringify({ auth: req.auth ?? null, header: req.headers['natsgw-auth'] ?? null, credential: req.headers.authorization ?? req.headers['x-api-key'] ?? null, body })),
+      );
     },
     { nats: s.nc, subject: 'api.secure' },
   );
@@ -80,6 +82,7 @@ test('auth jwt: valid RS256, ES256 and EdDSA tokens pass and the service gets th
       assert.equal(seen.auth.sub, 'alice');
       assert.equal(seen.auth.claims.team, 'web');
       assert.equal(seen.header, null, 'the client’s natsgw-auth header is dropped');
+      assert.equal(seen.credential, null, 'the token itself stays at the gateway (forwardCredentials: false)');
     }
     // The same token again is served from the gateway's cache of verified tokens; a POST with a body waits for a first verification.
     const t = await token('rsa', 'RS256');
@@ -87,6 +90,12 @@ test('auth jwt: valid RS256, ES256 and EdDSA tokens pass and the service gets th
     assert.equal(post.status, 200);
     assert.equal(JSON.parse(post.text).body, 'payload');
     assert.equal((await get(s, '/secure/x', { authorization: `Bearer ${t}` })).status, 200);
+    // Required claims: a valid token without them is refused (403), one with them passes.
+    await putRoute(await routesBucket(s.nc), s.gw, 'api.secure', { policy: { auth: { jwt: { keys: jwks, requiredClaims: { team: 'ops', level: 3 } } } } });
+    const web = await get(s, '/secure/x', { authorization: `Bearer ${await token('ec', 'ES256', { team: 'web', level: 3 })}` });
+    assert.equal(web.status, 403);
+    assert.match(web.text, /team claim does not have the required value/);
+    assert.equal((await get(s, '/secure/x', { authorization: `Bearer ${await token('ec', 'ES256', { team: 'ops', level: 3 })}` })).status, 200);
     // No token at all: 401 with a Bearer challenge, and the service not called.
     const none = await get(s, '/secure/x', { 'natsgw-auth': forged });
     assert.equal(none.status, 401);
@@ -209,6 +218,10 @@ test('auth apiKeys: stored as hashes; the key’s id is the identity; raw routes
     const statuses = [];
     for (const k of ['key-one', 'key-one', 'key-two', 'key-two', 'key-two']) statuses.push((await get(s, '/secure/x', { 'x-api-key': k })).status);
     assert.deepEqual(statuses, [200, 429, 200, 200, 429]);
+
+    // forwardCredentials: the key itself reaches the service too.
+    await putRoute(kv, s.gw, 'api.secure.fwd', { policy: { auth: { ...auth, forwardCredentials: true }, rateLimit: { rate: 10, burst: 10 } } });
+    assert.equal(JSON.parse((await get(s, '/secure/fwd', { 'x-api-key': 'key-one' })).text).credential, 'key-one');
 
     // A raw route: the identity as the Natsgw-Auth NATS header.
     let rawSeen: string | undefined;

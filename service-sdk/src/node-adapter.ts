@@ -16,7 +16,7 @@
  * with {@link feedBody} as it arrives.
  */
 import { IncomingMessage, ServerResponse, type OutgoingHttpHeaders } from 'node:http';
-import { parseIdentity, type RequestEnvelope } from './protocol/envelope.js';
+import type { RequestEnvelope } from './protocol/envelope.js';
 
 /** Where the handler's response goes. */
 export interface ResponseSink {
@@ -204,7 +204,7 @@ export function createExchange(env: RequestEnvelope, url: string, sink: Response
   req.rawHeaders = env.headers;
   req.headers = headersObject(env.headers);
   // The identity the gateway verified (its auth policy); undefined without one. Own property, like res's below.
-  req.auth = env.auth === undefined ? undefined : parseIdentity(env.auth);
+  req.auth = env.identity;
   // A streamed body (more) is fed in later with feedBody.
   const streamed = env.more === true;
   req.complete = !streamed;

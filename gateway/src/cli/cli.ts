@@ -102,6 +102,7 @@ function declareRoutePut(y: Argv): Argv {
     .option('jwt-alg', { type: 'string', array: true, requiresArg: true, group: 'Policy:', describe: 'Auth: an accepted algorithm (RS256, ES256, EdDSA, HS256; default the first three)' })
     .option('api-key', { type: 'string', array: true, requiresArg: true, group: 'Policy:', describe: 'Auth: an API key as ID=KEY; only its SHA-256 is stored; repeat for several' })
     .option('api-key-header', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Auth: the header API keys come in (default x-api-key)' })
+    .option('forward-credentials', { type: 'boolean', group: 'Policy:', describe: 'Auth: pass the token or API key itself on to the service (default: only the verified identity)' })
     .option('compress', { type: 'boolean', group: 'Policy:', describe: 'Compress responses (br, gzip) for clients that take it' })
     .option('compress-min', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Smallest body compressed, bytes (default 1024)' })
     .option('methods', { type: 'string', requiresArg: true, group: 'Policy:', describe: 'Limits: allowed methods, comma-separated (others get 405)' })

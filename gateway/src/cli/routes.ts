@@ -66,6 +66,7 @@ export const ROUTE_FLAG_KEYS = [
   'jwtAlg',
   'apiKey',
   'apiKeyHeader',
+  'forwardCredentials',
   'compress',
   'compressMin',
   'methods',
@@ -110,6 +111,7 @@ export interface RouteFlags {
   jwtAlg?: string[];
   apiKey?: string[];
   apiKeyHeader?: string;
+  forwardCredentials?: boolean;
   compress?: boolean;
   compressMin?: string;
   methods?: string;
@@ -193,8 +195,9 @@ function policyFromFlags(f: RouteFlags, bodyLimits: { timeout?: number; maxBody?
       });
       auth.apiKeys = stripUndefined({ header: f.apiKeyHeader, keys });
     }
+    if (f.forwardCredentials) auth.forwardCredentials = true;
     p.auth = auth;
-  }
+  } else if (f.forwardCredentials) throw new CommandError('--forward-credentials needs --jwks-url, --jwt-key-file or --api-key', 2);
   if (f.compress !== undefined || f.compressMin !== undefined) p.compression = stripUndefined({ minBytes: num(f.compressMin, 'compress-min') });
   const limits = stripUndefined({ methods: list(f.methods), timeoutMs: bodyLimits.timeout, maxRequestBodyBytes: bodyLimits.maxBody });
   if (Object.keys(limits).length > 0) p.limits = limits;

@@ -96,6 +96,8 @@ export class PolicyGate {
     }
     ex.identity = outcome;
     const p = ex.policy!;
+    // The service gets the identity; the secret stays here unless the route says otherwise.
+    if (p.auth!.config.forwardCredentials !== true) dropHeader(ex, outcome.method === 'jwt' ? 'authorization' : p.auth!.keyHeader);
     const rl = p.rateLimit;
     if (rl?.by === 'claim' && !this.withinLimit(ex, rl, claimKey(outcome, rl.keyName), now, hasBody, corked)) return false;
     if (p.compression !== undefined) negotiate(ex, p);
@@ -161,4 +163,10 @@ function claimKey(id: Identity, name: string): string {
 function negotiate(ex: Exchange, p: EffectivePolicy): void {
   ex.acceptEncoding = headerOf(ex, 'accept-encoding');
   ex.encoding = p.compression!.negotiate(ex.acceptEncoding);
+}
+
+/** Removes every field `name` (lower case) from the request headers sent on. */
+function dropHeader(ex: Exchange, name: string): void {
+  const h = ex.headers;
+  for (let i = h.length - 2; i >= 0; i -= 2) if (h[i] === name) h.splice(i, 2);
 }

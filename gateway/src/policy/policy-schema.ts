@@ -119,6 +119,11 @@ const Auth = Type.Object(
         { additionalProperties: false, description: 'API keys, stored only as hashes.' },
       ),
     ),
+    forwardCredentials: Type.Boolean({
+      default: false,
+      description:
+        'Pass the credential itself (the Authorization header, or the API key header) on to the service. Default false: the service gets the verified identity, not the secret (as Envoy’s jwt_authn does).',
+    }),
   },
   { additionalProperties: false, description: 'Authentication: a request needs a valid JWT or API key (either, when both are set); 401 with WWW-Authenticate, 403 for missing scopes or claims.' },
 );
@@ -197,5 +202,5 @@ export function checkPolicy(p: PolicyConfig): string | undefined {
 export function redactPolicy(p: PolicyConfig): PolicyConfig {
   const keys = p.auth?.jwt?.keys;
   if (keys === undefined || !keys.some((k) => k.kty === 'oct')) return p;
-  return { ...p, auth: { ...p.auth, jwt: { ...p.auth!.jwt!, keys: keys.map((k) => (k.kty === 'oct' ? { ...k, k: '[redacted]' } : k)) } } };
+  return { ...p, auth: { ...p.auth!, jwt: { ...p.auth!.jwt!, keys: keys.map((k) => (k.kty === 'oct' ? { ...k, k: '[redacted]' } : k)) } } };
 }

@@ -57,6 +57,8 @@ export interface RequestEnvelope {
    * Only the gateway sets it; a client has no way to.
    */
   auth?: string;
+  /** `auth` parsed, as decodeRequest checked it (not encoded; set by the decoder only). */
+  identity?: RequestIdentity;
 }
 
 /** A service's answer. */
@@ -498,7 +500,10 @@ export function decodeRequest(data: Uint8Array): RequestEnvelope {
   if (env.credit !== undefined && env.credit < 0) bad('request credit must not be negative');
   if (env.more === true && env.v !== STREAM_VERSION) bad('request uses more with protocol version 1');
   if (env.ws === true && env.more === true) bad('a WebSocket upgrade request has no streamed body');
-  if (env.auth !== undefined && !isIdentityJson(env.auth)) bad('request field auth is not an identity (JSON with method and sub)');
+  if (env.auth !== undefined) {
+    env.identity = parseIdentity(env.auth);
+    if (env.identity === undefined) bad('request field auth is not an identity (JSON with method and sub)');
+  }
   return env;
 }
 
@@ -538,5 +543,3 @@ export function parseIdentity(text: string): RequestIdentity | undefined {
   if (o.claims === null || typeof o.claims !== 'object' || Array.isArray(o.claims)) return undefined;
   return o;
 }
-
-const isIdentityJson = (text: string): boolean => parseIdentity(text) !== undefined;
