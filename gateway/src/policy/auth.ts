@@ -54,7 +54,10 @@ export class AuthPolicy {
   private readonly jwt: JwtConfig | undefined;
   private keySet: JWTVerifyGetKey | undefined;
   private keySetLoading: Promise<JWTVerifyGetKey> | undefined;
+  /** Verified Authorization values (the whole header), with their identity and how long it holds. */
   private readonly verified = new Map<string, { identity: Identity; until: number }>();
+  /** API keys as sent that proved valid. */
+  private readonly keysSeen = new Map<string, Identity>();
   private readonly realm: string;
 
   constructor(
@@ -81,21 +84,26 @@ export class AuthPolicy {
    */
   check(authorization: string | undefined, apiKey: string | undefined, now: number): AuthOutcome | Promise<AuthOutcome> {
     if (apiKey !== undefined && this.apiKeys !== undefined) {
+      // Valid keys are remembered as sent (at most one entry per configured key), so a client pays for one hash only.
+      const known = this.keysSeen.get(apiKey);
+      if (known !== undefined) return known;
       const id = this.apiKeys.get(createHash('sha256').update(apiKey).digest('hex'));
-      return id ?? this.refuse(401, 'the API key is not valid', 'invalid_token');
+      if (id === undefined) return this.refuse(401, 'the API key is not valid', 'invalid_token');
+      if (this.keysSeen.size < this.apiKeys.size) this.keysSeen.set(apiKey, id);
+      return id;
     }
     if (authorization === undefined || this.jwt === undefined) return this.refuse(401, this.jwt === undefined ? `an API key is required (header ${this.apiKeyHeader})` : 'a bearer token is required');
-    if (authorization.length > MAX_TOKEN || !/^bearer /i.test(authorization)) return this.refuse(401, 'the Authorization header is not a bearer token', 'invalid_request');
-    const token = authorization.slice(7).trim();
-    const seen = this.verified.get(token);
+    // Looked up by the header value as sent: no copy of the token per request.
+    const seen = this.verified.get(authorization);
     if (seen !== undefined) {
       if (seen.until > now) return seen.identity;
-      this.verified.delete(token);
+      this.verified.delete(authorization);
     }
-    return this.verify(token, now);
+    if (authorization.length > MAX_TOKEN || !/^bearer /i.test(authorization)) return this.refuse(401, 'the Authorization header is not a bearer token', 'invalid_request');
+    return this.verify(authorization, authorization.slice(7).trim(), now);
   }
 
-  private async verify(token: string, now: number): Promise<AuthOutcome> {
+  private async verify(authorization: string, token: string, now: number): Promise<AuthOutcome> {
     const j = this.jwt!;
     let payload: JWTPayload;
     try {
@@ -118,7 +126,7 @@ export class AuthPolicy {
     const identity = identityOf('jwt', typeof payload.sub === 'string' ? payload.sub : '', payload);
     const until = Math.min(now + VERIFIED_KEEP_MS, typeof payload.exp === 'number' ? payload.exp * 1000 + j.clockSkewSec! * 1000 : Number.POSITIVE_INFINITY);
     if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value!);
-    this.verified.set(token, { identity, until });
+    this.verified.set(authorization, { identity, until });
     return identity;
   }
 
