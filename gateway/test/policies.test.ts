@@ -158,7 +158,8 @@ test('rateLimit: a burst gets exactly burst answers, then 429 with Retry-After a
       await last.body.text();
     }
     assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
-    assert.equal(last!.headers['retry-after'], '60');
+    const retry = Number(last!.headers['retry-after']);
+    assert.ok(retry >= 55 && retry <= 60, `Retry-After ${retry}: a token comes back within a minute`);
     assert.match(String(last!.headers.ratelimit), /^"api\.rl";r=0;t=\d+$/);
 
     // By header: each key its own bucket; the same client is not limited under another key.
