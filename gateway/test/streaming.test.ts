@@ -68,7 +68,7 @@ function rssOf(pid: number): number {
 }
 
 /** Samples the RSS of `pids` every 50 ms until stopped: the baseline and every sample. */
-function sampleRss(pids: number[]): { stop(): Array<{ base: number; samples: number[] }> } {
+function sampleMemory(pids: number[]): { stop(): Array<{ base: number; samples: number[] }> } {
   const read = (pid: number) => (pid === process.pid ? retainedHere() : rssOf(pid));
   const series = pids.map((pid) => ({ pid, base: read(pid), samples: [] as number[] }));
   const timer = setInterval(() => {
@@ -217,14 +217,14 @@ test('streaming: 200 MiB download and 200 MiB upload through a service in its ow
     const expected = patternSha(200);
 
     // The clients run in processes of their own: what is measured here is the gateway's memory alone.
-    const down = sampleRss(pids);
+    const down = sampleMemory(pids);
     const got = JSON.parse(await runBulkClient('down', `${s.base}/files/dl?mib=200`, 200)) as { status: number; contentLength: string; bytes: number; sha256: string };
     const downSeries = down.stop();
     assert.equal(got.contentLength, String(200 * MiB), 'the service’s Content-Length reaches the client');
     assert.equal(got.bytes, 200 * MiB);
     assert.equal(got.sha256, expected, 'download bytes identical');
 
-    const up = sampleRss(pids);
+    const up = sampleMemory(pids);
     const sent = JSON.parse(await runBulkClient('up', `${s.base}/files/up`, 200)) as { status: number; answer: { bytes: number; sha256: string } };
     const upSeries = up.stop();
     assert.equal(sent.status, 200);

@@ -5,6 +5,7 @@
  */
 import type { Span } from '@opentelemetry/api';
 import type { HttpResponse } from 'uWebSockets.js';
+import { formatAddress } from './uws.js';
 import type { FailureCode } from '../errors.js';
 import type { RawRoute } from '../routes/raw-route.js';
 import type { RouteRuntime } from '../routes/route.js';
@@ -113,4 +114,10 @@ export class Exchange implements PendingRequest {
   compressor: BodyCompressor | undefined = undefined;
 
   constructor(readonly res: HttpResponse) {}
+
+  /** The client's address, read from uWS once (each read allocates an ArrayBuffer) and kept. */
+  clientAddress(): string {
+    if (this.remote === '') this.remote = formatAddress(this.res.getRemoteAddress());
+    return this.remote;
+  }
 }

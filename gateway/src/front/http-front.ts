@@ -44,9 +44,8 @@ import type { RouteTable } from '../routes/route-table.js';
 import type { RouteTraffic, TrafficStats } from '../ops/traffic-stats.js';
 import { ProxyRequest, type ProxyOwner } from '../http/proxy.js';
 import { serviceError, type ReplyHandler, type ReplyMux } from '../nats/reply-mux.js';
-import { connectionNamed, CONTENT_LENGTH_RE, endHead, RESPONSE_HEADER_SKIP, STATUS_LINES, writeProblem } from './respond.js';
+import { connectionNamed, CONTENT_LENGTH_RE, endHead, removeHeaders, RESPONSE_HEADER_SKIP, STATUS_LINES, writeProblem } from './respond.js';
 import type { Upstream, TryOutcome } from '../http/upstream/upstream.js';
-import { formatAddress } from './uws.js';
 import { NatsStream, type StreamOwner } from '../nats/nats-stream.js';
 import { endExchangeSpan, TraceStart, type TraceSampling } from './trace-start.js';
 import type { WsFront } from '../ws/ws-front.js';
@@ -607,8 +606,11 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
       ex.dispatchWaiting = true;
       return;
     }
-    const remote = ex.remote !== '' ? ex.remote : formatAddress(ex.res.getRemoteAddress());
-    if (ex.connectionTokens !== undefined) stripConnectionNamed(ex.headers, ex.connectionTokens);
+    const remote = ex.clientAddress();
+    if (ex.connectionTokens !== undefined) {
+      const named = connectionNamed(ex.connectionTokens);
+      removeHeaders(ex.headers, (name) => named.has(name));
+    }
     const forwarded = this.forwarding.compute(ex, remote);
     // A trusted proxy's Forwarded / X-Real-IP / X-Forwarded-Port|Prefix pass; anyone else's are dropped.
     if (forwarded.trusted && ex.forwardedOther !== undefined) ex.headers.push(...ex.forwardedOther);
@@ -973,12 +975,4 @@ function traceHeaders(ex: Exchange): MsgHdrs {
   h.set(TRACEPARENT, ex.traceparent);
   if (ex.tracestate !== undefined) h.set(TRACESTATE, ex.tracestate);
   return h;
-}
-
-/** Removes the fields a Connection header names (RFC 9110 §7.6.1). */
-function stripConnectionNamed(headers: string[], tokens: string): void {
-  const named = connectionNamed(tokens);
-  for (let i = headers.length - 2; i >= 0; i -= 2) {
-    if (named.has(headers[i]!)) headers.splice(i, 2);
-  }
 }

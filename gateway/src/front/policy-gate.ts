@@ -15,7 +15,7 @@ import type { EffectivePolicy } from '../policy/route-policy.js';
 import { MAX_LIMIT_KEY, type RateLimiter } from '../policy/rate-limiter.js';
 import type { Exchange } from './exchange.js';
 import type { ForwardingPolicy } from './forwarding.js';
-import { formatAddress } from './uws.js';
+import { removeHeaders } from './respond.js';
 
 export interface GateResponder {
   /** Answers with a problem from inside the route handler. */
@@ -97,7 +97,10 @@ export class PolicyGate {
     ex.identity = outcome;
     const p = ex.policy!;
     // The service gets the identity; the secret stays here unless the route says otherwise.
-    if (p.auth!.config.forwardCredentials !== true) dropHeader(ex, outcome.method === 'jwt' ? 'authorization' : p.auth!.keyHeader);
+    if (p.auth!.config.forwardCredentials !== true) {
+      const credential = outcome.method === 'jwt' ? 'authorization' : p.auth!.keyHeader;
+      removeHeaders(ex.headers, (name) => name === credential);
+    }
     const rl = p.rateLimit;
     if (rl?.by === 'claim' && !this.withinLimit(ex, rl, claimKey(outcome, rl.keyName), now, hasBody, corked)) return false;
     if (p.compression !== undefined) negotiate(ex, p);
@@ -129,8 +132,7 @@ export class PolicyGate {
   private limitKey(ex: Exchange, rl: RateLimiter): string {
     switch (rl.by) {
       case 'client':
-        if (ex.remote === '') ex.remote = formatAddress(ex.res.getRemoteAddress());
-        return this.forwarding.clientAddress(ex, ex.remote);
+        return this.forwarding.clientAddress(ex, ex.clientAddress());
       case 'header': {
         const v = headerOf(ex, rl.keyName) ?? '';
         return v.length > MAX_LIMIT_KEY ? v.slice(0, MAX_LIMIT_KEY) : v;
@@ -163,10 +165,4 @@ function claimKey(id: Identity, name: string): string {
 function negotiate(ex: Exchange, p: EffectivePolicy): void {
   ex.acceptEncoding = headerOf(ex, 'accept-encoding');
   ex.encoding = p.compression!.negotiate(ex.acceptEncoding);
-}
-
-/** Removes every field `name` (lower case) from the request headers sent on. */
-function dropHeader(ex: Exchange, name: string): void {
-  const h = ex.headers;
-  for (let i = h.length - 2; i >= 0; i -= 2) if (h[i] === name) h.splice(i, 2);
 }

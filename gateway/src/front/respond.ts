@@ -39,6 +39,11 @@ export function connectionNamed(value: string): Set<string> {
   );
 }
 
+/** Removes every field whose (lower-case) name `drop` picks from a flattened header list, in place. */
+export function removeHeaders(headers: string[], drop: (name: string) => boolean): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) if (drop(headers[i]!)) headers.splice(i, 2);
+}
+
 /**
  * Ends a HEAD response, announcing `length` when known (≥ 0). In uWS v20.30,
  * endWithoutBody(n) with n > 0 leaves the response pending (the connection is

@@ -13,7 +13,6 @@ import { SpanKind, type Span } from '@opentelemetry/api';
 import { formatTraceparent, newSpanId, newTraceId, normalizeTracestate, parseTraceparent, type TraceParent } from '@natsgw/service-sdk/protocol';
 import { endServerSpan, remoteParent, spanMethod, TracerLookup } from '@natsgw/service-sdk/tracing';
 import type { Exchange } from './exchange.js';
-import { formatAddress } from './uws.js';
 
 export type TraceSampling = number | 'auto';
 
@@ -56,7 +55,7 @@ export class TraceStart {
           'url.path': ex.rawPath,
           'server.address': ex.host,
           // Read once here; dispatch uses it too (each uWS read allocates an ArrayBuffer).
-          'client.address': (ex.remote = formatAddress(ex.res.getRemoteAddress())),
+          'client.address': ex.clientAddress(),
         },
       },
       parent === undefined ? undefined : remoteParent(parent, ex.tracestate),
