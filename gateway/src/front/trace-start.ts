@@ -54,7 +54,6 @@ export class TraceStart {
           'http.request.method': spanMethod(ex.method),
           'url.path': ex.rawPath,
           'server.address': ex.host,
-          // Read once here; dispatch uses it too (each uWS read allocates an ArrayBuffer).
           'client.address': ex.clientAddress(),
         },
       },
