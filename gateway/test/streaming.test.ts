@@ -27,6 +27,7 @@ import { connect } from '@nats-io/transport-node';
 import { decodeFrame } from '@natsgw/service-sdk/protocol';
 import { deleteRoute, putRoute, routesBucket } from './backends.js';
 import { eventually, startStack, type Stack } from './helpers.js';
+import { PATTERN_CHUNK, patternChunk } from './fixtures/pattern.js';
 
 const MiB = 1024 * 1024;
 const SERVICE = fileURLToPath(new URL('./fixtures/stream-service.js', import.meta.url));
@@ -96,21 +97,21 @@ function retainedHere(): number {
   return m.heapUsed + m.arrayBuffers;
 }
 
-/** The fixture's download pattern: 64 KiB chunk i is filled with i % 251. */
+/** SHA-256 of `mib` MiB of the fixtures' byte pattern (fixtures/pattern.ts). */
 function patternSha(mib: number): string {
   const h = createHash('sha256');
-  for (let i = 0; i < (mib * MiB) / 65536; i++) h.update(Buffer.alloc(65536, i % 251));
+  for (let i = 0; i < (mib * MiB) / PATTERN_CHUNK; i++) h.update(patternChunk(i));
   return h.digest('hex');
 }
 
-/** An upload body of `mib` MiB (pattern as above), counting what the client has produced. */
+/** An upload body of `mib` MiB of the pattern, counting what the client has produced. */
 function patternBody(mib: number, counter: { sent: number } = { sent: 0 }, delayAfter = Infinity): Readable {
   return Readable.from(
     (async function* () {
-      for (let i = 0; i < (mib * MiB) / 65536; i++) {
+      for (let i = 0; i < (mib * MiB) / PATTERN_CHUNK; i++) {
         if (counter.sent >= delayAfter) await new Promise((r) => setTimeout(r, 20));
-        counter.sent += 65536;
-        yield Buffer.alloc(65536, i % 251);
+        counter.sent += PATTERN_CHUNK;
+        yield patternChunk(i);
       }
     })(),
   );
@@ -285,7 +286,7 @@ test('streaming: a slow client slows the handler (write() false, drain later); a
       res.setHeader('content-length', String(16 * MiB));
       let i = 0;
       const pump = (): void => {
-        while (i < 256) if (!res.write(Buffer.alloc(65536, i++ % 251))) return void res.once('drain', pump);
+        while (i < 256) if (!res.write(patternChunk(i++))) return void res.once('drain', pump);
         res.end();
       };
       pump();
