@@ -25,6 +25,8 @@ export const DEFAULT_TIMEOUT_MS = 30_000;
 /** 1 GiB: bodies larger than one NATS message stream (protocol v2), so the limit is about what a service should accept, not about NATS. */
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024;
 export const DEFAULT_STREAM_IDLE_MS = 60_000;
+/** 256 MiB: room for a few dozen fast uploads' worth of TCP receive buffer (nats/upload-overrun.ts). */
+export const DEFAULT_MAX_UPLOAD_BUFFER_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
@@ -84,6 +86,11 @@ export const GatewayOptionsSchema = Type.Object(
     }),
     maxBody: opt(Type.Integer({ minimum: 0, maximum: 2 ** 50, default: DEFAULT_MAX_BODY_BYTES }), {
       description: 'Largest request body in bytes (413 beyond); bodies larger than one NATS message stream to the service',
+      placeholder: 'BYTES',
+    }),
+    maxUploadBuffer: opt(Type.Integer({ minimum: 0, maximum: 2 ** 50, default: DEFAULT_MAX_UPLOAD_BUFFER_BYTES }), {
+      description:
+        'Most request-body bytes streamed uploads may hold beyond their flow-control windows, all together (per worker with --workers): what a client sends past its pause while uWS still reads; the upload that goes past it gets 503',
       placeholder: 'BYTES',
     }),
     streamIdleTimeout: opt(Type.Integer({ minimum: 100, maximum: 3_600_000, default: DEFAULT_STREAM_IDLE_MS }), {
@@ -177,6 +184,8 @@ export interface GatewayConfig {
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
   readonly streamIdleMs: number;
+  /** Request-body bytes streamed uploads may hold beyond their windows, all together (nats/upload-overrun.ts). */
+  readonly maxUploadBufferBytes: number;
   readonly maxHeaderBytes: number;
   readonly ws: Readonly<{ maxMessageBytes: number; idleTimeoutMs: number; maxConnections: number }>;
   readonly trustedProxies: readonly string[];
@@ -280,6 +289,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
       | 'timeout'
       | 'maxBody'
       | 'streamIdleTimeout'
+      | 'maxUploadBuffer'
       | 'maxHeaderSize'
       | 'wsMaxMessage'
       | 'wsIdleTimeout'
@@ -308,6 +318,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
     timeoutMs: o.timeout,
     maxBodyBytes: o.maxBody,
     streamIdleMs: o.streamIdleTimeout,
+    maxUploadBufferBytes: o.maxUploadBuffer,
     maxHeaderBytes: o.maxHeaderSize,
     ws: Object.freeze({ maxMessageBytes: o.wsMaxMessage, idleTimeoutMs: o.wsIdleTimeout, maxConnections: o.wsMaxConnections }),
     trustedProxies: Object.freeze([...o.trustedProxies]),

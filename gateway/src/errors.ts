@@ -22,6 +22,8 @@ export const FAILURES = {
   'service-error': 502,
   /** Handling the reply failed inside the gateway (logged with its cause); the request is released. */
   'reply-failed': 502,
+  /** Streamed uploads read past their pause hold more than --max-upload-buffer (upload-overrun.ts): the upload that took it there is cut off. */
+  'upload-buffer-full': 503,
   /** Body larger than --max-body (or than NATS max_payload allows). */
   'body-too-large': 413,
   /** Path with too many segments, or a subject too long. */

@@ -47,6 +47,7 @@ import { serviceError, type ReplyHandler, type ReplyMux } from '../nats/reply-mu
 import { connectionNamed, CONTENT_LENGTH_RE, endHead, removeHeaders, RESPONSE_HEADER_SKIP, STATUS_LINES, writeProblem } from './respond.js';
 import type { Upstream, TryOutcome } from '../http/upstream/upstream.js';
 import { NatsStream, type StreamOwner } from '../nats/nats-stream.js';
+import { UploadOverrun } from '../nats/upload-overrun.js';
 import { endExchangeSpan, TraceStart, type TraceSampling } from './trace-start.js';
 import type { WsFront } from '../ws/ws-front.js';
 import type { WsSession } from '../ws/ws-session.js';
@@ -64,6 +65,8 @@ export interface HttpFrontOptions {
   maxHeaderBytes: number;
   /** A stream where it is the service's turn and nothing comes for this long is cut off. */
   streamIdleMs: number;
+  /** Request-body bytes streamed uploads may hold beyond their windows, all together (upload-overrun.ts). */
+  maxUploadBufferBytes: number;
   trustedProxies: readonly string[];
   /** Overrides: subjects sent to HTTP backends instead of NATS. */
   routes?: RouteTable;
@@ -345,15 +348,23 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
   private readonly natsTraffic: RouteTraffic | undefined;
   /** Exchanges with an open v2 stream, for idle limits and probes. */
   private readonly streams = new Set<Exchange>();
+  /** StreamOwner: what uploads hold beyond their windows (read past a pause), and its limit. */
+  readonly uploadOverrun: UploadOverrun;
   private readonly streamTimer: NodeJS.Timeout;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.forwarding = new ForwardingPolicy(opts.trustedProxies);
+    this.uploadOverrun = new UploadOverrun(opts.maxUploadBufferBytes);
     this.gate = new PolicyGate(this, this.forwarding);
     this.traces = new TraceStart(opts.traceSampling ?? 'auto', opts.version ?? '0.0.0');
     this.natsTraffic = opts.traffic?.route(opts.rootSubject, 'nats');
     this.streamTimer = setInterval(() => this.tickStreams(), 500);
     this.streamTimer.unref();
+  }
+
+  /** Request-body bytes streamed uploads hold beyond their windows right now. */
+  get uploadOverrunBytes(): number {
+    return this.uploadOverrun.heldBytes;
   }
 
   /** Open v2 streams right now. */

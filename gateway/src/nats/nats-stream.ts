@@ -7,12 +7,14 @@
  * Flow control both ways is credit in bytes:
  * - up: the service grants credit as its handler reads; what the client sends
  *   beyond it waits here, and uWS stops reading the socket (pause) once a
- *   window's worth waits;
+ *   window's worth waits (uWS reads on past a pause while its reads fill its
+ *   buffer: what that brings in beyond the window is charged to the front's
+ *   UploadOverrun, upload-overrun.ts, and past its limit the stream is cut off);
  * - down: the gateway grants the service one window up front (the request's
  *   `credit`) and tops it up as uWS takes the bytes; while the client's
  *   socket has backpressure nothing is granted.
- * So a stream holds at most about one window in each direction (plus what
- * uWS buffered after a write that reported backpressure).
+ * So a stream holds about one window in each direction (plus what uWS
+ * buffered after a write that reported backpressure, and an upload's overrun).
  *
  * Every frame to the service is published with the request's reply subject:
  * when the service is gone, NATS answers no-responders there and the stream
@@ -24,6 +26,7 @@ import { DEFAULT_STREAM_WINDOW, encodeCancel, encodeCredit, encodeData, frameBod
 import type { FailureCode } from '../errors.js';
 import type { Exchange } from '../front/exchange.js';
 import { endHead } from '../front/respond.js';
+import type { UploadOverrun } from './upload-overrun.js';
 
 /** What a stream needs from the front and the NATS link. */
 export interface StreamOwner {
@@ -37,6 +40,8 @@ export interface StreamOwner {
   failCorked(ex: Exchange, code: FailureCode, detail: string, close: boolean): void;
   /** Forgets the exchange's reply subject. */
   release(ex: Exchange): void;
+  /** What the front's uploads hold beyond their windows, and its limit. */
+  readonly uploadOverrun: UploadOverrun;
 }
 
 /** What a streamed raw reply may have waiting for a slow client: two messages, or two windows, whichever is more. */
@@ -55,6 +60,8 @@ export class NatsStream {
   readonly uploading: boolean;
   private upQueue: Buffer[] = [];
   private upQueued = 0;
+  /** What this stream has charged to the owner's UploadOverrun: upQueued beyond one window. */
+  private overrun = 0;
   private upCredit = 0;
   private upSeq = 0;
   /** The client has sent the whole body. */
@@ -151,6 +158,11 @@ export class NatsStream {
     }
     if (last) this.upEnded = true;
     this.pumpUp(now);
+    if (this.over) return;
+    if (!this.chargeOverrun()) {
+      const held = this.owner.uploadOverrun;
+      return this.broken('upload-buffer-full', `uploads read past their pause hold over ${held.limitBytes} bytes (--max-upload-buffer)`, true, now);
+    }
     if (!this.paused && !this.upEnded && this.upQueued >= DEFAULT_STREAM_WINDOW) {
       // A window waits for credit: stop reading the client (uWS also stops its idle timer).
       this.paused = true;
@@ -176,6 +188,25 @@ export class NatsStream {
       this.paused = false;
       this.ex.res.resume();
     }
+    this.chargeOverrun();
+  }
+
+  /** Charges what waits beyond one window to the owner's UploadOverrun; false when this stream holds some and the total is past the limit. */
+  private chargeOverrun(): boolean {
+    const excess = this.upQueued > DEFAULT_STREAM_WINDOW ? this.upQueued - DEFAULT_STREAM_WINDOW : 0;
+    const budget = this.owner.uploadOverrun;
+    if (excess !== this.overrun) {
+      budget.recharge(this.overrun, excess);
+      this.overrun = excess;
+    }
+    return excess === 0 || !budget.exceeded;
+  }
+
+  /** The stream is over: what waits for the service is dropped, and its charge returned. */
+  private dropUpload(): void {
+    this.upQueue = [];
+    this.upQueued = 0;
+    this.chargeOverrun();
   }
 
   private markUpDone(now: number): void {
@@ -368,6 +399,7 @@ export class NatsStream {
   private complete(): void {
     if (this.over) return;
     this.over = true;
+    this.dropUpload();
     this.unpause();
     if (!this.upDone && this.inbox !== '') this.owner.publishFrame(this.ex, this.inbox, encodeCancel('the response ended before the request body'));
     this.owner.release(this.ex);
@@ -387,6 +419,7 @@ export class NatsStream {
   broken(code: FailureCode, detail: string, tellService: boolean, now: number): void {
     if (this.over) return;
     this.over = true;
+    this.dropUpload();
     this.unpause();
     this.ex.streamFailure = detail;
     this.ex.failure = code;
@@ -406,6 +439,7 @@ export class NatsStream {
   clientGone(now: number): void {
     if (this.over) return;
     this.over = true;
+    this.dropUpload();
     this.send(encodeCancel('the client went away'), now);
     this.owner.release(this.ex);
   }

@@ -27,6 +27,8 @@ export interface GatewayView {
   inFlight(): number;
   /** Requests streaming over NATS right now (protocol v2). */
   openStreams(): number;
+  /** Request-body bytes streamed uploads hold beyond their windows (nats/upload-overrun.ts). */
+  uploadOverrunBytes(): number;
   /** WebSocket connections and their traffic (ws/ws-stats.ts). */
   websockets(): WsSnapshot;
   nats(): NatsState;

@@ -102,6 +102,14 @@ export function createMetrics(view: GatewayView, processMetrics = true): Registr
     ),
   );
   add(metric('natsgw_http_requests_in_flight', 'Requests accepted and not yet answered.', 'gauge', () => [{ labels: {}, value: view.inFlight() }]));
+  add(
+    metric(
+      'natsgw_nats_upload_overrun_bytes',
+      'Request-body bytes streamed uploads hold beyond their flow-control windows: read after a pause while uWS still reads (at most --max-upload-buffer).',
+      'gauge',
+      () => [{ labels: {}, value: view.uploadOverrunBytes() }],
+    ),
+  );
   add(metric('natsgw_nats_streams_open', 'Requests whose body or response is streaming over NATS right now (protocol v2).', 'gauge', () => [{ labels: {}, value: view.openStreams() }]));
 
   add(metric('natsgw_ws_connections_open', 'WebSocket connections open right now.', 'gauge', () => [{ labels: {}, value: view.websockets().open }]));

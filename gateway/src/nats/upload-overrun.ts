@@ -1,0 +1,32 @@
+/**
+ * Request-body bytes a front holds beyond its streams' windows, across all
+ * of them, and the most it may hold.
+ *
+ * A streamed upload pauses the client's socket once a window of body waits
+ * for the service's credit (nats-stream.ts). uWebSockets.js v20.51 goes on
+ * reading a paused socket for as long as each read fills its 512 KiB buffer
+ * (uSockets loop.c `read_more`, there since February 2024, master too), and
+ * onData lends each piece only for the call, so what arrives then has to be
+ * copied and kept. One resume can bring in a whole TCP receive buffer (up to
+ * `net.ipv4.tcp_rmem`'s maximum: 6 MiB by default, 32 MiB on this machine)
+ * plus what the client sends while that read lasts. Each stream charges what
+ * it holds beyond its window here; a piece that takes the total past the
+ * limit cuts its stream off (upload-buffer-full), so many fast clients cannot
+ * make the gateway hold a receive buffer each.
+ */
+export class UploadOverrun {
+  /** Bytes held beyond the windows right now. */
+  heldBytes = 0;
+
+  constructor(readonly limitBytes: number) {}
+
+  /** Moves a stream's charge from `before` to `after` bytes. */
+  recharge(before: number, after: number): void {
+    this.heldBytes += after - before;
+  }
+
+  /** The streams hold more than the limit. */
+  get exceeded(): boolean {
+    return this.heldBytes > this.limitBytes;
+  }
+}
