@@ -1,8 +1,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { get } from 'node:http';
 import { connect as netConnect } from 'node:net';
 import { request } from 'undici';
 import type { RequestEnvelope } from '@natsgw/service-sdk/protocol';
+import { formatAddress } from '../src/front/uws.js';
 import { echo, eventually, parseResponses, RawSession, rawRequest, respond, startStack, type Stack } from './helpers.js';
 
 let s: Stack;
@@ -337,6 +339,35 @@ test('front: X-Forwarded-* from an untrusted client are replaced, not trusted', 
   assert.deepEqual(h('x-forwarded-host'), [`127.0.0.1:${port}`]);
   assert.equal(env.remote, '127.0.0.1');
   assert.equal(env.scheme, 'http');
+});
+
+test('front: each client is seen at its own address, however requests from several interleave (the last address formatted is reused only for the same bytes)', async () => {
+  const from = (localAddress: string) =>
+    new Promise<RequestEnvelope>((resolve, reject) => {
+      get({ host: '127.0.0.1', port, path: '/echo/who', localAddress, agent: false }, (r) => {
+        let text = '';
+        r.on('data', (c: Buffer) => (text += c.toString()));
+        r.on('end', () => resolve(JSON.parse(text) as RequestEnvelope));
+      }).on('error', reject);
+    });
+  for (const client of ['127.0.0.1', '127.0.0.3', '127.0.0.3', '127.0.0.1', '127.0.0.4', '127.0.0.1']) {
+    const env = await from(client);
+    assert.equal(env.remote, client);
+    assert.deepEqual(
+      env.headers.filter((_, i) => env.headers[i - 1] === 'x-forwarded-for'),
+      [client],
+    );
+  }
+  // IPv6 text per RFC 5952, and IPv4-mapped IPv6 as dotted IPv4.
+  const v6 = (...groups: number[]) => new Uint8Array(groups.flatMap((g) => [g >> 8, g & 0xff])).buffer;
+  assert.equal(formatAddress(v6(0, 0, 0, 0, 0, 0, 0, 1)), '::1');
+  assert.equal(formatAddress(v6(0x2001, 0xdb8, 0, 0, 1, 0, 0, 1)), '2001:db8::1:0:0:1');
+  assert.equal(formatAddress(v6(0x2001, 0xdb8, 0, 0, 1, 0, 0, 1)), '2001:db8::1:0:0:1');
+  assert.equal(formatAddress(v6(0, 0, 0, 0, 0, 0xffff, 0x0a01, 0x0203)), '10.1.2.3');
+  assert.equal(formatAddress(new Uint8Array([10, 1, 2, 3]).buffer), '10.1.2.3');
+  assert.equal(formatAddress(new Uint8Array([10, 1, 2, 4]).buffer), '10.1.2.4');
+  assert.equal(formatAddress(v6(0xfe80, 0, 0, 0, 0x1, 0x2, 0x3, 0x4)), 'fe80::1:2:3:4');
+  assert.equal(formatAddress(new ArrayBuffer(0)), '');
 });
 
 test('front: X-Forwarded-* from a trusted proxy are extended', async () => {

@@ -70,9 +70,31 @@ export function loadUws(maxHeaderBytes: number): typeof UWS {
   return uws;
 }
 
+// The last address formatted: consecutive requests mostly come from the same
+// peer (a keep-alive connection, the load balancer in front), so its text is
+// reused instead of built again.
+const lastBytes = new Uint8Array(16);
+let lastLength = 0;
+let lastText = '';
+
 /** Formats a uWS binary remote address (4 or 16 bytes) as text; IPv4-mapped IPv6 becomes dotted IPv4. */
 export function formatAddress(ab: ArrayBuffer): string {
   const b = new Uint8Array(ab);
+  if (b.length === lastLength) {
+    let same = true;
+    for (let i = b.length - 1; i >= 0 && same; i--) same = b[i] === lastBytes[i];
+    if (same) return lastText;
+  }
+  const text = formatBytes(b);
+  if (b.length === 4 || b.length === 16) {
+    lastBytes.set(b);
+    lastLength = b.length;
+    lastText = text;
+  }
+  return text;
+}
+
+function formatBytes(b: Uint8Array): string {
   if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
   if (b.length !== 16) return '';
   let mapped = b[10] === 0xff && b[11] === 0xff;

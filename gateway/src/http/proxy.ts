@@ -190,6 +190,7 @@ export class ProxyRequest implements Ticking {
   currentTry: UpstreamTry | undefined;
   private controller: Dispatcher.DispatchController | undefined;
   private upstream: Upstream | undefined;
+  /** Backends tried so far, made on the first retry: most requests never need one. */
   private tried: Set<Upstream> | undefined;
   private tries = 0;
   private tryOpen = false;
@@ -277,6 +278,7 @@ export class ProxyRequest implements Ticking {
     const now = Date.now();
     const remaining = this.deadline - now;
     if (remaining <= 0) return this.fail('upstream-timeout', `no response from ${this.route.key} within ${this.ex.timeoutMs} ms`);
+    if (this.tried === undefined && this.upstream !== undefined) this.tried = new Set([this.upstream]);
     const upstream = this.route.balancer.pick(now, this.tried);
     if (upstream === undefined) {
       if (last !== undefined) return this.fail(last.c.code, clientDetail(this.route.key, last.c, last.err), last.c.detail);
@@ -287,7 +289,7 @@ export class ProxyRequest implements Ticking {
       this.upstream.retries++;
       this.owner.onTry?.(this.ex, this.upstream, 'retry', last.c.detail);
     }
-    (this.tried ??= new Set()).add(upstream);
+    this.tried?.add(upstream);
     this.tries++;
     this.upstream = upstream;
     this.tryOpen = true;
