@@ -245,9 +245,11 @@ test('streaming: 200 MiB download and 200 MiB upload through a service in its ow
     assert.deepEqual(sent.answer, { bytes: 200 * MiB, sha256: expected }, 'upload bytes identical');
 
     // Bounds: a window (1 MiB) per direction plus what V8 keeps between
-    // collections, and for the upload what uWS reads past the pause (tens
-    // of MiB here, counted as overrun: nats/upload-overrun.ts; the test of
-    // --max-upload-buffer shows its limit); a body held whole would add 200 MiB.
+    // collections; apart from that, for the upload, what uWS reads past the
+    // pause (counted as overrun, nats/upload-overrun.ts: up to a TCP receive
+    // buffer per read, 20–36 MiB seen here, some of it under load; the test
+    // of --max-upload-buffer shows its limit). A body held whole would add
+    // 200 MiB to one or the other.
     for (const [what, series] of [
       ['download', downSeries],
       ['upload', upSeries],
@@ -256,14 +258,17 @@ test('streaming: 200 MiB download and 200 MiB upload through a service in its ow
         ['gateway (retained after GC)', series[0]!],
         ['service', series[1]!],
       ] as const) {
-        const peak = Math.max(...samples);
-        const growth = peak - base;
-        t.diagnostic(`${what}: ${who} ${Math.round(base / MiB)} MiB → peak ${Math.round(peak / MiB)} MiB (overrun peak ${Math.round(Math.max(...held) / MiB)} MiB)`);
-        assert.ok(growth < 80 * MiB, `${what}: ${who} grew ${Math.round(growth / MiB)} MiB`);
-        // No upward trend in what is not overrun (whose size is up to each
-        // read past a pause): the last third peaks no higher than the first
-        // two thirds (+16 MiB).
         const rest = samples.map((v, i) => v - held[i]!);
+        const growth = Math.max(...rest) - base;
+        const heldPeak = Math.max(...held);
+        t.diagnostic(
+          `${what}: ${who} ${Math.round(base / MiB)} MiB → peak ${Math.round(Math.max(...samples) / MiB)} MiB${heldPeak > 0 ? `, of which overrun at most ${Math.round(heldPeak / MiB)} MiB` : ''}`,
+        );
+        assert.ok(growth < 80 * MiB, `${what}: ${who} grew ${Math.round(growth / MiB)} MiB besides the overrun`);
+        assert.ok(heldPeak < 128 * MiB, `${what}: ${who} held ${Math.round(heldPeak / MiB)} MiB read past pauses`);
+        // No upward trend besides the overrun (whose size is up to each read
+        // past a pause): the last third peaks no higher than the first two
+        // thirds (+16 MiB).
         const cut = Math.floor((rest.length * 2) / 3);
         if (cut > 3) assert.ok(Math.max(...rest.slice(cut)) <= Math.max(...rest.slice(0, cut)) + 16 * MiB, `${what}: ${who} memory keeps growing`);
       }
