@@ -159,7 +159,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     faults: faults.counts,
     inFlight: () => front.inFlight,
     openStreams: () => front.openStreams,
-    uploadOverrunBytes: () => front.uploadOverrunBytes,
+    uploadOverrunBytes: () => front.uploadOverrun.heldBytes,
     websockets: () => ws.stats.snapshot(ws.topics.size),
     nats: () => ({ ...natsState }),
     overrides: () => watcher?.status ?? { state: 'starting', bucket: config.routesBucket, since: startedAt.toISOString() },

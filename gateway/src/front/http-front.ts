@@ -362,11 +362,6 @@ export class HttpFront implements ReplyHandler<Exchange>, ProxyOwner, StreamOwne
     this.streamTimer.unref();
   }
 
-  /** Request-body bytes streamed uploads hold beyond their windows right now. */
-  get uploadOverrunBytes(): number {
-    return this.uploadOverrun.heldBytes;
-  }
-
   /** Open v2 streams right now. */
   get openStreams(): number {
     return this.streams.size;

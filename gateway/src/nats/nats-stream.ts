@@ -159,9 +159,9 @@ export class NatsStream {
     if (last) this.upEnded = true;
     this.pumpUp(now);
     if (this.over) return;
-    if (!this.chargeOverrun()) {
-      const held = this.owner.uploadOverrun;
-      return this.broken('upload-buffer-full', `uploads read past their pause hold over ${held.limitBytes} bytes (--max-upload-buffer)`, true, now);
+    const overrun = this.owner.uploadOverrun;
+    if (this.overrun > 0 && overrun.exceeded) {
+      return this.broken('upload-buffer-full', `uploads read past their pause hold over ${overrun.limitBytes} bytes (--max-upload-buffer)`, true, now);
     }
     if (!this.paused && !this.upEnded && this.upQueued >= DEFAULT_STREAM_WINDOW) {
       // A window waits for credit: stop reading the client (uWS also stops its idle timer).
@@ -191,15 +191,12 @@ export class NatsStream {
     this.chargeOverrun();
   }
 
-  /** Charges what waits beyond one window to the owner's UploadOverrun; false when this stream holds some and the total is past the limit. */
-  private chargeOverrun(): boolean {
+  /** Keeps this stream's charge to the owner's UploadOverrun at what waits beyond one window. */
+  private chargeOverrun(): void {
     const excess = this.upQueued > DEFAULT_STREAM_WINDOW ? this.upQueued - DEFAULT_STREAM_WINDOW : 0;
-    const budget = this.owner.uploadOverrun;
-    if (excess !== this.overrun) {
-      budget.recharge(this.overrun, excess);
-      this.overrun = excess;
-    }
-    return excess === 0 || !budget.exceeded;
+    if (excess === this.overrun) return;
+    this.owner.uploadOverrun.add(excess - this.overrun);
+    this.overrun = excess;
   }
 
   /** The stream is over: what waits for the service is dropped, and its charge returned. */

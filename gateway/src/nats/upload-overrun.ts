@@ -20,9 +20,9 @@ export class UploadOverrun {
 
   constructor(readonly limitBytes: number) {}
 
-  /** Moves a stream's charge from `before` to `after` bytes. */
-  recharge(before: number, after: number): void {
-    this.heldBytes += after - before;
+  /** A stream's charge grows (or, negative, shrinks) by `bytes`. */
+  add(bytes: number): void {
+    this.heldBytes += bytes;
   }
 
   /** The streams hold more than the limit. */
