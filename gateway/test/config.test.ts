@@ -48,6 +48,8 @@ test('config: every bad value is one line naming where it came from', () => {
     [{ flags: { nats: 'not a url' } }, /^invalid --nats: must be URLs/],
     [{ flags: { logLevel: 'loud' } }, /^invalid --log-level: must be one of fatal, error/],
     [{ flags: { maxBody: '-1' } }, /^invalid --max-body: must be >= 0/],
+    [{ flags: { maxUploadBuffer: '-1' } }, /^invalid --max-upload-buffer: must be >= 0/],
+    [{ env: { NATSGW_MAX_UPLOAD_BUFFER: 'lots' } }, /^invalid NATSGW_MAX_UPLOAD_BUFFER: must be integer/],
     [{ file: file('bad-value.json', '{"timeout": "soon"}') }, /^invalid timeout in .*bad-value\.json: must be integer/],
     [{ file: file('unknown.json', '{"colour": "blue"}') }, /^unknown option colour in .*unknown\.json$/],
     [{ file: file('broken.json', '{"port": ') }, /is not valid JSON/],
@@ -83,6 +85,8 @@ test('config: --stream-idle-timeout and --max-body for streamed bodies', () => {
   assert.equal(d.streamIdleMs, 60_000);
   assert.equal(d.maxBodyBytes, 1024 * 1024 * 1024, 'streamed bodies: 1 GiB by default');
   assert.equal(loadConfig({ env: { NATSGW_STREAM_IDLE_TIMEOUT: '2500' } }).streamIdleMs, 2500);
+  assert.equal(d.maxUploadBufferBytes, 256 * 1024 * 1024, 'uploads may hold 256 MiB past their pauses by default');
+  assert.equal(loadConfig({ env: { NATSGW_MAX_UPLOAD_BUFFER: '0' } }).maxUploadBufferBytes, 0);
   assert.equal(loadConfig({ flags: { maxBody: String(8 * 1024 ** 3) } }).maxBodyBytes, 8 * 1024 ** 3, 'beyond max_payload: bodies stream');
   assert.throws(
     () => loadConfig({ flags: { streamIdleTimeout: '50' } }),

@@ -401,6 +401,17 @@ test('streaming: what an upload sends past its pause is bounded by --max-upload-
   // window, that cuts the upload off.
   await withStack(t, { maxUploadBuffer: 0, accessLog: true }, async (s) => {
     await spawnService(t, s.ns.url, 'api.files');
+    // The frames to the service's inbox, seen on the wire: the cancel must be among them.
+    const spy = await connect({ servers: s.ns.url });
+    t.after(() => spy.close());
+    const cancels: string[] = [];
+    spy.subscribe('_INBOX.>', {
+      callback: (_e, m) => {
+        const f = decodeFrame(m.data);
+        if (typeof f !== 'string' && f.t === 'cancel') cancels.push(f.reason);
+      },
+    });
+    await spy.flush();
     // A busy gateway: its loop is held 20 ms in every 50 (as by its work, or GC), while the client's bytes pile up in the kernel.
     const busy = setInterval(() => {
       const until = performance.now() + 20;
@@ -415,6 +426,14 @@ test('streaming: what an upload sends past its pause is bounded by --max-upload-
     assert.match(String(line.cutOff), /uploads read past their pause hold over 0 bytes \(--max-upload-buffer\)/);
     // The client sees the 503, or only the closed connection if its write failed before it read.
     if (outcome.error === undefined) assert.equal(outcome.status, 503);
+    // The cut often comes before the service has named its inbox (the first
+    // read past the pause already overruns a limit of 0); then its first
+    // credit frame is answered with a cancel for a request that is over.
+    await eventually(() => cancels.length > 0, 2000, 'the service is sent a cancel');
+    assert.ok(
+      cancels.every((reason) => reason.includes('--max-upload-buffer') || reason.startsWith('no such request')),
+      `the cancel says why: ${cancels.join('; ')}`,
+    );
     await eventually(() => s.gw.inFlight === 0, 2000, 'nothing in flight at the gateway');
     const metrics = await (await request(`http://127.0.0.1:${s.gw.adminPort}/metrics`)).body.text();
     assert.match(metrics, /^natsgw_nats_upload_overrun_bytes 0$/m, 'what the stream held beyond its window is given back');
