@@ -2,7 +2,7 @@
  * Gateway configuration: one schema, one set of defaults, validated once.
  *
  * Flags, `NATSGW_*` environment variables and a JSON config file all feed the
- * same schema (`GatewayOptionsSchema`); precedence is flag > environment >
+ * same schema (gateway/schema/config.schema.json); precedence is flag > environment >
  * file > default. The result is frozen into a {@link GatewayConfig} whose
  * field names carry their units.
  */
@@ -10,12 +10,13 @@ import { preloadPath } from './preload.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
-// Hint, Kind, OptionalKind, ReadonlyKind: named so the exported schema's type can be declared.
-// biome-ignore lint/correctness/noUnusedImports: the declaration emit needs these names (TS4023 without them).
-import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
-import { Ajv, type ErrorObject } from 'ajv';
-import { ROOT_SUBJECT_PATTERN } from '@natsgw/service-sdk/protocol';
-import { DEFAULT_ROUTES_BUCKET } from './routes/routes-bucket.js';
+// The schema's source is schema-source/config.ts (TypeBox, build-time); this
+// checks with the JSON written from it, gateway/schema/config.schema.json.
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { schemaFile } from './schema-file.js';
+import type { GatewayOptions, Meta } from './schema-source/config.js';
+
+export type { GatewayOptions } from './schema-source/config.js';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 export const DEFAULT_SUBJECT = 'api';
@@ -37,141 +38,6 @@ export const DEFAULT_INBOX_PREFIX = '_INBOX';
 export const DEFAULT_WS_MAX_MESSAGE_BYTES = 1024 * 1024;
 export const DEFAULT_WS_IDLE_TIMEOUT_MS = 120_000;
 export const DEFAULT_WS_MAX_CONNECTIONS = 10_000;
-
-/** Per-key help, shown by `--help` and used in error messages. `hint` explains a pattern in words. */
-interface Meta {
-  description: string;
-  hint?: string;
-  /** Flag value placeholder in --help. */
-  placeholder?: string;
-  /** Never echo the value back (secrets). */
-  secret?: boolean;
-}
-const opt = <T extends TSchema>(schema: T, meta: Meta) => Type.Optional({ ...schema, ...meta } as T);
-
-/** One of `values` (an option's choices), named in its hint when anything else is given. */
-const choice = <T extends string>(values: readonly T[], fallback: T, meta: Omit<Meta, 'hint'>) =>
-  opt(
-    Type.Union(
-      values.map((v) => Type.Literal(v)),
-      { default: fallback },
-    ),
-    { ...meta, hint: `must be one of ${values.join(', ')}` },
-  );
-
-const urlList = Type.Array(Type.String({ minLength: 1, pattern: '^(nats|tls|ws|wss)://[^\\s,]+$|^[^\\s,:/]+:\\d+$' }), { minItems: 1 });
-
-/** The one schema every configuration source is checked against. */
-export const GatewayOptionsSchema = Type.Object(
-  {
-    nats: opt(
-      { ...urlList, default: [DEFAULT_NATS_URL] },
-      { description: 'NATS server URL(s), comma-separated for a cluster', placeholder: 'URL[,URL...]', hint: 'must be URLs like nats://host:4222' },
-    ),
-    subject: opt(Type.String({ pattern: ROOT_SUBJECT_PATTERN, default: DEFAULT_SUBJECT }), {
-      description: 'Root subject: /foo/bar is sent to ROOT.foo.bar',
-      placeholder: 'ROOT',
-      hint: 'must be one or more tokens of A-Z a-z 0-9 - _ separated by dots, e.g. api or api.staging',
-    }),
-    port: opt(Type.Integer({ minimum: 0, maximum: 65535, default: DEFAULT_PORT }), { description: 'HTTP port (0 picks a free one)', placeholder: 'N' }),
-    host: opt(Type.String({ minLength: 1, default: DEFAULT_HOST }), { description: 'HTTP listen address', placeholder: 'H' }),
-    workers: opt(Type.String({ pattern: '^(auto|[1-9][0-9]?)$', default: '1' }), {
-      description: 'HTTP event loops: worker threads sharing the port, each with its own NATS connection; auto = one per core',
-      placeholder: 'N|auto',
-      hint: 'must be a whole number from 1 to 99, or auto',
-    }),
-    timeout: opt(Type.Integer({ minimum: 1, maximum: 3_600_000, default: DEFAULT_TIMEOUT_MS }), {
-      description: 'How long to wait for a service reply before answering 504, in milliseconds',
-      placeholder: 'MS',
-    }),
-    maxBody: opt(Type.Integer({ minimum: 0, maximum: 2 ** 50, default: DEFAULT_MAX_BODY_BYTES }), {
-      description: 'Largest request body in bytes (413 beyond); bodies larger than one NATS message stream to the service',
-      placeholder: 'BYTES',
-    }),
-    maxUploadBuffer: opt(Type.Integer({ minimum: 0, maximum: 2 ** 50, default: DEFAULT_MAX_UPLOAD_BUFFER_BYTES }), {
-      description:
-        'Most request-body bytes streamed uploads may hold beyond their flow-control windows, all together (per worker with --workers): what a client sends past its pause while uWS still reads; the upload that goes past it gets 503',
-      placeholder: 'BYTES',
-    }),
-    streamIdleTimeout: opt(Type.Integer({ minimum: 100, maximum: 3_600_000, default: DEFAULT_STREAM_IDLE_MS }), {
-      description: "A streamed request or response is cut off when its service sends nothing for this long while it is the service's turn, in milliseconds",
-      placeholder: 'MS',
-    }),
-    wsMaxMessage: opt(Type.Integer({ minimum: 125, maximum: 256 * 1024 * 1024, default: DEFAULT_WS_MAX_MESSAGE_BYTES }), {
-      description: 'Largest WebSocket message either way, in bytes; a client sending a larger one is closed with 1009',
-      placeholder: 'BYTES',
-    }),
-    wsIdleTimeout: opt(Type.Integer({ minimum: 8000, maximum: 3_600_000, default: DEFAULT_WS_IDLE_TIMEOUT_MS }), {
-      description: 'A WebSocket with no message or pong for this long is closed; the gateway pings idle clients before that (never waking the service), in milliseconds',
-      placeholder: 'MS',
-    }),
-    wsMaxConnections: opt(Type.Integer({ minimum: 0, maximum: 10_000_000, default: DEFAULT_WS_MAX_CONNECTIONS }), {
-      description: 'Most open WebSocket connections per gateway (per worker with --workers); upgrades beyond get 503',
-      placeholder: 'N',
-    }),
-    maxHeaderSize: opt(Type.Integer({ minimum: 1024, maximum: 1024 * 1024, default: DEFAULT_MAX_HEADER_BYTES }), {
-      description: 'Largest total size of request headers in bytes (431 beyond)',
-      placeholder: 'BYTES',
-    }),
-    routesBucket: opt(Type.String({ pattern: '^[A-Za-z0-9_-]+$', default: DEFAULT_ROUTES_BUCKET }), {
-      description: 'JetStream KV bucket holding HTTP overrides (created when missing)',
-      placeholder: 'NAME',
-      hint: 'must be a KV bucket name: letters, digits, - and _',
-    }),
-    routesReplicas: opt(Type.Integer({ minimum: 1, maximum: 5, default: 1 }), {
-      description: 'Copies of the routes bucket when it has to be created (3 for a JetStream cluster)',
-      placeholder: 'N',
-    }),
-    trustedProxies: opt(Type.Array(Type.String({ minLength: 1 }), { default: [] }), {
-      description: 'Addresses or CIDRs of proxies in front of the gateway whose X-Forwarded-* headers are trusted (comma-separated)',
-      placeholder: 'CIDR[,CIDR...]',
-    }),
-    inboxPrefix: opt(Type.String({ pattern: ROOT_SUBJECT_PATTERN, default: DEFAULT_INBOX_PREFIX }), {
-      description: "Prefix of the subjects replies come back on; give each NATS user its own (e.g. _INBOX_gw) so one cannot read another's replies",
-      placeholder: 'PREFIX',
-      hint: 'must be subject tokens of A-Z a-z 0-9 - _ separated by dots, e.g. _INBOX_gw',
-    }),
-    creds: opt(Type.String({ minLength: 1 }), { description: 'NATS credentials file (JWT + NKey)', placeholder: 'FILE' }),
-    user: opt(Type.String({ minLength: 1 }), { description: 'NATS user name (with --pass)', placeholder: 'USER' }),
-    pass: opt(Type.String(), { description: 'NATS password (with --user)', placeholder: 'PASS', secret: true }),
-    token: opt(Type.String({ minLength: 1 }), { description: 'NATS authentication token', placeholder: 'TOKEN', secret: true }),
-    tlsCa: opt(Type.String({ minLength: 1 }), { description: 'CA certificate file to verify the NATS server', placeholder: 'FILE' }),
-    tlsCert: opt(Type.String({ minLength: 1 }), { description: 'Client certificate file for NATS TLS (with --tls-key)', placeholder: 'FILE' }),
-    tlsKey: opt(Type.String({ minLength: 1 }), { description: 'Client private key file for NATS TLS (with --tls-cert)', placeholder: 'FILE' }),
-    adminHost: opt(Type.String({ minLength: 1, default: DEFAULT_ADMIN_HOST }), {
-      description: 'Admin API listen address (anything but loopback needs --admin-token)',
-      placeholder: 'H',
-    }),
-    adminPort: opt(Type.Integer({ minimum: 0, maximum: 65535, default: DEFAULT_ADMIN_PORT }), { description: 'Admin API port (0 picks a free one)', placeholder: 'N' }),
-    adminToken: opt(Type.String({ minLength: 16 }), {
-      description: 'Bearer token every admin request must carry (HTTP and NATS)',
-      placeholder: 'TOKEN',
-      secret: true,
-      hint: 'must be at least 16 characters',
-    }),
-    logLevel: choice(LOG_LEVELS, 'info', { description: 'Log level', placeholder: 'LEVEL' }),
-    logFormat: choice(LOG_FORMATS, 'auto', { description: 'json, pretty (for humans), or auto: pretty on a terminal, json otherwise', placeholder: 'FORMAT' }),
-    accessLog: opt(Type.Boolean({ default: true }), { description: 'Log one line per request (at info level)', placeholder: 'BOOL' }),
-    preload: opt(Type.String({ minLength: 1 }), {
-      description: 'Module imported in every thread that serves HTTP before the gateway starts there (e.g. an OpenTelemetry setup that registers a tracer provider)',
-      placeholder: 'FILE',
-    }),
-    traceSampling: opt(Type.String({ pattern: '^(auto|0|1|0?[.][0-9]{1,6}|1[.]0{1,6})$', default: 'auto' }), {
-      description:
-        'Share of requests without a traceparent that start a trace (0 to 1); auto: all when an OpenTelemetry tracer provider is registered, none otherwise. A client traceparent is always passed on',
-      placeholder: 'RATIO|auto',
-      hint: 'must be a number from 0 to 1 (at most 6 decimals), or auto',
-    }),
-    shutdownGrace: opt(Type.Integer({ minimum: 0, maximum: 600_000, default: DEFAULT_SHUTDOWN_GRACE_MS }), {
-      description: 'On SIGTERM/SIGINT, how long requests in flight may take to finish, in milliseconds',
-      placeholder: 'MS',
-    }),
-  },
-  { additionalProperties: false },
-);
-
-/** Configuration as a user writes it (any source), before defaults. */
-export type GatewayOptions = Static<typeof GatewayOptionsSchema>;
 
 /** The validated, frozen configuration the gateway runs with. */
 export interface GatewayConfig {
@@ -211,9 +77,17 @@ export class ConfigError extends Error {
   readonly code = 'ERR_NATSGW_CONFIG';
 }
 
-type Key = keyof typeof GatewayOptionsSchema.properties;
-export const OPTION_KEYS = Object.keys(GatewayOptionsSchema.properties) as Key[];
-const ARRAY_KEYS = new Set<string>(OPTION_KEYS.filter((k) => (GatewayOptionsSchema.properties[k] as TSchema).type === 'array'));
+type Key = keyof GatewayOptions;
+/** A property of the schema as the JSON file has it: plain JSON Schema and our help fields. */
+type OptionSchema = Meta & { type?: string; anyOf?: unknown[]; default?: unknown };
+
+/** The published configuration schema (gateway/schema/config.schema.json), read on first use. */
+export const configSchema = schemaFile<{ properties: Record<Key, OptionSchema> }>('config.schema.json');
+
+/** Every option's key (camelCase), in the schema's order. */
+export const optionKeys = (): Key[] => Object.keys(configSchema().properties) as Key[];
+
+const optionSchema = (key: string): OptionSchema | undefined => (configSchema().properties as Record<string, OptionSchema | undefined>)[key];
 
 /** `maxBody` → `max-body` */
 export const flagName = (key: string): string => key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
@@ -222,12 +96,19 @@ export const envName = (key: string): string => 'NATSGW_' + key.replace(/[A-Z]/g
 
 /** Help text for one option, as schema metadata. */
 export function optionMeta(key: Key): Meta & { default?: unknown; type: string } {
-  const s = GatewayOptionsSchema.properties[key] as TSchema & Meta;
+  const s = optionSchema(key)!;
   return { ...s, type: s.type === 'integer' ? 'number' : s.type === 'array' ? 'array' : s.anyOf ? 'string' : String(s.type) };
 }
 
-const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: false });
-const validate = ajv.compile<GatewayOptions>(GatewayOptionsSchema);
+let checker: { validate: ValidateFunction<GatewayOptions>; arrayKeys: ReadonlySet<string> } | undefined;
+/** The compiled schema and the keys that take lists: made on first use, so importing this reads nothing. */
+function check(): NonNullable<typeof checker> {
+  if (checker === undefined) {
+    const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: false });
+    checker = { validate: ajv.compile<GatewayOptions>(configSchema()), arrayKeys: new Set(optionKeys().filter((k) => optionSchema(k)?.type === 'array')) };
+  }
+  return checker;
+}
 
 function splitList(v: unknown): unknown {
   const parts = (Array.isArray(v) ? v : [v]).flatMap((x) => (typeof x === 'string' ? x.split(',') : [x]));
@@ -250,6 +131,7 @@ export interface ConfigSources {
  *   const config = loadConfig({ flags: { subject: 'api.staging', port: 8080 }, env: process.env });
  */
 export function loadConfig(sources: ConfigSources): GatewayConfig {
+  const { validate, arrayKeys } = check();
   const merged: Record<string, unknown> = {};
   const origin: Record<string, string> = {};
 
@@ -260,7 +142,7 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
       origin[k] = `${k} in ${sources.file}`;
     }
   }
-  for (const key of OPTION_KEYS) {
+  for (const key of optionKeys()) {
     const v = sources.env?.[envName(key)];
     if (v !== undefined) {
       merged[key] = v;
@@ -269,11 +151,11 @@ export function loadConfig(sources: ConfigSources): GatewayConfig {
   }
   for (const [key, v] of Object.entries(sources.flags ?? {})) {
     if (v === undefined) continue;
-    if (Array.isArray(v) && !ARRAY_KEYS.has(key)) throw new ConfigError(`--${flagName(key)} given more than once`);
+    if (Array.isArray(v) && !arrayKeys.has(key)) throw new ConfigError(`--${flagName(key)} given more than once`);
     merged[key] = v;
     origin[key] = '--' + flagName(key);
   }
-  for (const key of ARRAY_KEYS) if (merged[key] !== undefined) merged[key] = splitList(merged[key]);
+  for (const key of arrayKeys) if (merged[key] !== undefined) merged[key] = splitList(merged[key]);
 
   if (!validate(merged)) {
     throw new ConfigError(describe(validate.errors![0]!, merged, origin));
@@ -363,7 +245,7 @@ function describe(e: ErrorObject, values: Record<string, unknown>, origin: Recor
   }
   const key = e.instancePath.split('/')[1] ?? '';
   const where = origin[key] ?? key;
-  const meta = (GatewayOptionsSchema.properties as Record<string, Meta | undefined>)[key];
+  const meta = optionSchema(key);
   const raw = values[key];
   const shown = meta?.secret ? '' : ` (got ${JSON.stringify(Array.isArray(raw) ? raw.join(',') : raw)})`;
   const reason = meta?.hint ?? e.message ?? 'is invalid';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { startNatsServer } from '@natsgw/devkit';
-import { OPTION_KEYS, flagName, envName } from '../src/config.js';
+import { optionKeys, flagName, envName } from '../src/config.js';
 import { NATSGW_BIN, spawnGateway } from './helpers.js';
 
 const BIN = NATSGW_BIN;
@@ -15,7 +15,7 @@ const run = (args: string[], env: Record<string, string> = {}) => spawnSync(proc
 test('cli: --help documents every option with its environment variable', () => {
   const r = run(['serve', '--help']);
   assert.equal(r.status, 0);
-  for (const key of OPTION_KEYS) {
+  for (const key of optionKeys()) {
     assert.match(r.stdout, new RegExp(`--${flagName(key)}\\b`), `--${flagName(key)} in help`);
     assert.match(r.stdout, new RegExp(envName(key).replace(/_/g, '_\\s*')), `${envName(key)} in help`);
   }

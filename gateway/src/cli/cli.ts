@@ -15,7 +15,7 @@ import { discoverServices } from '../ops/micro-discovery.js';
 import { CommandError, describeEntry, explainPath, type RouteListing, getRoute, listRoutes, putRoute, removeRoute, ROUTE_FLAG_KEYS, routeFromFlags, summarize, type RouteFlags } from './routes.js';
 import { paint, table } from './table.js';
 import { jsonSafe, printable } from './safe-text.js';
-import { ConfigError, envName, flagName, loadConfig, OPTION_KEYS, optionMeta, type GatewayConfig } from '../config.js';
+import { ConfigError, envName, flagName, loadConfig, optionKeys, optionMeta, type GatewayConfig } from '../config.js';
 import { startGateway, VERSION } from '../gateway.js';
 import { startWorkerPool, WedgedWorkersError, type ServingGateway } from '../workers/worker-pool.js';
 import { exitAfter } from './process-exit.js';
@@ -33,7 +33,7 @@ class UsageError extends Error {}
 /** Options that say how to reach NATS and the routes bucket (shared by every command that talks to NATS). */
 const CONNECTION_KEYS = ['nats', 'creds', 'user', 'pass', 'token', 'tlsCa', 'tlsCert', 'tlsKey', 'inboxPrefix', 'routesBucket', 'routesReplicas'] as const;
 
-function declareSchemaOptions(y: Argv, keys: readonly (typeof OPTION_KEYS)[number][]): Argv {
+function declareSchemaOptions(y: Argv, keys: readonly ReturnType<typeof optionKeys>[number][]): Argv {
   for (const key of keys) {
     const meta = optionMeta(key);
     const def = meta.default === undefined ? undefined : Array.isArray(meta.default) ? meta.default.join(',') || '(none)' : String(meta.default);
@@ -51,7 +51,7 @@ function declareSchemaOptions(y: Argv, keys: readonly (typeof OPTION_KEYS)[numbe
 }
 
 function declareServeOptions(y: Argv): Argv {
-  return declareSchemaOptions(y, OPTION_KEYS).epilogue(
+  return declareSchemaOptions(y, optionKeys()).epilogue(
     'Precedence: flag > environment variable > config file > default.\n' + 'Example: natsgw serve --nats nats://127.0.0.1:4222 --subject api --port 8080',
   );
 }
@@ -140,7 +140,7 @@ function declareSubject(y: Argv): Argv {
 }
 
 /** Picks the options the user actually passed, keyed by schema name. */
-function passedFlags(argv: Record<string, unknown>, keys: readonly string[] = OPTION_KEYS): Record<string, unknown> {
+function passedFlags(argv: Record<string, unknown>, keys: readonly string[] = optionKeys()): Record<string, unknown> {
   const flags: Record<string, unknown> = {};
   for (const key of keys) {
     const v = argv[key];
@@ -149,7 +149,7 @@ function passedFlags(argv: Record<string, unknown>, keys: readonly string[] = OP
   return flags;
 }
 
-function configFrom(argv: Record<string, unknown>, keys: readonly string[] = OPTION_KEYS): GatewayConfig {
+function configFrom(argv: Record<string, unknown>, keys: readonly string[] = optionKeys()): GatewayConfig {
   try {
     return loadConfig({ flags: passedFlags(argv, keys), env: process.env, file: argv.config as string | undefined });
   } catch (err) {
