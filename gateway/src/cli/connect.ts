@@ -8,7 +8,7 @@ import type { KV } from '@nats-io/kv';
 import type { GatewayConfig } from '../config.js';
 import { natsConnectionOptions } from '../nats/nats-options.js';
 import { openRoutesBucket } from '../routes/routes-bucket.js';
-import { CommandError } from './routes.js';
+import { CommandError } from './command.js';
 
 export async function connectOnce(config: GatewayConfig, name: string, timeoutMs = 5000): Promise<NatsConnection> {
   try {

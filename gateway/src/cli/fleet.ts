@@ -9,7 +9,7 @@ import type { AdminVerb, BackendView, CircuitView, GatewayStatus, RoutesView, St
 import { ADMIN_SUBJECT_PREFIX } from '../ops/admin-nats.js';
 import { checkAdminAnswer, checkAdminView } from '../ops/admin-schema.js';
 import { ADMIN_AUTH_HEADER, signAdminRequest } from '../ops/admin-token.js';
-import { CommandError } from './routes.js';
+import { CommandError } from './command.js';
 import { printable, printableDeep, withoutTrailingSlashes } from './safe-text.js';
 import { paint, table } from './table.js';
 

@@ -9,18 +9,8 @@ import type { KV, KvEntry } from '@nats-io/kv';
 import { normalizePath, pathToSubject } from '@natsgw/service-sdk/protocol';
 import { POLICY_BLOCKS, type PolicyBlock, type PolicyConfig } from '../policy/policy-schema.js';
 import { keyChain } from '../routes/route-table.js';
+import { CommandError } from './command.js';
 import { isRouteKey, parseRoute, redactRoute, type AnyRouteConfig, type RouteOptions } from '../routes/route-schema.js';
-
-export class CommandError extends Error {
-  override name = 'CommandError';
-  /** 1 runtime (not found, unreachable), 2 bad usage or invalid input. */
-  constructor(
-    message: string,
-    readonly exitCode: 1 | 2,
-  ) {
-    super(message);
-  }
-}
 
 export function checkKey(subject: string): string {
   if (subject.startsWith('/')) throw new CommandError(`route keys are subjects, not paths: for ${subject} use ROOT${subject.replace(/\//g, '.')} (e.g. api.legacy)`, 2);

@@ -7,7 +7,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { Registry } from 'prom-client';
 import { answer, type AdminVerb } from './admin-data.js';
 import type { GatewayView } from './gateway-view.js';
-import { discoverServices, type ServicesResult } from './micro-discovery.js';
+import type { ServicesResult } from './micro-discovery.js';
 
 /** How long GET /services collects answers from the account's micro services. */
 const SERVICES_WAIT_MS = 1000;
@@ -15,6 +15,8 @@ const SERVICES_WAIT_MS = 1000;
 /** Every micro service on the account, asked over `nc` (null: not connected to NATS). */
 export async function servicesOver(nc: NatsConnection | undefined): Promise<ServicesResult | null> {
   if (nc === undefined || nc.isClosed()) return null;
+  // Imported when first asked: discovery and its schema checks (ajv-formats) are for GET /services only.
+  const { discoverServices } = await import('./micro-discovery.js');
   return discoverServices(nc, SERVICES_WAIT_MS);
 }
 
