@@ -255,6 +255,8 @@ async function main(): Promise<void> {
       memoryMiB: {
         gatewayIdle: mib(idle.rssKb),
         gatewayIdleAfter35s: mib(idleSettled.rssKb),
+        gatewayIdleAfter35sSplit: { anonymous: mib(idleSettled.anonKb), fileBacked: mib(idleSettled.fileKb) },
+        bareNode: bareNode(),
         gatewayAfterRounds: mib(afterRounds.rssKb),
         gatewayLogIdle: mib(idleLogged.rssKb),
         gatewayLogAfterRounds: mib(afterRoundsLogged.rssKb),
@@ -311,7 +313,7 @@ async function main(): Promise<void> {
     console.log(`    … / the same request without them = ${result.ratios.policyVsSameHeaders!.toFixed(2)}×  (what the policies alone cost)`);
     const mem = result.memoryMiB;
     console.log(
-      `\n  gateway RSS: idle ${mem.gatewayIdle} MiB 1 s after start, ${mem.gatewayIdleAfter35s} MiB 35 s after (target ≤ 60), after the rounds ${mem.gatewayAfterRounds} MiB; with its access log: idle ${mem.gatewayLogIdle} MiB, after the rounds ${mem.gatewayLogAfterRounds} MiB`,
+      `\n  gateway RSS: idle ${mem.gatewayIdle} MiB 1 s after start, ${mem.gatewayIdleAfter35s} MiB 35 s after (target ≤ 60; anonymous ${mem.gatewayIdleAfter35sSplit.anonymous}, file-backed ${mem.gatewayIdleAfter35sSplit.fileBacked}; node with the same flags and nothing loaded: ${mem.bareNode.rss}, of them ${mem.bareNode.anonymous} anonymous, ${mem.bareNode.fileBacked} file-backed), after the rounds ${mem.gatewayAfterRounds} MiB; with its access log: idle ${mem.gatewayLogIdle} MiB, after the rounds ${mem.gatewayLogAfterRounds} MiB`,
     );
     console.log(`  1,000-connection burst, log on: peak ${mem.burst.peak} MiB, after ${mem.burst.after} MiB (target ≤ 100)`);
     console.log(`  --workers 2 after the rounds: ${mem.gatewayWorkersAfterRounds} MiB`);
@@ -355,6 +357,14 @@ async function main(): Promise<void> {
 }
 
 /** RSS after importing each of the gateway's parts in turn, in a fresh node with the gateway's V8 flags. */
+/** RSS of a node process with the gateway's V8 flags that loads nothing, 3 s after start: the part of the gateway's RSS that is node itself. */
+function bareNode(): { rss: number; anonymous: number; fileBacked: number } {
+  const script = "setTimeout(() => process.stdout.write(require('fs').readFileSync('/proc/self/status', 'utf8')), 3000)";
+  const status = spawnSync(process.execPath, ['--max-semi-space-size=2', '-e', script], { encoding: 'utf8' }).stdout;
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
+  return { rss: mib(kb('VmRSS')), anonymous: mib(kb('RssAnon')), fileBacked: mib(kb('RssFile')) };
+}
+
 function importCosts(): Array<{ module: string; rssMiB: number }> {
   const r = spawnSync(process.execPath, ['--max-semi-space-size=2', here('./import-costs.js')], { encoding: 'utf8', cwd: here('../../../gateway') });
   if (r.status !== 0) return [];

@@ -162,11 +162,14 @@ http {
   return { child, dir, workerPid: nginxWorkerPid(child) };
 }
 
-export function memoryKb(pid: number): { rssKb: number; peakRssKb: number } {
+/** A process's RSS, peak RSS, and the RSS split into anonymous memory (heap, malloc, stacks) and file-backed pages (the node binary, shared libraries). */
+export function memoryKb(pid: number): { rssKb: number; peakRssKb: number; anonKb: number; fileKb: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return {
     rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN),
     peakRssKb: Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? NaN),
+    anonKb: Number(/RssAnon:\s+(\d+)/.exec(status)?.[1] ?? NaN),
+    fileKb: Number(/RssFile:\s+(\d+)/.exec(status)?.[1] ?? NaN),
   };
 }
 
