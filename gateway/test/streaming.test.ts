@@ -239,9 +239,17 @@ test('streaming: 200 MiB download and 200 MiB upload through a service in its ow
     assert.equal(got.sha256, expected, 'download bytes identical');
 
     const up = sampleMemory(pids, overrun);
-    const sent = JSON.parse(await runBulkClient('up', `${s.base}/files/up`, 200)) as { status: number; answer: { bytes: number; sha256: string } };
+    const sent = JSON.parse(await runBulkClient('up', `${s.base}/files/up`, 200)) as { status: number; answer: { bytes: number; sha256: string }; error?: string };
     const upSeries = up.stop();
-    assert.equal(sent.status, 200);
+    // Says what the client saw (an error such as EPIPE, or a refusal's status) and what the gateway held, should this ever fail.
+    assert.equal(
+      sent.status,
+      200,
+      `upload: the client saw ${JSON.stringify(sent)}; overrun now ${overrun()} bytes; gateway log: ${s.logs
+        .slice(-5)
+        .map((l) => JSON.stringify(l))
+        .join(' ')}`,
+    );
     assert.deepEqual(sent.answer, { bytes: 200 * MiB, sha256: expected }, 'upload bytes identical');
 
     // Bounds: a window (1 MiB) per direction plus what V8 keeps between
