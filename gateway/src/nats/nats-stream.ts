@@ -167,6 +167,13 @@ export class NatsStream {
       // A window waits for credit: stop reading the client (uWS also stops its idle timer).
       this.paused = true;
       this.ex.res.pause();
+    } else if (this.paused && !last) {
+      // This was read past the pause, and uWS, counting it as the client's
+      // progress, re-armed its 10 s idle timer (every 160 KiB, HttpContext.h):
+      // had the stream then waited longer than that for credit, uWS would have
+      // closed the connection as idle. pause() disarms the timer again; while
+      // paused, --stream-idle-timeout is what watches the service.
+      this.ex.res.pause();
     }
   }
 

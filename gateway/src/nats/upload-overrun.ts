@@ -9,7 +9,9 @@
  * onData lends each piece only for the call, so what arrives then has to be
  * copied and kept. One resume can bring in a whole TCP receive buffer (up to
  * `net.ipv4.tcp_rmem`'s maximum: 6 MiB by default, 32 MiB on this machine)
- * plus what the client sends while that read lasts. Each stream charges what
+ * plus what the client sends while those reads last: a client that keeps up
+ * with them (a busy gateway core) can bring in most of its body, so nothing
+ * bounds a stream's overrun but this limit. Each stream charges what
  * it holds beyond its window here; a piece that takes the total past the
  * limit cuts its stream off (upload-buffer-full), so many fast clients cannot
  * make the gateway hold a receive buffer each.
