@@ -7,6 +7,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { AdminVerb } from '../ops/admin-schema.js';
+import { draft07 } from './draft07.js';
 
 const Str = Type.String({ maxLength: 4096 });
 const NullableStr = Type.Union([Str, Type.Null()]);
@@ -102,14 +103,11 @@ export type AdminAnswer = Static<typeof AdminAnswerSchema>;
 
 /** The schemas as plain JSON Schema (draft-07), as published in gateway/schema/admin.schema.json: `answer`, and one view per verb. */
 export function adminJsonSchema(): object {
-  return JSON.parse(
-    JSON.stringify({
-      $schema: 'http://json-schema.org/draft-07/schema#',
-      $id: 'https://natsgw.dev/schema/admin.schema.json',
-      title: 'natsgw admin answers',
-      description:
-        'What a gateway answers an admin request with over NATS (definitions.answer), and the data of each verb (definitions.status, …), as the fleet CLI checks them. Later gateways may add fields.',
-      definitions: { answer: AdminAnswerSchema, ...VIEW_SCHEMAS },
-    }),
-  ) as object;
+  return draft07({
+    $id: 'https://natsgw.dev/schema/admin.schema.json',
+    title: 'natsgw admin answers',
+    description:
+      'What a gateway answers an admin request with over NATS (definitions.answer), and the data of each verb (definitions.status, …), as the fleet CLI checks them. Later gateways may add fields.',
+    definitions: { answer: AdminAnswerSchema, ...VIEW_SCHEMAS },
+  });
 }

@@ -30,6 +30,7 @@ import {
   LOG_LEVELS,
 } from '../config.js';
 import { DEFAULT_ROUTES_BUCKET } from '../routes/routes-bucket.js';
+import { draft07 } from './draft07.js';
 
 /** Per-key help, shown by `--help` and used in error messages. `hint` explains a pattern in words. */
 export interface Meta {
@@ -168,14 +169,11 @@ export type GatewayOptions = Static<typeof GatewayOptionsSchema>;
 
 /** The schema as plain JSON Schema (draft-07), as published in gateway/schema/config.schema.json. */
 export function configJsonSchema(): object {
-  return JSON.parse(
-    JSON.stringify({
-      $schema: 'http://json-schema.org/draft-07/schema#',
-      $id: 'https://natsgw.dev/schema/config.schema.json',
-      title: 'natsgw configuration',
-      description:
-        'The options of natsgw serve, as a --config file holds them (camelCase keys); flags and NATSGW_* variables take the same values. placeholder, hint and secret are what --help and error messages use.',
-      ...(GatewayOptionsSchema as TSchema),
-    }),
-  ) as object;
+  return draft07({
+    $id: 'https://natsgw.dev/schema/config.schema.json',
+    title: 'natsgw configuration',
+    description:
+      'The options of natsgw serve, as a --config file holds them (camelCase keys); flags and NATSGW_* variables take the same values. placeholder, hint and secret are what --help and error messages use.',
+    ...(GatewayOptionsSchema as TSchema),
+  });
 }

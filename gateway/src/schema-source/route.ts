@@ -10,6 +10,7 @@
 import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
 import { BALANCING_POLICIES, ROUTE_TARGETS } from '../routes/route-schema.js';
 import { PolicySchema } from './policy.js';
+import { draft07 } from './draft07.js';
 
 const UPSTREAM_URL_PATTERN = '^https?://[^\\s/?#@]+(/[^\\s?#]*)?$';
 const HEADER_NAME_PATTERN = "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$";
@@ -182,5 +183,5 @@ export type RouteOptions = Static<typeof RouteSchemaStrict>;
 
 /** The schema as plain JSON Schema (draft-07), as published in gateway/schema/route.schema.json. */
 export function routeJsonSchema(): object {
-  return JSON.parse(JSON.stringify({ $schema: 'http://json-schema.org/draft-07/schema#', ...(RouteSchema as TSchema) })) as object;
+  return draft07(RouteSchema);
 }
