@@ -7,7 +7,7 @@
  */
 // Hint, Kind, OptionalKind, ReadonlyKind: named so the exported schema's type can be declared.
 // biome-ignore lint/correctness/noUnusedImports: the declaration emit needs these names (TS4023 without them).
-import { Type, type Static, type TSchema, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
+import { Type, type Static, type Hint, type Kind, type OptionalKind, type ReadonlyKind } from '@sinclair/typebox';
 import { BALANCING_POLICIES, ROUTE_TARGETS } from '../routes/route-schema.js';
 import { PolicySchema } from './policy.js';
 import { draft07 } from './draft07.js';
