@@ -235,7 +235,10 @@ function readConfigFile(path: string): Record<string, unknown> {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new ConfigError(`config file ${path} must hold a JSON object`);
   }
-  return parsed as Record<string, unknown>;
+  // "$schema" points an editor at gateway/schema/config.schema.json (which allows it); it is not an option.
+  const { $schema, ...options } = parsed as Record<string, unknown>;
+  if ($schema !== undefined && typeof $schema !== 'string') throw new ConfigError(`"$schema" in config file ${path} must be a string (a schema's URL or path)`);
+  return options;
 }
 
 function describe(e: ErrorObject, values: Record<string, unknown>, origin: Record<string, string>): string {

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, loadConfig } from '../src/config.js';
+import { Ajv } from 'ajv';
+import { ConfigError, configSchema, DEFAULT_MAX_BODY_BYTES, DEFAULT_TIMEOUT_MS, loadConfig } from '../src/config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'natsgw-config-'));
 function file(name: string, content: string): string {
@@ -32,6 +33,15 @@ test('config: flag > environment > file > default', () => {
   assert.equal(c.maxBodyBytes, 3333); // flag beats env
 });
 
+test('config: a file may name its schema with "$schema" (for editors): the published schema allows it, serve ignores it', () => {
+  const named = { $schema: './node_modules/natsgw/gateway/schema/config.schema.json', port: 1234 };
+  const c = loadConfig({ file: file('with-schema.json', JSON.stringify(named)) });
+  assert.equal(c.port, 1234);
+  const validate = new Ajv({ strict: false }).compile(configSchema());
+  assert.equal(validate(named), true, JSON.stringify(validate.errors));
+  assert.equal(validate({ ...named, colour: 'blue' }), false, 'other unknown keys are still refused');
+});
+
 test('config: lists accept commas and repeats', () => {
   const c = loadConfig({ flags: { nats: ['nats://a:4222,nats://b:4222', 'nats://c:4222'] }, env: { NATSGW_TRUSTED_PROXIES: '10.0.0.0/8, 192.168.1.1' } });
   assert.deepEqual(c.natsServers, ['nats://a:4222', 'nats://b:4222', 'nats://c:4222']);
@@ -54,6 +64,7 @@ test('config: every bad value is one line naming where it came from', () => {
     [{ file: file('unknown.json', '{"colour": "blue"}') }, /^unknown option colour in .*unknown\.json$/],
     [{ file: file('broken.json', '{"port": ') }, /is not valid JSON/],
     [{ file: file('array.json', '[1]') }, /must hold a JSON object/],
+    [{ file: file('schema-number.json', '{"$schema": 7}') }, /^"\$schema" in config file .*schema-number\.json must be a string/],
     [{ file: join(dir, 'missing.json') }, /^cannot read config file .*missing\.json: ENOENT$/],
     [{ flags: { user: 'u' } }, /^--user needs --pass/],
     [{ flags: { user: 'u', pass: 'p', token: 't' } }, /^choose one NATS authentication method/],

@@ -175,5 +175,7 @@ export function configJsonSchema(): object {
     description:
       'The options of natsgw serve, as a --config file holds them (camelCase keys); flags and NATSGW_* variables take the same values. placeholder, hint and secret are what --help and error messages use.',
     ...(GatewayOptionsSchema as TSchema),
+    // Not an option: lets a config file name this schema for editors (natsgw serve ignores it).
+    patternProperties: { '^\\$schema$': { type: 'string', description: 'This schema, for editors; natsgw serve ignores it.' } },
   });
 }
