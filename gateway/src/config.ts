@@ -12,8 +12,8 @@ import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 // The schema's source is schema-source/config.ts (TypeBox, build-time); this
 // checks with the JSON written from it, gateway/schema/config.schema.json.
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { schemaFile } from './schema-file.js';
+import type { ErrorObject, ValidateFunction } from 'ajv';
+import { schemaFile, schemaValidators } from './schema-file.js';
 import type { GatewayOptions, Meta } from './schema-source/config.js';
 
 export type { GatewayOptions } from './schema-source/config.js';
@@ -100,12 +100,13 @@ export function optionMeta(key: Key): Meta & { default?: unknown; type: string }
   return { ...s, type: s.type === 'integer' ? 'number' : s.type === 'array' ? 'array' : s.anyOf ? 'string' : String(s.type) };
 }
 
+/** The schema's validator, compiled at build time (it coerces strings and fills in defaults: schema-source/validators.ts). */
+const configValidators = schemaValidators<'config'>('config.cjs');
 let checker: { validate: ValidateFunction<GatewayOptions>; arrayKeys: ReadonlySet<string> } | undefined;
-/** The compiled schema and the keys that take lists: made on first use, so importing this reads nothing. */
+/** The validator and the keys that take lists: loaded on first use, so importing this reads nothing. */
 function check(): NonNullable<typeof checker> {
   if (checker === undefined) {
-    const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: false, strict: false });
-    checker = { validate: ajv.compile<GatewayOptions>(configSchema()), arrayKeys: new Set(optionKeys().filter((k) => optionSchema(k)?.type === 'array')) };
+    checker = { validate: configValidators().config as ValidateFunction<GatewayOptions>, arrayKeys: new Set(optionKeys().filter((k) => optionSchema(k)?.type === 'array')) };
   }
   return checker;
 }

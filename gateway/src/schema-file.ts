@@ -8,9 +8,13 @@
  * gateway does not load its 200 modules (≈ 3.5 MiB of RSS at start).
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type { ValidateFunction } from 'ajv';
 
 /** The schema files, by the name each is published under. */
 export type SchemaFileName = 'config.schema.json' | 'route.schema.json' | 'admin.schema.json';
+/** The compiled validators of those schemas (gateway/schema/validators/), one file per schema. */
+export type ValidatorFileName = 'config.cjs' | 'route.cjs' | 'admin.cjs';
 
 /**
  * A getter of one published schema: read on first call, then shared. Read
@@ -30,5 +34,29 @@ export function schemaFile<T>(name: SchemaFileName): () => T {
       }
     }
     return parsed;
+  };
+}
+
+const requireHere = createRequire(import.meta.url);
+
+/**
+ * A getter of one schema's compiled validators (gateway/schema/validators/,
+ * written with the schema files by `npm run schema`; see
+ * schema-source/validators.ts): loaded on first call, then shared. Ajv's
+ * compiler is never loaded for them.
+ * @example const validators = schemaValidators<'route' | 'policy'>('route.cjs'); validators().route(value);
+ */
+export function schemaValidators<Name extends string>(name: ValidatorFileName): () => Record<Name, ValidateFunction> {
+  let loaded: Record<Name, ValidateFunction> | undefined;
+  return () => {
+    if (loaded === undefined) {
+      const path = `../../schema/validators/${name}`;
+      try {
+        loaded = requireHere(path) as Record<Name, ValidateFunction>;
+      } catch (err) {
+        throw new Error(`cannot load the schema validators gateway/schema/validators/${name} (${(err as Error).message}); run \`npm run schema\``);
+      }
+    }
+    return loaded;
   };
 }

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parseRoute as parse, type RouteConfig } from '../src/routes/route-schema.js';
 import { PUBLISHED_SCHEMAS } from '../src/schema-source/published.js';
+import { COMPILED_VALIDATORS } from '../src/schema-source/validators.js';
 
 /** parseRoute for HTTP overrides, typed as one (the raw NATS routes' tests use parse). */
 const parseRoute = (v: unknown) => parse(v) as { ok: true; config: RouteConfig } | { ok: false; reason: string };
@@ -12,6 +13,13 @@ for (const [name, build] of Object.entries(PUBLISHED_SCHEMAS)) {
   test(`schema files: gateway/schema/${name} is the one its TypeBox source defines`, () => {
     const published = JSON.parse(readFileSync(new URL(`../../schema/${name}`, import.meta.url), 'utf8')) as object;
     assert.deepEqual(published, build(), `run \`npm run schema\` after changing gateway/src/schema-source/`);
+  });
+}
+// The gateway validates with the compiled files only, so a file compiled from an older schema (or an older Ajv) would check something else.
+for (const [name, compile] of Object.entries(COMPILED_VALIDATORS)) {
+  test(`schema files: gateway/schema/validators/${name} is what Ajv compiles from its schema`, () => {
+    const written = readFileSync(new URL(`../../schema/validators/${name}`, import.meta.url), 'utf8');
+    assert.ok(written === compile(), `gateway/schema/validators/${name} is stale: run \`npm run schema\``);
   });
 }
 

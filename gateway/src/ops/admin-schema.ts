@@ -7,9 +7,9 @@
  * reads must have the stated types.
  */
 // The schemas' source is schema-source/admin.ts (TypeBox, build-time); this
-// checks with the JSON written from it, gateway/schema/admin.schema.json.
-import { Ajv } from 'ajv';
-import { schemaFile } from '../schema-file.js';
+// checks with the code compiled from the JSON written from it
+// (gateway/schema/admin.schema.json → gateway/schema/validators/admin.cjs).
+import { schemaValidators } from '../schema-file.js';
 import type { AdminAnswer } from '../schema-source/admin.js';
 
 export type { AdminAnswer, BackendView, CircuitView, GatewayStatus, RoutesView, StatsView } from '../schema-source/admin.js';
@@ -17,22 +17,10 @@ export type { AdminAnswer, BackendView, CircuitView, GatewayStatus, RoutesView, 
 export const ADMIN_VERBS = ['status', 'routes', 'backends', 'circuits', 'stats'] as const;
 export type AdminVerb = (typeof ADMIN_VERBS)[number];
 
-const adminSchema = schemaFile<{ definitions: Record<'answer' | AdminVerb, object> }>('admin.schema.json');
-
 type Check = ((x: unknown) => boolean) & { errors?: Array<{ instancePath?: string; message?: string }> | null };
-let compiled: { answer: Check; views: Record<AdminVerb, Check> } | undefined;
-/** Compiled on first use: only the CLI checks answers, so a gateway never pays for it at start-up. */
-function checks(): { answer: Check; views: Record<AdminVerb, Check> } {
-  if (compiled === undefined) {
-    const ajv = new Ajv({ allErrors: false, strict: false });
-    const { definitions } = adminSchema();
-    compiled = {
-      answer: ajv.compile(definitions.answer),
-      views: Object.fromEntries(ADMIN_VERBS.map((verb) => [verb, ajv.compile(definitions[verb])])) as unknown as Record<AdminVerb, Check>,
-    };
-  }
-  return compiled;
-}
+/** One validator per definition of the schema, compiled at build time; loaded on first use (only the CLI checks answers). */
+const validators = schemaValidators<'answer' | AdminVerb>('admin.cjs');
+const checks = (): { answer: Check; views: Record<AdminVerb, Check> } => ({ answer: validators().answer, views: validators() });
 
 /**
  * Checks an answer to `verb`; returns it, or why it is not a gateway's.

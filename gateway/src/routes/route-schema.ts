@@ -7,10 +7,11 @@
  * is a value the gateway accepts. Every field has a default, stated here.
  */
 // The schema's source is schema-source/route.ts (TypeBox, build-time); this
-// validates with the JSON written from it, gateway/schema/route.schema.json.
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+// validates with the code compiled from the JSON written from it
+// (gateway/schema/route.schema.json → gateway/schema/validators/route.cjs).
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import { checkPolicy, redactPolicy, type PolicyConfig } from '../policy/policy-schema.js';
-import { schemaFile } from '../schema-file.js';
+import { schemaFile, schemaValidators } from '../schema-file.js';
 import type { RouteOptions } from '../schema-source/route.js';
 
 export type { RouteOptions } from '../schema-source/route.js';
@@ -56,16 +57,9 @@ const RAW_ROUTE_FIELDS: ReadonlySet<string> = new Set(['target', 'maxRequestBody
 /** The published route schema (gateway/schema/route.schema.json), read on first use. */
 export const routeSchema = schemaFile<{ properties: Record<keyof RouteOptions, object> }>('route.schema.json');
 
-let validators: { route: ValidateFunction; policy: ValidateFunction } | undefined;
-/** Compiled on first use, like the schema is read: nothing at import. */
-function validator(which: 'route' | 'policy'): ValidateFunction {
-  if (validators === undefined) {
-    const ajv = new Ajv({ useDefaults: true, allErrors: false, strict: false });
-    const schema = routeSchema();
-    validators = { route: ajv.compile(schema), policy: ajv.compile(schema.properties.policy) };
-  }
-  return validators[which];
-}
+/** The whole entry's validator and its policy's, compiled at build time (they fill in defaults); loaded on first use. */
+const validators = schemaValidators<'route' | 'policy'>('route.cjs');
+const validator = (which: 'route' | 'policy'): ValidateFunction => validators()[which];
 
 const prefixed = (e: ErrorObject, at: string): ErrorObject => ({ ...e, instancePath: at + e.instancePath });
 
