@@ -14,10 +14,9 @@ const steps: Array<[string, string]> = [
   ['uWebSockets.js', 'uWebSockets.js'],
   ['pino', 'pino'],
   ['@nats-io/kv', '@nats-io/kv'],
-  ['ajv', 'ajv'],
   ['undici', 'undici'],
   ['prom-client', 'prom-client'],
-  // The entry `natsgw serve` runs: neither TypeBox (build-time) nor yargs (only for other command lines) is loaded.
+  // The entry `natsgw serve` runs: neither TypeBox (build-time), Ajv's compiler (the validators are compiled at build time) nor yargs (only for other command lines) is loaded.
   ['natsgw (gateway + serve entry)', './dist/src/cli/cli.js'],
 ];
 const out: Array<{ module: string; rssMiB: number }> = [];
