@@ -46,6 +46,7 @@ import {
   putPolicyRoute,
   runAutocannon,
   runWrk,
+  shebangFlags,
   start,
   startGateway,
   startNginx,
@@ -356,17 +357,20 @@ async function main(): Promise<void> {
   }
 }
 
-/** RSS after importing each of the gateway's parts in turn, in a fresh node with the gateway's V8 flags. */
+/** The V8 flags the `natsgw` command runs with (its shebang line). */
+const gatewayFlags = (): string[] => shebangFlags(here('../../../gateway/bin/natsgw.js'));
+
 /** RSS of a node process with the gateway's V8 flags that loads nothing, 3 s after start: the part of the gateway's RSS that is node itself. */
 function bareNode(): { rss: number; anonymous: number; fileBacked: number } {
   const script = "setTimeout(() => process.stdout.write(require('fs').readFileSync('/proc/self/status', 'utf8')), 3000)";
-  const status = spawnSync(process.execPath, ['--max-semi-space-size=2', '-e', script], { encoding: 'utf8' }).stdout;
+  const status = spawnSync(process.execPath, [...gatewayFlags(), '-e', script], { encoding: 'utf8' }).stdout;
   const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
   return { rss: mib(kb('VmRSS')), anonymous: mib(kb('RssAnon')), fileBacked: mib(kb('RssFile')) };
 }
 
+/** RSS after importing each of the gateway's parts in turn, in a fresh node with the gateway's V8 flags. */
 function importCosts(): Array<{ module: string; rssMiB: number }> {
-  const r = spawnSync(process.execPath, ['--max-semi-space-size=2', here('./import-costs.js')], { encoding: 'utf8', cwd: here('../../../gateway') });
+  const r = spawnSync(process.execPath, [...gatewayFlags(), here('./import-costs.js')], { encoding: 'utf8', cwd: here('../../../gateway') });
   if (r.status !== 0) return [];
   return JSON.parse(r.stdout) as Array<{ module: string; rssMiB: number }>;
 }

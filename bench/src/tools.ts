@@ -253,7 +253,7 @@ export async function startGateway(natsUrl: string, run: GatewayRun = {}): Promi
 }
 
 /** The node flags in a script's `#!/usr/bin/env -S node …` line. */
-function shebangFlags(script: string): string[] {
+export function shebangFlags(script: string): string[] {
   const tokens = readFileSync(script, 'utf8').split('\n', 1)[0]!.split(' ');
   const node = tokens.findIndex((t) => t === 'node' || t.endsWith('/node'));
   return node === -1 ? [] : tokens.slice(node + 1).filter((t) => t.startsWith('-'));

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -138,6 +138,28 @@ test('cli: --log-format pretty writes lines for humans instead of JSON', async (
     assert.match(line, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: listening on http:\/\/127\.0\.0\.1:\d+/);
   } finally {
     gw.child.kill('SIGKILL');
+    await ns.dispose();
+  }
+});
+
+// The memory figures in the README are the `natsgw` command's, whose V8 flags (a small young generation, an old
+// generation collected at 1.5 × what is live) are in its #! line: run as a program, node must accept and apply them.
+test('cli: the natsgw command runs as a program with the V8 flags of its #! line', async () => {
+  const version = spawnSync(BIN, ['--version'], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(version.status, 0, version.stderr);
+  assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+  const ns = await startNatsServer();
+  const child = spawn(BIN, ['serve', '--nats', ns.url, '--host', '127.0.0.1', '--port', '0', '--admin-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const started = Date.now();
+    while (!out.includes('connected to NATS') && Date.now() - started < 15_000) await new Promise((r) => setTimeout(r, 50));
+    assert.match(out, /connected to NATS/);
+    const argv = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0');
+    assert.ok(argv.includes('--max-semi-space-size=2') && argv.includes('--heap-growing-percent=50'), `node ran as ${argv.join(' ')}`);
+  } finally {
+    child.kill('SIGKILL');
     await ns.dispose();
   }
 });
