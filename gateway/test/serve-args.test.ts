@@ -57,7 +57,7 @@ test('serve args: anything but the plain form is left to yargs', async () => {
   assert.equal((await yargsServe(['serve', '--maxBody', '5'])).maxBody, '5');
 });
 
-test('serve args: a gateway started by natsgw serve loads neither yargs, TypeBox nor the other commands', async (t) => {
+test("serve args: a gateway started by natsgw serve loads neither yargs, TypeBox, Ajv's compiler nor the other commands", async (t) => {
   const ns = await startNatsServer();
   const dir = mkdtempSync(join(tmpdir(), 'natsgw-loaded-'));
   t.after(async () => {
@@ -80,7 +80,21 @@ test('serve args: a gateway started by natsgw serve loads neither yargs, TypeBox
     all.some((m) => m.endsWith('/dist/src/gateway.js')),
     'the list has the gateway itself',
   );
-  for (const absent of ['/yargs/', '/@sinclair/typebox/', '/dist/src/cli/program.js', '/dist/src/cli/fleet.js', '/dist/src/schema-source/', '/ajv-formats/']) {
+  assert.ok(
+    all.some((m) => m.endsWith('/schema/validators/config.cjs')),
+    'its options were checked by the validator compiled at build time',
+  );
+  for (const absent of [
+    '/yargs/',
+    '/@sinclair/typebox/',
+    '/dist/src/cli/program.js',
+    '/dist/src/cli/fleet.js',
+    '/dist/src/schema-source/',
+    '/ajv-formats/',
+    '/ajv/dist/ajv.js',
+    '/ajv/dist/core.js',
+    '/ajv/dist/compile/',
+  ]) {
     assert.deepEqual(
       all.filter((m) => m.includes(absent)),
       [],
