@@ -11,7 +11,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 // The schema's source is schema-source/config.ts (TypeBox, build-time); this
-// checks with the JSON written from it, gateway/schema/config.schema.json.
+// reads the JSON written from it (gateway/schema/config.schema.json: keys,
+// help, defaults) and checks with the code compiled from that JSON
+// (gateway/schema/validators/config.cjs).
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import { schemaFile, schemaValidators } from './schema-file.js';
 import type { GatewayOptions, Meta } from './schema-source/config.js';

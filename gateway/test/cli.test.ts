@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { startNatsServer } from '@natsgw/devkit';
 import { optionKeys, flagName, envName } from '../src/config.js';
-import { NATSGW_BIN, spawnGateway } from './helpers.js';
+import { eventually, NATSGW_BIN, spawnGateway } from './helpers.js';
 
 const BIN = NATSGW_BIN;
 const run = (args: string[], env: Record<string, string> = {}) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 20_000 });
@@ -153,9 +153,7 @@ test('cli: the natsgw command runs as a program with the V8 flags of its #! line
   try {
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const started = Date.now();
-    while (!out.includes('connected to NATS') && Date.now() - started < 15_000) await new Promise((r) => setTimeout(r, 50));
-    assert.match(out, /connected to NATS/);
+    await eventually(() => out.includes('connected to NATS'), 15_000, 'the gateway to connect to NATS');
     const argv = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0');
     assert.ok(argv.includes('--max-semi-space-size=2') && argv.includes('--heap-growing-percent=50'), `node ran as ${argv.join(' ')}`);
   } finally {

@@ -17,26 +17,23 @@ export type { AdminAnswer, BackendView, CircuitView, GatewayStatus, RoutesView, 
 export const ADMIN_VERBS = ['status', 'routes', 'backends', 'circuits', 'stats'] as const;
 export type AdminVerb = (typeof ADMIN_VERBS)[number];
 
-type Check = ((x: unknown) => boolean) & { errors?: Array<{ instancePath?: string; message?: string }> | null };
 /** One validator per definition of the schema, compiled at build time; loaded on first use (only the CLI checks answers). */
 const validators = schemaValidators<'answer' | AdminVerb>('admin.cjs');
-const checks = (): { answer: Check; views: Record<AdminVerb, Check> } => ({ answer: validators().answer, views: validators() });
 
 /**
  * Checks an answer to `verb`; returns it, or why it is not a gateway's.
  * @example checkAdminAnswer('status', JSON.parse(text))
  */
 export function checkAdminAnswer(verb: AdminVerb, answer: unknown): AdminAnswer | string {
-  const { answer: checkAnswer, views } = checks();
-  if (!checkAnswer(answer)) return `not an admin answer (${describe(checkAnswer.errors?.[0])})`;
+  const check = validators().answer;
+  if (!check(answer)) return `not an admin answer (${describe(check.errors?.[0])})`;
   const a = answer as AdminAnswer;
-  if (a.ok && !views[verb](a.data)) return `its ${verb} view does not have the expected shape (${describe(views[verb].errors?.[0])})`;
-  return a;
+  return a.ok ? (checkAdminView(verb, a.data) ?? a) : a;
 }
 
 /** Checks the data of `verb` from one gateway's HTTP admin API. */
 export function checkAdminView(verb: AdminVerb, data: unknown): string | undefined {
-  const check = checks().views[verb];
+  const check = validators()[verb];
   return check(data) ? undefined : `its ${verb} view does not have the expected shape (${describe(check.errors?.[0])})`;
 }
 
