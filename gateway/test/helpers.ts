@@ -54,7 +54,17 @@ export async function startTestGateway(flags: Record<string, unknown>, logs: Log
 export async function startStack(flags: Record<string, unknown> = {}, natsOptions: NatsServerOptions = {}): Promise<Stack> {
   const ns = await startNatsServer(natsOptions);
   const { gw, logs, base } = await startTestGateway({ nats: ns.url, ...flags });
-  await gw.connected;
+  // (The gateway retries its first connect for ever: a test must fail instead, saying so.)
+  let connected = false;
+  gw.connected.then(
+    () => (connected = true),
+    () => undefined,
+  );
+  await eventually(() => connected, 15_000).catch(async (err: Error) => {
+    await gw.close(0);
+    await ns.dispose();
+    throw new Error(`the gateway did not connect to ${ns.url} within 15 s (${err.message}); its log: ${logs.map((l) => l.msg).join(' | ')}`);
+  });
   // A test's first put must not race the gateway creating the routes bucket
   // (see putRoute in backends.ts).
   if (natsOptions.jetstream !== false) await eventually(() => gw.overrides.state === 'watching', 10_000, 'the gateway watches the routes bucket');

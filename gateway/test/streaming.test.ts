@@ -18,7 +18,7 @@ import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { FormData, request } from 'undici';
+import { Agent, FormData, request, setGlobalDispatcher } from 'undici';
 import express from 'express';
 import multer from 'multer';
 import Fastify from 'fastify';
@@ -33,6 +33,12 @@ const MiB = 1024 * 1024;
 const SERVICE = fileURLToPath(new URL('./fixtures/stream-service.js', import.meta.url));
 const BULK_CLIENT = fileURLToPath(new URL('./fixtures/bulk-client.js', import.meta.url));
 
+// A stream that stalls must fail its own test, saying which request stalled,
+// not wait out undici's 300 s defaults and take the whole file past the
+// runner's --test-timeout (one CI run lost every test after the multer one
+// that way). The slowest wait here is the 11.5 s handler pause below.
+setGlobalDispatcher(new Agent({ headersTimeout: 30_000, bodyTimeout: 30_000 }));
+
 async function withStack(t: TestContext, flags: Record<string, unknown>, fn: (s: Stack) => Promise<void>): Promise<void> {
   const s = await startStack({ timeout: 10_000, accessLog: false, ...flags });
   t.after(() => s.close());
@@ -46,8 +52,17 @@ async function spawnService(t: TestContext, natsUrl: string, mount: string): Pro
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   await new Promise<void>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
-    child.once('exit', (code) => reject(new Error(`service exited with ${code}`)));
+    // (A later resolve or reject of a settled promise does nothing.)
+    const timer = setTimeout(() => reject(new Error(`service ${mount} did not print ready within 20 s`)), 20_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      if (!d.toString().includes('ready')) return;
+      clearTimeout(timer);
+      resolve();
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`service exited with ${code}`));
+    });
   });
   return child;
 }
@@ -523,6 +538,7 @@ test('streaming: kill -9 of the service mid-download and mid-upload — the clie
     );
     const cutOff = Date.now() - killedAt;
     t.diagnostic(`download cut off ${cutOff} ms after kill -9`);
+    assert.ok(killedAt !== 0, `the service was killed mid-download (the client got ${got} bytes first)`);
     assert.ok(got < 1024 * MiB);
     assert.ok(cutOff < 5000, `cut off within 5 s (${cutOff} ms)`);
     await eventually(() => s.gw.inFlight === 0, 3000, 'nothing in flight after the download');
@@ -535,22 +551,33 @@ test('streaming: kill -9 of the service mid-download and mid-upload — the clie
     // space: that interest would hide the no-responders the gateway relies on.)
     const up = await spawnService(t, s.ns.url, 'api.kill2');
     let upKilledAt = 0;
+    let received = 0;
+    let pendingLine = '';
     up.stdout!.on('data', (d: Buffer) => {
-      const received = Math.max(0, ...[...d.toString().matchAll(/received (\d+)/g)].map((m) => Number(m[1])));
+      // Whole lines only: a read may end inside one.
+      const lines = (pendingLine + d.toString()).split('\n');
+      pendingLine = lines.pop()!;
+      for (const line of lines) if (line.startsWith('received ')) received = Math.max(received, Number(line.slice(9)));
       if (upKilledAt === 0 && received > 4 * MiB) {
         upKilledAt = Date.now();
         up.kill('SIGKILL');
       }
     });
-    const body = patternBody(1024, { sent: 0 }, 16 * MiB);
+    const sent = { sent: 0 };
+    const body = patternBody(1024, sent, 16 * MiB);
     const outcome = await request(`${s.base}/kill2/up`, { method: 'POST', body, headers: { 'content-length': String(1024 * MiB) } }).then(
       async (res) => `${res.statusCode} ${((await res.body.json()) as { code: string }).code}`,
       (err: Error) => `error ${err.message}`,
     );
     const upCutOff = Date.now() - upKilledAt;
+    const where = `the client produced ${sent.sent} bytes, the service reported ${received} received, killed: ${upKilledAt !== 0}; gateway: ${s.gw.inFlight} in flight, ${s.gw.openStreams} streams; log: ${s.logs
+      .slice(-5)
+      .map((l) => l.msg)
+      .join(' | ')}`;
     t.diagnostic(`upload: ${outcome}, ${upCutOff} ms after kill -9`);
-    assert.ok(outcome === '502 stream-broken' || outcome.startsWith('error'), outcome);
-    assert.ok(upCutOff < 5000, `cut off within 5 s (${upCutOff} ms)`);
+    assert.ok(upKilledAt !== 0, `the service was killed mid-upload (${where})`);
+    assert.ok(outcome === '502 stream-broken' || outcome.startsWith('error'), `${outcome} (${where})`);
+    assert.ok(upCutOff < 5000, `cut off within 5 s (${upCutOff} ms; ${where})`);
     await eventually(() => s.gw.inFlight === 0 && s.gw.openStreams === 0, 3000, 'nothing in flight after the upload');
   });
 });
