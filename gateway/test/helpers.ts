@@ -34,6 +34,14 @@ export interface Stack {
   close(): Promise<void>;
 }
 
+/** The last `n` log lines, for a failure message that says what the gateway was doing. */
+export function logTail(logs: LogLine[], n = 5): string {
+  return logs
+    .slice(-n)
+    .map((l) => JSON.stringify(l))
+    .join(' ');
+}
+
 /** A debug logger whose lines land in `logs` (a write may carry several lines: they are batched per turn). */
 export function captureLogger(logs: LogLine[]): ReturnType<typeof createLogger> {
   return createLogger('debug', 'json', {
@@ -55,16 +63,19 @@ export async function startStack(flags: Record<string, unknown> = {}, natsOption
   const ns = await startNatsServer(natsOptions);
   const { gw, logs, base } = await startTestGateway({ nats: ns.url, ...flags });
   // (The gateway retries its first connect for ever: a test must fail instead, saying so.)
-  let connected = false;
-  gw.connected.then(
-    () => (connected = true),
-    () => undefined,
-  );
-  await eventually(() => connected, 15_000).catch(async (err: Error) => {
+  let timer: NodeJS.Timeout | undefined;
+  const giveUp = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('no connection within 15 s')), 15_000);
+  });
+  try {
+    await Promise.race([gw.connected, giveUp]);
+  } catch (err) {
     await gw.close(0);
     await ns.dispose();
-    throw new Error(`the gateway did not connect to ${ns.url} within 15 s (${err.message}); its log: ${logs.map((l) => l.msg).join(' | ')}`);
-  });
+    throw new Error(`the gateway did not connect to ${ns.url}: ${(err as Error).message}; its log: ${logTail(logs)}`);
+  } finally {
+    clearTimeout(timer);
+  }
   // A test's first put must not race the gateway creating the routes bucket
   // (see putRoute in backends.ts).
   if (natsOptions.jetstream !== false) await eventually(() => gw.overrides.state === 'watching', 10_000, 'the gateway watches the routes bucket');

@@ -26,7 +26,7 @@ import Koa from 'koa';
 import { connect } from '@nats-io/transport-node';
 import { decodeFrame } from '@natsgw/service-sdk/protocol';
 import { deleteRoute, putRoute, routesBucket } from './backends.js';
-import { eventually, startStack, type Stack } from './helpers.js';
+import { eventually, logTail, startStack, type Stack } from './helpers.js';
 import { PATTERN_CHUNK, patternChunk } from './fixtures/pattern.js';
 
 const MiB = 1024 * 1024;
@@ -257,14 +257,7 @@ test('streaming: 200 MiB download and 200 MiB upload through a service in its ow
     const sent = JSON.parse(await runBulkClient('up', `${s.base}/files/up`, 200)) as { status: number; answer: { bytes: number; sha256: string }; error?: string };
     const upSeries = up.stop();
     // Says what the client saw (an error such as EPIPE, or a refusal's status) and what the gateway held, should this ever fail.
-    assert.equal(
-      sent.status,
-      200,
-      `upload: the client saw ${JSON.stringify(sent)}; overrun now ${overrun()} bytes; gateway log: ${s.logs
-        .slice(-5)
-        .map((l) => JSON.stringify(l))
-        .join(' ')}`,
-    );
+    assert.equal(sent.status, 200, `upload: the client saw ${JSON.stringify(sent)}; overrun now ${overrun()} bytes; gateway log: ${logTail(s.logs)}`);
     assert.deepEqual(sent.answer, { bytes: 200 * MiB, sha256: expected }, 'upload bytes identical');
 
     // Bounds: a window (1 MiB) per direction plus what V8 keeps between
@@ -570,10 +563,7 @@ test('streaming: kill -9 of the service mid-download and mid-upload — the clie
       (err: Error) => `error ${err.message}`,
     );
     const upCutOff = Date.now() - upKilledAt;
-    const where = `the client produced ${sent.sent} bytes, the service reported ${received} received, killed: ${upKilledAt !== 0}; gateway: ${s.gw.inFlight} in flight, ${s.gw.openStreams} streams; log: ${s.logs
-      .slice(-5)
-      .map((l) => l.msg)
-      .join(' | ')}`;
+    const where = `the client produced ${sent.sent} bytes, the service reported ${received} received, killed: ${upKilledAt !== 0}; gateway: ${s.gw.inFlight} in flight, ${s.gw.openStreams} streams; log: ${logTail(s.logs)}`;
     t.diagnostic(`upload: ${outcome}, ${upCutOff} ms after kill -9`);
     assert.ok(upKilledAt !== 0, `the service was killed mid-upload (${where})`);
     assert.ok(outcome === '502 stream-broken' || outcome.startsWith('error'), `${outcome} (${where})`);
